@@ -1,0 +1,103 @@
+"""The `vlmparity` command.
+
+Each sub-command lives in its own module under `vlmparity.cli` and exposes `register(app)`. Modules import
+their heavy dependencies inside the command bodies so that `vlmparity --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+
+from vlmparity import __version__
+from vlmparity.errors import VlmparityError
+
+app = typer.Typer(
+    name="vlmparity",
+    help="Is serving engine B as accurate as engine A? Evaluate OpenAI-compatible VLM endpoints on MME and "
+    "MMMU-val with lmms-eval-identical scores, and compare them with paired statistics.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Order here is the order in `vlmparity --help`.
+COMMAND_MODULES = ("demo", "run", "compare", "report", "score", "tasks", "synth", "sim", "doctor", "launch")
+
+_state = {"debug": False}
+
+# Exit codes shared by every command (README "Exit codes").
+EXIT_OK = 0
+EXIT_NOT_EQUIVALENT = 1
+EXIT_INCONCLUSIVE = 2
+EXIT_INFRA = 3
+EXIT_USAGE = 4
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"vlmparity {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+) -> None:
+    _state["debug"] = debug or bool(os.environ.get("VLMPARITY_DEBUG"))
+
+
+def debug_enabled() -> bool:
+    """True when --debug (or VLMPARITY_DEBUG) asked for tracebacks."""
+    return _state["debug"]
+
+
+for _name in COMMAND_MODULES:
+    _module = importlib.import_module(f"vlmparity.cli.{_name}")
+    _module.register(app)
+
+
+def error_line(message: str) -> None:
+    """Print one error line on stderr."""
+    sys.stderr.write(f"vlmparity: error: {message}\n")
+    sys.stderr.flush()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the Typer app, turning user-caused errors into one line and an exit code."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("VLMPARITY_DEBUG"))
+    try:
+        app(args=argv, standalone_mode=False)
+    except VlmparityError as err:
+        if debug:
+            raise
+        error_line(err.one_line())
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        error_line("interrupted; every answer received so far is saved, rerun the same command to resume")
+        sys.exit(EXIT_INTERRUPTED)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        error_line("aborted")
+        sys.exit(1)
+    except SystemExit:
+        raise
+    except Exception as exc:
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click's usage errors (vendored by typer)
+            exc.show()
+            sys.exit(EXIT_USAGE)
+        if debug:
+            raise
+        error_line(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+        sys.exit(EXIT_INTERNAL)

@@ -1,0 +1,231 @@
+"""The Task protocol and the data that flows through it.
+
+A task turns dataset rows into `Sample`s, says what to ask for each sample (`Prompt`), scores the
+answers (`SampleScore`) and aggregates them (`TaskResult`). Tasks know nothing about HTTP or SQLite:
+`build_request` turns a prompt into the exact JSON body, with images encoded by a caller-supplied
+function, and `request_hash` proves two endpoints were sent the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import orjson
+
+
+@dataclass(frozen=True, slots=True)
+class ImageData:
+    """One image exactly as stored in the dataset (encoded bytes: PNG, JPEG, ...)."""
+
+    data: bytes
+    key: str  # sha256 hex of `data`; the identity used to encode each distinct image once per run
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ImageData:
+        return cls(data=data, key=hashlib.sha256(data).hexdigest())
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One question of one task, as the scorer and the request builder need it."""
+
+    task: str  # task name, e.g. "mme" or "mmmu_val"
+    id: str  # stable across runs and backends (MME: question_id + question; MMMU: id)
+    doc_id: int  # index in the split's storage order (lmms-eval's doc_id)
+    target: str  # the dataset's own answer
+    group: str  # stratum: MME category, MMMU subject
+    cluster: str  # resampling unit: MME image pair (question_id), MMMU id
+    images: tuple[ImageData, ...]  # in request order (after the task's own selection and ordering)
+    fields: Mapping[str, Any] = field(default_factory=dict)  # task-specific (question, options, ...)
+
+
+@dataclass(frozen=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    index: int  # index into Sample.images
+
+
+Part = TextPart | ImagePart
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What to send for a sample: one user message made of parts, plus the task's generation limits."""
+
+    parts: tuple[Part, ...]
+    max_tokens: int
+    text: str = ""  # the plain-text prompt (lmms-eval's ctx, logged as "input")
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Explicit generation parameters sent with every request, so no server default leaks in."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = 1234
+    max_tokens: int | None = None  # None: the task's own limit (MME 16, MMMU 128)
+    stream: bool = False
+
+
+@dataclass(frozen=True)
+class Request:
+    """The exact JSON body for one sample; `request_hash` ignores `model` (which differs per endpoint)."""
+
+    sample_id: str
+    body: Mapping[str, Any]
+    request_hash: str
+    image_count: int
+
+    def with_model(self, model: str) -> dict[str, Any]:
+        """The body to send to one endpoint."""
+        return {"model": model, **self.body}
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Canonical JSON bytes (sorted keys, no spaces) used for hashing."""
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
+def request_hash(body: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of `body` without its `model` field."""
+    return hashlib.sha256(canonical_json({k: v for k, v in body.items() if k != "model"})).hexdigest()
+
+
+def build_request(
+    sample: Sample,
+    prompt: Prompt,
+    gen: GenerationParams,
+    encode_image: Callable[[ImageData], str],
+) -> Request:
+    """Build the request body: one user message whose content parts follow `prompt.parts`.
+
+    `encode_image` returns a data URL (e.g. "data:image/png;base64,...") and is expected to cache by
+    `ImageData.key` so that each distinct image is encoded once per run.
+    """
+    content: list[dict[str, Any]] = []
+    n_images = 0
+    for part in prompt.parts:
+        if isinstance(part, TextPart):
+            content.append({"type": "text", "text": part.text})
+        else:
+            content.append({"type": "image_url", "image_url": {"url": encode_image(sample.images[part.index])}})
+            n_images += 1
+    body: dict[str, Any] = {
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": gen.max_tokens if gen.max_tokens is not None else prompt.max_tokens,
+        "temperature": gen.temperature,
+        "top_p": gen.top_p,
+    }
+    if gen.seed is not None:
+        body["seed"] = gen.seed
+    if gen.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return Request(sample_id=sample.id, body=body, request_hash=request_hash(body), image_count=n_images)
+
+
+@dataclass(frozen=True)
+class SampleScore:
+    """The score of one answer to one sample."""
+
+    sample_id: str
+    correct: bool  # per-question correctness (what paired statistics use)
+    parsed: Any  # MME: "yes"/"no"/"other"; MMMU MC: a letter; MMMU open: list of candidates
+    scored: bool = True  # False when the answer is a failure excluded by the errors-excluded policy
+    random_fallback: bool = False  # MMMU: no letter found, lmms-eval's random.choice was used
+    details: Mapping[str, Any] = field(default_factory=dict)  # lmms-eval's per-sample metric dict
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """Aggregated metrics of one task: lmms-eval's metric values plus breakdowns."""
+
+    task: str
+    metrics: Mapping[str, float]  # e.g. {"mme_perception_score": 1500.2, "mme_cognition_score": 300.0}
+    breakdown: Mapping[str, Any]  # per category / per subject / per domain, as lmms-eval prints them
+    n: int  # samples scored
+    counts: Mapping[str, int] = field(default_factory=dict)  # e.g. {"random_fallback": 3}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What came back for one sample: `text` is None when the request failed."""
+
+    sample_id: str
+    text: str | None
+    outcome: str = "ok"  # ok | http_error | timeout | connection | empty | length | unsupported
+
+
+@runtime_checkable
+class Task(Protocol):
+    """A benchmark: load, prompt, score, aggregate."""
+
+    name: str
+    default_source: str  # default Hugging Face hub id (lmms-eval 0.7.3's dataset_path)
+    split: str
+
+    def samples_from_rows(self, rows: Iterable[Mapping[str, Any]]) -> list[Sample]:
+        """Turn dataset rows (columns as in the HF dataset, images as bytes) into samples, in storage order."""
+        ...
+
+    def prompt(self, sample: Sample) -> Prompt:
+        """The message parts and max_tokens that lmms-eval 0.7.3 would send for this sample."""
+        ...
+
+    def score(self, samples: Sequence[Sample], answers: Sequence[Answer], *, seed: int = 0) -> list[SampleScore]:
+        """Score answers given in the same order as `samples` (document order).
+
+        Scoring is a batch operation because MMMU's random fallback draws from one `random.Random(seed)`
+        in document order over the whole run. A failed answer (`text is None`) is scored wrong and
+        consumes no random draw.
+        """
+        ...
+
+    def aggregate(self, samples: Sequence[Sample], scores: Sequence[SampleScore]) -> TaskResult:
+        """lmms-eval's aggregation, with the breakdowns it only logs."""
+        ...
+
+
+_REGISTRY: dict[str, Callable[[], Task]] = {}
+
+
+def register_task(name: str, factory: Callable[[], Task]) -> None:
+    """Add a task to the registry under `name` (lmms-eval's task name)."""
+    _REGISTRY[name] = factory
+
+
+def get_task(name: str) -> Task:
+    """Return a registered task by lmms-eval's name."""
+    from vlmparity.errors import ConfigError
+
+    _load_builtin_tasks()
+    try:
+        return _REGISTRY[name]()
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ConfigError(f"unknown task {name!r}", hint=f"known tasks: {known}") from None
+
+
+def task_names() -> list[str]:
+    """Names of all registered tasks."""
+    _load_builtin_tasks()
+    return sorted(_REGISTRY)
+
+
+def _load_builtin_tasks() -> None:
+    import importlib
+
+    for module in ("vlmparity.tasks.mme", "vlmparity.tasks.mmmu"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:  # a task module not written yet
+            if exc.name != module:
+                raise
