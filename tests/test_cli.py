@@ -9,7 +9,9 @@ from vlmparity import __version__
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vlmparity", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "vlmparity", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_version() -> None:

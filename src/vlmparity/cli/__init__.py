@@ -73,7 +73,9 @@ def error_line(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the Typer app, turning user-caused errors into one line and an exit code."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("VLMPARITY_DEBUG"))
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(
+        os.environ.get("VLMPARITY_DEBUG")
+    )
     try:
         app(args=argv, standalone_mode=False)
     except VlmparityError as err:

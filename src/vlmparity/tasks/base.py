@@ -116,7 +116,9 @@ def build_request(
         if isinstance(part, TextPart):
             content.append({"type": "text", "text": part.text})
         else:
-            content.append({"type": "image_url", "image_url": {"url": encode_image(sample.images[part.index])}})
+            content.append(
+                {"type": "image_url", "image_url": {"url": encode_image(sample.images[part.index])}}
+            )
             n_images += 1
     body: dict[str, Any] = {
         "messages": [{"role": "user", "content": content}],
@@ -180,7 +182,9 @@ class Task(Protocol):
         """The message parts and max_tokens that lmms-eval 0.7.3 would send for this sample."""
         ...
 
-    def score(self, samples: Sequence[Sample], answers: Sequence[Answer], *, seed: int = 0) -> list[SampleScore]:
+    def score(
+        self, samples: Sequence[Sample], answers: Sequence[Answer], *, seed: int = 0
+    ) -> list[SampleScore]:
         """Score answers given in the same order as `samples` (document order).
 
         Scoring is a batch operation because MMMU's random fallback draws from one `random.Random(seed)`
