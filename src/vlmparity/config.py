@@ -1,0 +1,326 @@
+"""Typed settings of a run (pydantic): endpoints, generation, sampling plan, run options.
+
+Pure data and parsing: nothing here reads files, the environment or the network (the CLI does, and
+passes what it found in). Secrets live in `SecretStr` fields that never serialise.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from vlmparity.errors import ConfigError
+from vlmparity.tasks.base import GenerationParams
+
+Kind = Literal["auto", "vllm", "ovms", "sglang", "openai"]
+KINDS: tuple[str, ...] = ("auto", "vllm", "ovms", "sglang", "openai")
+MultiImagePolicy = Literal["error", "skip", "merge"]
+ImageFormat = Literal["png", "jpeg"]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EndpointConfig(_Model):
+    """One OpenAI-compatible endpoint: a name (used for output folders and comparisons) and where it is."""
+
+    name: str
+    url: str
+    model: str | None = None  # None: the only (or first) model the server lists
+    kind: Kind = "auto"
+    api_key: SecretStr | None = Field(default=None, exclude=True, repr=False)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(f"endpoint name {v!r} must be letters, digits, '.', '_' or '-' (at most 64)")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"endpoint URL {mask_url(v)!r} must look like http://HOST:PORT[/v1]")
+        return v.rstrip("/")
+
+    def public(self) -> dict[str, Any]:
+        """What may be written to disk: no API key, URL credentials masked."""
+        return {
+            "name": self.name,
+            "url": mask_url(self.url),
+            "model": self.model,
+            "kind": self.kind,
+            "api_key": "***" if self.api_key is not None else None,
+        }
+
+
+class GenerationConfig(_Model):
+    """Generation parameters sent explicitly with every request (server defaults never leak in)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = 1234
+    max_tokens: int | None = None  # None: each task's own limit (MME 16, MMMU 128)
+    stream: bool = False
+
+    def params(self) -> GenerationParams:
+        return GenerationParams(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+            max_tokens=self.max_tokens,
+            stream=self.stream,
+        )
+
+
+class SamplingPlan(_Model):
+    """Which samples: all, lmms-eval's `--limit` (first N / a fraction), or a seeded stratified sample."""
+
+    limit: float | None = None
+    sample: int | None = None
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> SamplingPlan:
+        if self.limit is not None and self.sample is not None:
+            raise ValueError("--limit and --sample cannot be combined: choose first-N or a stratified sample")
+        if self.limit is not None and self.limit < 0:
+            raise ValueError("--limit must be >= 0")
+        if self.sample is not None and self.sample <= 0:
+            raise ValueError("--sample must be > 0")
+        return self
+
+    @property
+    def mode(self) -> str:
+        if self.sample is not None:
+            return "sample"
+        return "all" if self.limit is None else "limit"
+
+
+class RunOptions(_Model):
+    """How to run: where to write, how hard to push the endpoints, what to do about failures."""
+
+    output_path: Path
+    concurrency: int | Literal["auto"] = "auto"
+    timeout: float = 600.0  # per attempt, seconds (the openai SDK's default, which lmms-eval inherits)
+    max_retries: int = 5  # attempts after the first, transient failures only
+    image_format: ImageFormat = "png"
+    multi_image: MultiImagePolicy = "error"
+    max_images: int | None = None
+    rerun_errors: bool = False
+    log_samples: bool = False
+    ready_timeout: float = 60.0
+    score_seed: int = 0  # lmms-eval seeds MMMU's random fallback with 0
+
+    @field_validator("concurrency")
+    @classmethod
+    def _check_concurrency(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("--concurrency must be >= 1 or 'auto'")
+        return v
+
+    @field_validator("max_images")
+    @classmethod
+    def _check_max_images(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("--max-images must be >= 1")
+        return v
+
+
+class RunConfig(_Model):
+    """Everything one `vlmparity run` needs."""
+
+    endpoints: tuple[EndpointConfig, ...]
+    tasks: tuple[str, ...]
+    data: Mapping[str, str] = Field(default_factory=dict)  # task -> source (hub id or local folder)
+    generation: GenerationConfig = GenerationConfig()
+    plan: SamplingPlan = SamplingPlan()
+    options: RunOptions
+
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
+        if not self.endpoints:
+            raise ValueError("no endpoint: pass --endpoint NAME=URL (or set OPENAI_API_BASE)")
+        names = [e.name for e in self.endpoints]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"endpoint name(s) used twice: {', '.join(dupes)}")
+        if not self.tasks:
+            raise ValueError("no task: pass --tasks mme,mmmu_val")
+        unknown = sorted(set(self.data) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"--data given for task(s) not in --tasks: {', '.join(unknown)}")
+        return self
+
+    def public(self) -> dict[str, Any]:
+        """The configuration as written to run.json and the store (secrets masked)."""
+        return {
+            "endpoints": [e.public() for e in self.endpoints],
+            "tasks": list(self.tasks),
+            "data": dict(self.data),
+            "generation": self.generation.model_dump(),
+            "plan": self.plan.model_dump() | {"mode": self.plan.mode},
+            "options": self.options.model_dump(mode="json"),
+        }
+
+
+# ----- parsing helpers (pure) ---------------------------------------------------------------------------
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password in it replaced by ***."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username}:***@{host}" if parts.username else f"***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def default_endpoint_name(url: str) -> str:
+    """A name for an endpoint given without one: its host and port."""
+    parts = urlsplit(url)
+    name = f"{parts.hostname or 'endpoint'}_{parts.port}" if parts.port else (parts.hostname or "endpoint")
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64]
+
+
+def parse_endpoints(
+    specs: Sequence[str],
+    *,
+    models: Sequence[str] = (),
+    kinds: Sequence[str] = (),
+    api_key: str | None = None,
+    default_base: str | None = None,
+) -> tuple[EndpointConfig, ...]:
+    """Parse `--endpoint [NAME=]URL`, `--model [NAME=]MODEL` and `--kind [NAME=]KIND` options.
+
+    A `--model`/`--kind` without `NAME=` applies to every endpoint; `default_base` (OPENAI_API_BASE) is
+    used when no endpoint is given.
+    """
+    pairs: list[tuple[str, str]] = []
+    given = list(specs) or ([default_base] if default_base else [])
+    for spec in given:
+        name, sep, url = spec.partition("=")
+        if not sep or "://" in name:  # "http://h:1/v1" or "http://h/?a=b": no name given
+            name, url = default_endpoint_name(spec), spec
+        pairs.append((name.strip(), url.strip()))
+    names = [n for n, _ in pairs]
+    model_for = _assignments(models, names, "--model")
+    kind_for = _assignments(kinds, names, "--kind")
+    for name, kind in kind_for.items():
+        if kind not in KINDS:
+            raise ConfigError(
+                f"unknown --kind {kind!r} for {name!r}", hint=f"choose one of {', '.join(KINDS)}"
+            )
+    out = []
+    for name, url in pairs:
+        try:
+            out.append(
+                EndpointConfig(
+                    name=name,
+                    url=url,
+                    model=model_for.get(name),
+                    kind=kind_for.get(name, "auto"),  # type: ignore[arg-type]
+                    api_key=SecretStr(api_key) if api_key else None,
+                )
+            )
+        except ValueError as exc:
+            raise ConfigError(_first_error(exc), hint="--endpoint NAME=http://HOST:PORT/v1") from None
+    return tuple(out)
+
+
+def _assignments(values: Iterable[str], names: Sequence[str], option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    shared: str | None = None
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep:
+            shared = value
+        elif key not in names:
+            raise ConfigError(
+                f"{option} {value!r} names no endpoint", hint=f"endpoints are: {', '.join(names)}"
+            )
+        elif not rest:
+            raise ConfigError(f"{option} {value!r} gives no value")
+        else:
+            out[key] = rest
+    if shared is not None:  # a bare value applies to every endpoint without its own
+        for name in names:
+            out.setdefault(name, shared)
+    return out
+
+
+def parse_task_data(values: Sequence[str], tasks: Sequence[str]) -> dict[str, str]:
+    """Parse `--data TASK=SOURCE` (or a bare SOURCE when there is exactly one task)."""
+    out: dict[str, str] = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if sep and key in tasks:
+            out[key] = rest
+        elif len(tasks) == 1:
+            out[tasks[0]] = value
+        else:
+            raise ConfigError(
+                f"--data {value!r} names no task", hint=f"use TASK=SOURCE with TASK in {list(tasks)}"
+            )
+    return out
+
+
+_SECRET_OPTIONS = ("--api-key", "--api_key", "--token")
+
+
+def mask_argv(argv: Sequence[str], secrets: Iterable[str] = ()) -> list[str]:
+    """The command line with API keys, URL passwords and any known secret value replaced by ***."""
+    secrets = [s for s in secrets if s]
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append("***")
+            hide_next = False
+            continue
+        opt, sep, _ = arg.partition("=")
+        if opt in _SECRET_OPTIONS:
+            if sep:
+                out.append(f"{opt}=***")
+            else:
+                out.append(arg)
+                hide_next = True
+            continue
+        masked = re.sub(r"(https?://[^\s/@:]*:)[^\s/@]*@", r"\1***@", arg)
+        for secret in secrets:
+            masked = masked.replace(secret, "***")
+        out.append(masked)
+    return out
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            first = errors()[0]
+            msg = str(first.get("msg", exc))
+            return msg.removeprefix("Value error, ")
+        except (IndexError, TypeError):
+            pass
+    return str(exc)
+
+
+def validation_message(exc: ValueError) -> str:
+    """One line from a pydantic validation error (for ConfigError)."""
+    return _first_error(exc)
