@@ -1,0 +1,294 @@
+"""MME as lmms-eval 0.7.3 runs it with an OpenAI-compatible model (research §1).
+
+Image first, then the question with " Please answer yes or no." replaced by lmms-eval's default
+post-prompt; answers parsed by the Otter-style yes/no parser; per-image acc + acc_plus summed per category
+into `mme_perception_score` (max 2000) and `mme_cognition_score` (max 800).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from vlmparity.errors import DataError
+from vlmparity.tasks.base import (
+    Answer,
+    ImageData,
+    ImagePart,
+    Prompt,
+    Sample,
+    SampleScore,
+    TaskResult,
+    TextPart,
+    register_task,
+)
+from vlmparity.tasks.reasoning import DEFAULT_REASONING_TAGS, TagPair, postprocess_response
+
+PERCEPTION = (
+    "existence",
+    "count",
+    "position",
+    "color",
+    "posters",
+    "celebrity",
+    "scene",
+    "landmark",
+    "artwork",
+    "OCR",
+)
+COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
+
+PERCEPTION_METRIC = "mme_perception_score"
+COGNITION_METRIC = "mme_cognition_score"
+
+PRE_PROMPT = ""
+POST_PROMPT = "\nAnswer the question using a single word or phrase."
+YES_NO_SUFFIX = " Please answer yes or no."
+MAX_TOKENS = 16
+
+_COLUMNS = ("question_id", "image", "question", "answer", "category")
+
+
+def metric_for(category: str) -> str:
+    """The metric a category feeds: perception for the 10 perception categories, cognition otherwise."""
+    return PERCEPTION_METRIC if category in PERCEPTION else COGNITION_METRIC
+
+
+def doc_to_text(question: str, pre_prompt: str = PRE_PROMPT, post_prompt: str = POST_PROMPT) -> str:
+    """lmms-eval's `mme_doc_to_text`: strip, drop the exact yes/no suffix when a prompt is added, wrap."""
+    q = question.strip()
+    if pre_prompt:
+        q = pre_prompt + q.replace(YES_NO_SUFFIX, "")
+    if post_prompt:
+        q = q.replace(YES_NO_SUFFIX, "") + post_prompt
+    return q
+
+
+def parse_pred_ans(pred: str) -> str:
+    """The yes/no label lmms-eval reads from an answer: "yes", "no" or "other" (research §1.3)."""
+    s = pred.lower().strip().replace(".", "")
+    if s in ("yes", "no"):
+        return s
+    if len(s) == 1:
+        return {"y": "yes", "n": "no"}.get(s, "other")
+    head = s[:4]
+    if "yes" in head:
+        return "yes"
+    if "no" in head:
+        return "no"
+    return "other"
+
+
+def normalize_gt(answer: str) -> str:
+    """The ground-truth label: lower-cased, stripped, dots removed."""
+    return answer.lower().strip().replace(".", "")
+
+
+def sample_id(question_id: str, question: str) -> str:
+    """MME's stable sample id: the image path and the stripped question (two questions share an image)."""
+    return f"{question_id}::{question.strip()}"
+
+
+def make_sample(
+    doc_id: int, question_id: str, question: str, answer: str, category: str, image: bytes | None
+) -> Sample:
+    """One MME sample; `image` may be None only for offline scoring (no request is built)."""
+    gt = normalize_gt(answer)
+    sid = sample_id(question_id, question)
+    if gt not in ("yes", "no"):
+        raise DataError(
+            f"MME row {doc_id} ({sid}): answer {answer!r} is not Yes/No",
+            hint="the MME answer column must hold Yes or No",
+        )
+    return Sample(
+        task="mme",
+        id=sid,
+        doc_id=doc_id,
+        target=answer,
+        group=category,
+        cluster=question_id,
+        images=(ImageData.from_bytes(image),) if image is not None else (),
+        fields={"question_id": question_id, "question": question, "category": category, "answer": answer},
+    )
+
+
+def image_scores(flags: Sequence[bool], complete: bool) -> tuple[float, float]:
+    """(acc, acc_plus) of one image in percent: acc over its questions, acc_plus 100 iff a complete pair is right."""
+    acc = sum(1.0 if f else 0.0 for f in flags) / len(flags) * 100.0
+    acc_plus = 100.0 if complete and len(flags) == 2 and all(flags) else 0.0
+    return acc, acc_plus
+
+
+def clt_stderr(values: Sequence[float]) -> float | None:
+    """std(values, ddof=1)/sqrt(n): lmms-eval's `_stderr_clt` over per-question 0/1 scores (None if n < 2)."""
+    n = len(values)
+    if n < 2:
+        return None
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return math.sqrt(var) / math.sqrt(n)
+
+
+class MMETask:
+    """lmms-eval's `mme` task (default kwargs, chat message layout)."""
+
+    name = "mme"
+    default_source = "lmms-lab-encoder/MME"
+    legacy_sources = ("lmms-lab/MME",)
+    split = "test"
+    metric_names = (COGNITION_METRIC, PERCEPTION_METRIC)
+    max_tokens = MAX_TOKENS
+
+    def __init__(self, reasoning_tags: Sequence[TagPair] | None = DEFAULT_REASONING_TAGS) -> None:
+        self.reasoning_tags = reasoning_tags
+
+    def samples_from_rows(self, rows: Iterable[Mapping[str, Any]]) -> list[Sample]:
+        """Rows of the HF dataset (images as bytes), in storage order → samples."""
+        samples = []
+        for doc_id, row in enumerate(rows):
+            missing = [c for c in _COLUMNS if c not in row]
+            if missing:
+                raise DataError(
+                    f"MME row {doc_id}: missing column(s) {', '.join(missing)}",
+                    hint=f"an MME dataset has the columns {', '.join(_COLUMNS)}",
+                )
+            image = row["image"]
+            if not isinstance(image, bytes | bytearray) or not image:
+                raise DataError(
+                    f"MME row {doc_id} ({row['question_id']}): column image holds no image",
+                    hint="every MME question needs its image",
+                )
+            samples.append(
+                make_sample(
+                    doc_id,
+                    str(row["question_id"]),
+                    str(row["question"]),
+                    str(row["answer"]),
+                    str(row["category"]),
+                    bytes(image),
+                )
+            )
+        return samples
+
+    def prompt(self, sample: Sample) -> Prompt:
+        """Image first, then the question with the default post-prompt; 16 tokens."""
+        text = doc_to_text(str(sample.fields["question"]))
+        return Prompt(parts=(ImagePart(0), TextPart(text)), max_tokens=MAX_TOKENS, text=text)
+
+    def score(
+        self, samples: Sequence[Sample], answers: Sequence[Answer], *, seed: int = 0
+    ) -> list[SampleScore]:
+        """Parse each answer to yes/no/other and compare with the ground truth; failures are wrong."""
+        if len(samples) != len(answers):
+            raise ValueError("score() needs one answer per sample")
+        out = []
+        for sample, answer in zip(samples, answers, strict=True):
+            qid = str(sample.fields["question_id"])
+            category = str(sample.fields["category"])
+            if answer.text is None:
+                label = None
+                correct = False
+            else:
+                label = parse_pred_ans(postprocess_response(answer.text, self.reasoning_tags))
+                correct = label == normalize_gt(sample.target)
+            details = {
+                metric_for(category): {
+                    "question_id": qid,
+                    "category": category,
+                    "score": 1.0 if correct else 0.0,
+                }
+            }
+            out.append(SampleScore(sample_id=sample.id, correct=correct, parsed=label, details=details))
+        return out
+
+    def aggregate(
+        self,
+        samples: Sequence[Sample],
+        scores: Sequence[SampleScore],
+        *,
+        allow_partial_pairs: bool = False,
+    ) -> TaskResult:
+        """Per-image acc/acc_plus, per-category mean of acc + acc_plus, summed into the two metrics.
+
+        Like lmms-eval, an image with only one of its two questions among `samples` is an error unless
+        `allow_partial_pairs`. Scores with `scored=False` (failures excluded by the caller's policy) are
+        left out: such an image keeps acc over its remaining question and gets acc_plus 0, and an image
+        with no scored question drops out of its category's mean. A category with none drops out.
+        """
+        by_id = {s.sample_id: s for s in scores}
+        # category → question_id → [correct of each scored question]; insertion order = document order,
+        # which fixes the order of the floating-point sums exactly as upstream's dicts do.
+        present: dict[str, dict[str, int]] = {}
+        flags: dict[str, dict[str, list[bool]]] = {}
+        per_metric: dict[str, list[float]] = {PERCEPTION_METRIC: [], COGNITION_METRIC: []}
+        excluded = 0
+        for sample in samples:
+            category = str(sample.fields["category"])
+            qid = str(sample.fields["question_id"])
+            present.setdefault(category, {}).setdefault(qid, 0)
+            present[category][qid] += 1
+            sc = by_id.get(sample.id)
+            if sc is None:
+                raise DataError(f"MME sample {sample.id} has no score", hint="score every sample first")
+            if not sc.scored:
+                excluded += 1
+                continue
+            flags.setdefault(category, {}).setdefault(qid, []).append(sc.correct)
+            per_metric[metric_for(category)].append(1.0 if sc.correct else 0.0)
+
+        partial = 0
+        for category, images in present.items():
+            for qid, count in images.items():
+                if count != 2:
+                    if not allow_partial_pairs or count > 2:
+                        raise DataError(
+                            f"MME image {qid} ({category}) has {count} question(s) here, not its pair of 2",
+                            hint="MME scores images pairwise: keep both questions of each image "
+                            "(sample or limit by whole pairs)",
+                        )
+                    partial += 1
+
+        categories: dict[str, dict[str, Any]] = {}
+        for category, images in flags.items():
+            accs: list[float] = []
+            pluses: list[float] = []
+            total = 0.0
+            for qid, fl in images.items():
+                acc, acc_plus = image_scores(fl, complete=present[category][qid] == 2)
+                accs.append(acc)
+                pluses.append(acc_plus)
+                total += acc_plus + acc
+            n_img = len(images)
+            categories[category] = {
+                "metric": metric_for(category),
+                "images": n_img,
+                "questions": sum(len(fl) for fl in images.values()),
+                "acc": sum(accs) / n_img,
+                "acc_plus": sum(pluses) / n_img,
+                "score": total / n_img,
+            }
+
+        # Like lmms-eval, a metric exists only if some sample feeds it (a --limit may cut one out).
+        fed = {metric_for(c) for c in present}
+        metrics = {
+            m: sum(c["score"] for c in categories.values() if c["metric"] == m)
+            for m in (COGNITION_METRIC, PERCEPTION_METRIC)
+            if m in fed
+        }
+        breakdown = {
+            "categories": categories,
+            "stderr_clt": {m: clt_stderr(v) for m, v in per_metric.items()},
+            "n_by_metric": {m: len(v) for m, v in per_metric.items()},
+        }
+        n_scored = sum(len(v) for v in per_metric.values())
+        counts = {
+            "images": sum(len(v) for v in flags.values()),
+            "partial_pairs": partial,
+            "excluded": excluded,
+            "failed": sum(1 for s in scores if s.parsed is None and s.scored),
+        }
+        return TaskResult(task=self.name, metrics=metrics, breakdown=breakdown, n=n_scored, counts=counts)
+
+
+register_task("mme", MMETask)
