@@ -1,1 +1,37 @@
-"""client."""
+"""OpenAI-compatible client: endpoint probing, error classification, concurrent dispatch.
+
+Public API (data in, data out):
+
+- `EndpointSpec(url, name=None, model=None, api_key=None, kind="auto")`, `spec_from_env()`
+- `await resolve_endpoint(spec, ready_timeout=30.0) -> ResolvedEndpoint` (raises `EndpointError`)
+- `classify(status, headers, body, exc) -> Classification` with `Outcome`, `parse_retry_after`
+- `Dispatcher(resolved, concurrency=None | N, ...)`; `await dispatcher.run(requests, on_result)`
+  calls `on_result(Result)` per sample as answers arrive; `dispatcher.stats` for progress bars.
+"""
+
+from vlmparity.client.classify import Classification, Outcome, classify, parse_retry_after, server_message
+from vlmparity.client.concurrency import AdaptiveController, FixedController, LimitChange
+from vlmparity.client.dispatcher import BreakerPolicy, Dispatcher, DispatchStats, Result, RetryPolicy
+from vlmparity.client.endpoint import BackendKind, EndpointSpec, ResolvedEndpoint, spec_from_env
+from vlmparity.client.probe import resolve_endpoint
+
+__all__ = [
+    "AdaptiveController",
+    "BackendKind",
+    "BreakerPolicy",
+    "Classification",
+    "DispatchStats",
+    "Dispatcher",
+    "EndpointSpec",
+    "FixedController",
+    "LimitChange",
+    "Outcome",
+    "ResolvedEndpoint",
+    "Result",
+    "RetryPolicy",
+    "classify",
+    "parse_retry_after",
+    "resolve_endpoint",
+    "server_message",
+    "spec_from_env",
+]

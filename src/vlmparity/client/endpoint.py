@@ -1,0 +1,141 @@
+"""What the user says about an endpoint (`EndpointSpec`) and what probing found (`ResolvedEndpoint`).
+
+`EndpointSpec(name, url, model, api_key, kind)` takes the base URL as the user gives it
+(`http://host:port`, `.../v1`, `.../v3`, even `.../v1/chat/completions`). The API key is a pydantic
+`SecretStr`: it never appears in repr, str, JSON dumps or logs. `spec_from_env()` builds a spec from
+`OPENAI_API_BASE` / `OPENAI_API_KEY` as lmms-eval does. `split_url` separates the server root from an
+explicit API base path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+
+from vlmparity.errors import ConfigError
+
+API_KEY_ENV = "OPENAI_API_KEY"
+API_BASE_ENV = "OPENAI_API_BASE"
+
+
+class BackendKind(StrEnum):
+    """Serving engine behind an endpoint; `auto` means detect it."""
+
+    VLLM = "vllm"
+    OVMS = "ovms"
+    SGLANG = "sglang"
+    OPENAI = "openai"  # any other OpenAI-compatible server
+    AUTO = "auto"
+
+
+class EndpointSpec(BaseModel):
+    """One endpoint as configured: base URL, optional model name, optional API key, backend kind."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str
+    name: str | None = None
+    model: str | None = None
+    api_key: SecretStr | None = None
+    kind: BackendKind = BackendKind.AUTO
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        value = value.strip()
+        if "%" in value:  # lmms-eval URL-decodes OPENAI_API_BASE; do the same for any URL
+            value = urllib.parse.unquote(value)
+        value = value.rstrip("/")
+        parsed = urllib.parse.urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"endpoint URL must look like http://host:port, got {value!r}")
+        return value
+
+    @property
+    def display_name(self) -> str:
+        """`name`, else host:port of the URL."""
+        return self.name or urllib.parse.urlsplit(self.url).netloc
+
+    def effective_api_key(self) -> SecretStr | None:
+        """The configured key, else `OPENAI_API_KEY` from the environment (as lmms-eval does)."""
+        if self.api_key is not None and self.api_key.get_secret_value():
+            return self.api_key
+        env = os.environ.get(API_KEY_ENV)
+        return SecretStr(env) if env else None
+
+
+def spec_from_env(
+    *, name: str | None = None, model: str | None = None, kind: BackendKind = BackendKind.AUTO
+) -> EndpointSpec:
+    """A spec from `OPENAI_API_BASE` (+ `OPENAI_API_KEY`), for a single endpoint as lmms-eval reads it."""
+    base = os.environ.get(API_BASE_ENV)
+    if not base:
+        raise ConfigError(
+            "no endpoint given", hint=f"pass --endpoint URL or set {API_BASE_ENV}=http://host:port/v1"
+        )
+    key = os.environ.get(API_KEY_ENV)
+    try:
+        return EndpointSpec(
+            url=base, name=name, model=model, api_key=SecretStr(key) if key else None, kind=kind
+        )
+    except ValueError as err:
+        raise ConfigError(f"{API_BASE_ENV} is not a URL: {base!r}", hint="use http://host:port/v1") from err
+
+
+_API_SUFFIX_RE = re.compile(r"(/v[13](?:/v1)?)(/chat/completions|/completions|/models)?$")
+
+
+def split_url(url: str) -> tuple[str, str | None]:
+    """(root, api_path): `http://h:8000/v3/chat/completions` → (`http://h:8000`, `/v3`).
+
+    `api_path` is None when the URL names no API version; a path prefix before it (a reverse proxy
+    mount) stays in the root.
+    """
+    url = url.rstrip("/")
+    parsed = urllib.parse.urlsplit(url)
+    path = parsed.path
+    match = _API_SUFFIX_RE.search(path)
+    if match:
+        root_path = path[: match.start()]
+        api_path: str | None = match.group(1)
+    else:
+        if path.endswith("/chat/completions"):
+            path = path[: -len("/chat/completions")]
+        root_path, api_path = path, None
+    root = urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, root_path, "", "")).rstrip("/")
+    return root, api_path
+
+
+@dataclass(frozen=True)
+class ResolvedEndpoint:
+    """A probed, ready endpoint: detected backend, chat URL and the model to send."""
+
+    name: str
+    kind: BackendKind
+    url: str  # as the user gave it
+    root_url: str  # scheme://host:port[/prefix]
+    api_base: str  # e.g. http://host:8000/v3
+    chat_url: str
+    model: str
+    served_models: tuple[str, ...] = ()
+    server_version: str | None = None
+    max_model_len: int | None = None
+    notes: tuple[str, ...] = ()  # what the probe decided and why (e.g. "/v1 needs OVMS >= 2026.3")
+    api_key: SecretStr | None = field(default=None, repr=False)
+
+    def headers(self) -> dict[str, str]:
+        """Request headers: JSON content type (OVMS routes on it) and the bearer key if any."""
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.api_key is not None:
+            headers["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
+        return headers
+
+    def describe(self) -> str:
+        """One line for logs and reports (never the key)."""
+        version = f" {self.server_version}" if self.server_version else ""
+        return f"{self.name}: {self.kind.value}{version} at {self.chat_url}, model {self.model!r}"

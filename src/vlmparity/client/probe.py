@@ -1,0 +1,327 @@
+"""Find out what is behind an endpoint URL and wait until it is ready: `resolve_endpoint(spec)`.
+
+Detection (kind `auto`): OVMS answers `/v2/health/ready` (200 or 503) — vLLM and SGLang do not; vLLM and
+SGLang answer `/version`; SGLang also answers `/get_model_info`; anything else is a generic
+OpenAI-compatible server. Readiness: vLLM/SGLang `/health` == 200; OVMS `/v2/health/ready` == 200, then
+`/v2/models/{model}/ready` == 200; generic: the `/models` listing answers. Served names come from
+`/v1/models` (vLLM, SGLang, generic), `/v3/models` (OVMS >= 2025.3) or `/v1/config` (every OVMS).
+The chat URL is the user's path if it answers, else the backend's own (`/v3` for OVMS: every release
+serves it; `/v1` only from 2026.3). Every failure is an `EndpointError` with one clear line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from vlmparity.client.classify import describe_exception, looks_like_html, message_from_html, server_message
+from vlmparity.client.endpoint import BackendKind, EndpointSpec, ResolvedEndpoint, split_url
+from vlmparity.errors import EndpointError
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 10.0
+
+
+class _NotReady(Exception):
+    """Something that may fix itself by waiting (refused connection, 503, model still loading)."""
+
+    def __init__(self, reason: str, *, connection: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.connection = connection
+
+
+@dataclass(frozen=True)
+class _Reply:
+    url: str
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+    @property
+    def html(self) -> bool:
+        return looks_like_html(self.headers, self.body)
+
+    def json(self) -> Any:
+        """Parsed JSON, or None when the body is not JSON."""
+        if not self.body.strip() or self.html:
+            return None
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            return None
+
+
+class _Prober:
+    def __init__(self, spec: EndpointSpec, client: httpx.AsyncClient, headers: dict[str, str]) -> None:
+        self.spec = spec
+        self.client = client
+        self.headers = headers
+        self.root, self.api_path = split_url(spec.url)
+        self.notes: list[str] = []
+
+    async def request(self, method: str, path: str, content: bytes | None = None) -> _Reply:
+        url = self.root + path
+        try:
+            response = await self.client.request(
+                method, url, headers=self.headers, content=content, timeout=PROBE_TIMEOUT_S
+            )
+        except (httpx.HTTPError, OSError) as exc:
+            reason = describe_exception(exc)
+            raise _NotReady(reason, connection=not isinstance(exc, httpx.TimeoutException)) from None
+        return _Reply(url, response.status_code, response.headers, response.content)
+
+    def _refuse_html(self, reply: _Reply) -> None:
+        if reply.html:
+            title = message_from_html(reply.body)
+            if reply.status >= 500:  # a proxy's error page: the server behind it may still come up
+                raise _NotReady(f"{reply.url} answered {reply.status} ({title})")
+            raise EndpointError(
+                f"{reply.url} answered an HTML page ({title!r}), not JSON",
+                hint="is this the OpenAI-compatible API port of the server?",
+            )
+
+    def _refuse_auth(self, reply: _Reply) -> None:
+        if reply.status in (401, 403):
+            msg = server_message(reply.headers, reply.body) or f"HTTP {reply.status}"
+            raise EndpointError(
+                f"{reply.url} refused the request ({reply.status}: {msg})",
+                hint="set the endpoint's api_key or OPENAI_API_KEY",
+            )
+
+    # -- detection ----------------------------------------------------------------------------------------
+
+    async def detect(self) -> BackendKind:
+        if self.spec.kind is not BackendKind.AUTO:
+            return self.spec.kind
+        ready = await self.request("GET", "/v2/health/ready")
+        if ready.status in (200, 503) and not ready.html:
+            return BackendKind.OVMS
+        self._refuse_auth(ready)
+        version = await self.request("GET", "/version")
+        doc = version.json()
+        if version.status == 200 and isinstance(doc, dict) and "version" in doc:
+            info = await self.request("GET", "/get_model_info")
+            return BackendKind.SGLANG if info.status == 200 and info.json() is not None else BackendKind.VLLM
+        return BackendKind.OPENAI
+
+    # -- per backend ------------------------------------------------------------------------------------
+
+    async def models_openai(self, path: str) -> tuple[list[str], int | None] | None:
+        """Names from an OpenAI `/models` listing; None when the path does not exist."""
+        reply = await self.request("GET", path)
+        if reply.status in (404, 405):
+            return None
+        self._refuse_auth(reply)
+        self._refuse_html(reply)
+        if reply.status == 503:
+            raise _NotReady(f"{reply.url} answered 503")
+        doc = reply.json()
+        if reply.status != 200 or not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+            if reply.status == 200:
+                raise EndpointError(
+                    f"{reply.url} did not answer a JSON model list "
+                    f"({(reply.body[:80] or b'empty body').decode('utf-8', 'replace')!r})",
+                    hint="is this an OpenAI-compatible server?",
+                )
+            msg = server_message(reply.headers, reply.body) or "no message"
+            raise _NotReady(f"{reply.url} answered {reply.status}: {msg}")
+        names = [m["id"] for m in doc["data"] if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        lens = [m.get("max_model_len") for m in doc["data"] if isinstance(m, dict)]
+        max_len = next((v for v in lens if isinstance(v, int)), None)
+        return names, max_len
+
+    async def ready_vllm_like(self) -> None:
+        reply = await self.request("GET", "/health")
+        if reply.status == 200:
+            return
+        self._refuse_html(reply)
+        raise _NotReady(f"{reply.url} answered {reply.status}")
+
+    async def version_vllm(self) -> str | None:
+        reply = await self.request("GET", "/version")
+        doc = reply.json()
+        return str(doc["version"]) if isinstance(doc, dict) and "version" in doc else None
+
+    async def version_sglang(self) -> str | None:
+        reply = await self.request("GET", "/get_server_info")
+        doc = reply.json()
+        return str(doc["version"]) if isinstance(doc, dict) and "version" in doc else None
+
+    async def ready_ovms(self) -> None:
+        reply = await self.request("GET", "/v2/health/ready")
+        if reply.status == 200:
+            return
+        self._refuse_html(reply)
+        raise _NotReady(f"{reply.url} answered {reply.status} (OVMS is still loading models)")
+
+    async def models_ovms(self) -> list[str]:
+        for path in ("/v3/models", "/v1/models"):
+            listed = await self.models_openai(path)
+            if listed is not None:
+                return listed[0]
+        # OVMS < 2025.3 has no model listing; /v1/config maps every servable to its version states.
+        reply = await self.request("GET", "/v1/config")
+        self._refuse_auth(reply)
+        doc = reply.json()
+        if reply.status != 200 or not isinstance(doc, dict):
+            raise EndpointError(
+                f"{reply.url} answered {reply.status}: cannot list the served models",
+                hint="is this OpenVINO Model Server's REST port (--rest_port)?",
+            )
+        return [str(name) for name in doc]
+
+    async def model_ready_ovms(self, model: str) -> None:
+        reply = await self.request("GET", f"/v2/models/{urllib.parse.quote(model, safe='')}/ready")
+        if reply.status != 200:
+            raise _NotReady(f"{reply.url} answered {reply.status} (model {model!r} is not loaded yet)")
+
+    async def version_ovms(self) -> str | None:
+        reply = await self.request("GET", "/v2")
+        doc = reply.json()
+        version = doc.get("version") if reply.status == 200 and isinstance(doc, dict) else None
+        return version if isinstance(version, str) else None
+
+    # -- chat path ----------------------------------------------------------------------------------------
+
+    async def chat_path(self, candidates: list[str]) -> str:
+        """The first API base whose /chat/completions exists (an empty JSON object must not give 404)."""
+        tried: list[str] = []
+        for base in dict.fromkeys(candidates):
+            reply = await self.request("POST", base + "/chat/completions", content=b"{}")
+            tried.append(reply.url)
+            if reply.status in (404, 405):
+                continue
+            self._refuse_auth(reply)
+            self._refuse_html(reply)
+            return base
+        raise EndpointError(
+            f"no chat completions endpoint at {self.spec.url}: 404 on {', '.join(tried)}",
+            hint="give the server's base URL, e.g. http://host:8000/v1 (vLLM) or http://host:8000/v3 (OVMS)",
+        )
+
+    # -- model ---------------------------------------------------------------------------------------------
+
+    def choose_model(self, served: list[str]) -> str:
+        wanted = self.spec.model
+        if wanted:
+            if served and wanted not in served:
+                raise EndpointError(
+                    f"model {wanted!r} is not served by {self.spec.url}; served: {', '.join(served)}",
+                    hint="use one of the served model names",
+                )
+            return wanted
+        if len(served) == 1:
+            return served[0]
+        if not served:
+            raise EndpointError(
+                f"{self.spec.url} lists no models and none was given", hint="name the model to use"
+            )
+        raise EndpointError(
+            f"{self.spec.url} serves {len(served)} models ({', '.join(served)}) and none was chosen",
+            hint="name the model to use",
+        )
+
+    async def resolve(self) -> ResolvedEndpoint:
+        kind = await self.detect()
+        version: str | None = None
+        max_len: int | None = None
+        if kind is BackendKind.OVMS:
+            await self.ready_ovms()
+            served = await self.models_ovms()
+            model = self.choose_model(served)
+            await self.model_ready_ovms(model)
+            candidates = [self.api_path] if self.api_path else []
+            candidates += ["/v3", "/v1"]
+            base = await self.chat_path(candidates)
+            if self.api_path == "/v1" and base != "/v1":
+                self.notes.append("OVMS serves /v1 only from 2026.3; using /v3")
+            version = await self.version_ovms()
+        elif kind in (BackendKind.VLLM, BackendKind.SGLANG):
+            await self.ready_vllm_like()
+            listed = await self.models_openai("/v1/models")
+            served, max_len = listed if listed is not None else ([], None)
+            model = self.choose_model(served)
+            base = await self.chat_path(([self.api_path] if self.api_path else []) + ["/v1"])
+            version = await (self.version_vllm() if kind is BackendKind.VLLM else self.version_sglang())
+        else:
+            bases = ([self.api_path] if self.api_path else []) + ["/v1", "/v3"]
+            listed = None
+            for candidate in dict.fromkeys(bases):
+                listed = await self.models_openai(candidate + "/models")
+                if listed is not None:
+                    break
+            served, max_len = listed if listed is not None else ([], None)
+            model = self.choose_model(served)
+            base = await self.chat_path(bases)
+        if self.api_path and base != self.api_path and not self.notes:
+            self.notes.append(f"{self.api_path}/chat/completions not found; using {base}")
+        return ResolvedEndpoint(
+            name=self.spec.display_name,
+            kind=kind,
+            url=self.spec.url,
+            root_url=self.root,
+            api_base=self.root + base,
+            chat_url=self.root + base + "/chat/completions",
+            model=model,
+            served_models=tuple(served),
+            server_version=version,
+            max_model_len=max_len,
+            notes=tuple(self.notes),
+            api_key=self.spec.effective_api_key(),
+        )
+
+
+async def resolve_endpoint(
+    spec: EndpointSpec,
+    *,
+    ready_timeout: float = 30.0,
+    poll_interval: float = 1.0,
+    client: httpx.AsyncClient | None = None,
+) -> ResolvedEndpoint:
+    """Wait up to `ready_timeout` seconds for the endpoint to be ready, detect it, and resolve the model."""
+    key = spec.effective_api_key()
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key.get_secret_value()}"
+    owns = client is None
+    http = client or httpx.AsyncClient(timeout=PROBE_TIMEOUT_S, follow_redirects=True)
+    start = time.monotonic()
+    try:
+        while True:
+            prober = _Prober(spec, http, headers)
+            try:
+                resolved = await prober.resolve()
+            except _NotReady as err:
+                waited = time.monotonic() - start
+                if waited >= ready_timeout:
+                    raise _not_ready_error(spec, err, waited) from None
+                log.debug("%s not ready yet: %s", spec.display_name, err.reason)
+                await asyncio.sleep(min(poll_interval, max(0.0, ready_timeout - waited)))
+                continue
+            log.info("resolved %s", resolved.describe())
+            return resolved
+    finally:
+        if owns:
+            await http.aclose()
+
+
+def _not_ready_error(spec: EndpointSpec, err: _NotReady, waited: float) -> EndpointError:
+    after = f" (waited {waited:.0f} s)" if waited >= 1 else ""
+    if err.connection:
+        return EndpointError(
+            f"cannot connect to {spec.url}: {err.reason} — is the server running?{after}",
+            hint="check the host and port, or raise the ready timeout while the server starts",
+        )
+    return EndpointError(
+        f"{spec.url} not ready after {waited:.0f} s: {err.reason}",
+        hint="wait for the model to finish loading or raise the ready timeout",
+    )
