@@ -1,9 +1,140 @@
-"""`vlmparity launch` (not implemented yet)."""
+"""`vlmparity launch vllm|ovms|stop`: start a real engine with explicit settings, wait until ready, stop it.
+
+stdout carries only the base URL (or, with --dry-run, the exact command), so scripts can capture it;
+progress and the PID go to stderr.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+launch_app = typer.Typer(
+    help="Start a real vLLM (CPU build) or OpenVINO Model Server with explicit settings, wait until it is ready "
+    "and print its base URL; `launch stop` stops it.",
+    no_args_is_help=True,
+)
+
+
+def _report_started(state_path: Path, base_url: str, pid: int, log: str) -> None:
+    from vlmparity.launch.common import info
+
+    info(f"ready at {base_url} (pid {pid}; log {log})")
+    info(f"stop it with: vlmparity launch stop --state-file {state_path}")
+    typer.echo(base_url)
+
+
+@launch_app.command("vllm")
+def launch_vllm(
+    model: str = typer.Option(..., "--model", help="Model folder or Hugging Face id."),
+    served_model_name: str | None = typer.Option(
+        None, "--served-model-name", help="Name clients send as `model` (default: --model)."
+    ),
+    port: int = typer.Option(8000, "--port", help="Port to listen on; 0 picks a free one."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
+    python: str | None = typer.Option(
+        None,
+        "--python",
+        help="Interpreter or venv folder that has vLLM installed (default: this interpreter).",
+    ),
+    limit_mm_per_prompt: str = typer.Option(
+        "1",
+        "--limit-mm-per-prompt",
+        help='Images per prompt: N for {"image": N}, a JSON object, or 0 for no flag.',
+    ),
+    max_model_len: int | None = typer.Option(
+        None, "--max-model-len", help="Context length (default: the model's)."
+    ),
+    dtype: str | None = typer.Option(
+        None, "--dtype", help="float32, bfloat16, float16 (default: vLLM's, bf16 on CPU)."
+    ),
+    kv_cache_gb: float = typer.Option(
+        4.0, "--kv-cache-gb", help="KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)."
+    ),
+    omp_threads_bind: str = typer.Option(
+        "auto", "--omp-threads-bind", help="VLLM_CPU_OMP_THREADS_BIND: auto, nobind, or CPU ids like 0-31."
+    ),
+    chat_template: str = typer.Option(
+        "auto",
+        "--chat-template",
+        help="auto (the model's own; vlmparity's llava-1.5 template for a llava folder without one), none, "
+        "llava-1.5, or a .jinja FILE.",
+    ),
+    enforce_eager: bool = typer.Option(
+        False, "--enforce-eager", help="Skip graph compilation (starts ~20 s faster)."
+    ),
+    log: Path | None = typer.Option(
+        None, "--log", help="Server log file (default: ~/.cache/vlmparity/servers/)."
+    ),
+    state_file: Path | None = typer.Option(
+        None, "--state-file", help="Where to record the PID for `launch stop`."
+    ),
+    ready_timeout: float = typer.Option(600.0, "--ready-timeout", help="Seconds to wait for readiness."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the exact command and environment; start nothing."
+    ),
+    extra_arg: list[str] | None = typer.Option(
+        None, "--extra-arg", help="More vLLM arguments, passed as given (repeatable)."
+    ),
+) -> None:
+    """Start vLLM's OpenAI-compatible server (CPU build), wait until /health and /v1/models answer."""
+    from vlmparity.launch import common, vllm
+
+    opts = vllm.VllmOptions(
+        model=model,
+        served_model_name=served_model_name,
+        host=host,
+        port=port,
+        python=python,
+        limit_mm_per_prompt=limit_mm_per_prompt,
+        max_model_len=max_model_len,
+        dtype=dtype,
+        kv_cache_gb=kv_cache_gb,
+        omp_threads_bind=omp_threads_bind,
+        chat_template=chat_template,
+        enforce_eager=enforce_eager,
+        log=log,
+        state_file=state_file,
+        extra_args=common.parse_extra_args(extra_arg),
+    )
+    plan = vllm.build_plan(opts)
+    if dry_run:
+        typer.echo(common.format_plan(plan), nl=False)
+        return
+    for note in plan.notes:
+        common.info(note)
+    common.info(f"starting vllm on {plan.origin} (log {plan.log_path}); waiting up to {ready_timeout:g} s")
+    state = common.start(plan, ready_timeout)
+    _report_started(plan.state_path, state.base_url, state.pid, state.log)
+
+
+@launch_app.command("stop")
+def launch_stop(
+    state_file: Path | None = typer.Option(None, "--state-file", help="State file written by `launch`."),
+    port: int | None = typer.Option(None, "--port", help="Stop the server vlmparity launched on this port."),
+    grace: float = typer.Option(15.0, "--grace", help="Seconds between SIGTERM and SIGKILL."),
+) -> None:
+    """Stop a server started by `vlmparity launch` (by the PID in its state file)."""
+    from vlmparity.errors import ConfigError
+    from vlmparity.launch import common
+
+    if state_file is not None:
+        paths = [state_file]
+    else:
+        paths = common.find_state_files(port)
+        if not paths:
+            where = f" on port {port}" if port is not None else ""
+            raise ConfigError(f"no server launched by vlmparity{where} is recorded in {common.state_dir()}")
+        if len(paths) > 1:
+            names = ", ".join(p.name for p in paths)
+            raise ConfigError(
+                f"several launched servers are recorded ({names})", hint="pass --state-file or --port"
+            )
+    for path in paths:
+        common.info(common.stop(path, grace=grace))
 
 
 def register(app: typer.Typer) -> None:
-    """Add the command to the app (placeholder until its issue lands)."""
+    """Add `launch` and its sub-commands to the app."""
+    app.add_typer(launch_app, name="launch")
