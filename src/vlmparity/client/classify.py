@@ -13,6 +13,7 @@ from __future__ import annotations
 import email.utils
 import html
 import re
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -302,17 +303,35 @@ def describe_exception(exc: BaseException) -> str:
             httpx.PoolTimeout: "connection pool timeout",
         }
         return names.get(type(exc), "timeout")
+    chain = _exception_chain(exc)
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "connection refused"
+    if any(isinstance(e, ConnectionResetError) for e in chain):
+        return "connection reset by peer"
+    gai = next((e for e in chain if isinstance(e, socket.gaierror)), None)
+    if gai is not None:
+        return f"cannot resolve host ({gai.strerror or gai})"
     text = str(exc).strip()
     low = text.lower()
-    if "refused" in low or isinstance(exc, ConnectionRefusedError):
+    if "refused" in low:
         return "connection refused"
-    if "reset" in low or isinstance(exc, ConnectionResetError):
+    if "reset" in low:
         return "connection reset by peer"
     if isinstance(exc, httpx.RemoteProtocolError):
         return f"server closed the connection unexpectedly ({text or 'protocol error'})"
     if isinstance(exc, httpx.ConnectError):
         return f"cannot connect ({text or type(exc).__name__})"
     return text or type(exc).__name__
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and its causes (httpx wraps the OS error two or three levels down)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < 10 and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
 
 
 def classify_exception(exc: BaseException) -> Classification:
