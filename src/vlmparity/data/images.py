@@ -1,0 +1,305 @@
+"""Image encoding for requests: dataset image bytes -> the data URL lmms-eval's chat path sends.
+
+lmms-eval 0.7.3 (openai chat backend) gets each image from `datasets` (opened with Pillow, EXIF
+orientation applied when the tag is present), calls `.convert("RGB")` in the task's `doc_to_visual`,
+saves it with Pillow as PNG with default options and sends `data:image/png;base64,...`. `ImageEncoder`
+does the same steps; the only knob that differs by default is the PNG compression level: PNG is
+lossless at every level, so the server decodes exactly the same RGB pixels, and level 1 encodes about
+three times faster than Pillow's default 6 (`compress_level=None` gives lmms-eval's bytes exactly).
+Each distinct image (by `ImageData.key`) is encoded once per run and shared by all endpoints.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from vlmparity.errors import ConfigError, DataError
+from vlmparity.tasks.base import ImageData, Sample
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+ImageFormat = Literal["png", "jpeg"]
+Parallel = Literal["thread", "process"]
+
+MIME = {"png": "image/png", "jpeg": "image/jpeg"}
+DEFAULT_CACHE_BYTES = 2 * 1024**3  # a whole MME at level 1 is ~2.5 GB of data URLs; LRU beyond this
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How images are encoded: PNG (lossless, lmms-eval's default) or JPEG (lmms-eval's JPG option)."""
+
+    format: ImageFormat = "png"
+    compress_level: int | None = 1  # PNG only; None = Pillow's default (6), lmms-eval's exact bytes
+    quality: int = 85  # JPEG only; lmms-eval's LMMS_IMAGE_JPEG_QUALITY default
+
+    def __post_init__(self) -> None:
+        if self.format not in MIME:
+            raise ConfigError(f"unknown image format {self.format!r}", hint="use png or jpeg")
+        if self.compress_level is not None and not 0 <= self.compress_level <= 9:
+            raise ConfigError(f"PNG compress level {self.compress_level} out of range", hint="use 0..9")
+        if not 1 <= self.quality <= 100:
+            raise ConfigError(f"JPEG quality {self.quality} out of range", hint="use 1..100")
+
+    @property
+    def mime(self) -> str:
+        return MIME[self.format]
+
+
+def decode_rgb(data: bytes) -> PILImage.Image:
+    """Decode image bytes to the RGB image lmms-eval hands to its encoder.
+
+    Same steps as `datasets.Image.decode_example` (open, load, EXIF transpose when the orientation tag
+    is present) followed by the tasks' `.convert("RGB")`.
+    """
+    from PIL import ExifTags, Image, ImageOps
+
+    image: PILImage.Image = Image.open(io.BytesIO(data))
+    image.load()
+    if image.getexif().get(ExifTags.Base.Orientation) is not None:
+        image = ImageOps.exif_transpose(image)
+    return image.convert("RGB")
+
+
+def encode_rgb(image: PILImage.Image, options: EncodeOptions) -> bytes:
+    """Encode an RGB image as lmms-eval's `image.save(buf, format=...)` does, with our level/quality."""
+    buf = io.BytesIO()
+    if options.format == "png":
+        kwargs: dict[str, Any] = {}
+        if options.compress_level is not None:
+            kwargs["compress_level"] = options.compress_level
+        image.save(buf, format="PNG", **kwargs)
+    else:
+        image.save(buf, format="JPEG", quality=options.quality)
+    return buf.getvalue()
+
+
+def encode_bytes(data: bytes, options: EncodeOptions) -> bytes:
+    """Dataset image bytes -> encoded request image bytes (decode, RGB, encode)."""
+    return encode_rgb(decode_rgb(data), options)
+
+
+def to_data_url(encoded: bytes, mime: str) -> str:
+    """A base64 data URL."""
+    return f"data:{mime};base64,{base64.b64encode(encoded).decode('ascii')}"
+
+
+def _encode_job(data: bytes, options: EncodeOptions) -> tuple[bool, str]:
+    """Worker: (True, data URL) or (False, why it failed). Never raises, so it pickles cleanly."""
+    try:
+        return True, to_data_url(encode_bytes(data, options), options.mime)
+    except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, DecompressionBombError...
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+def _where(label: str | None) -> str:
+    return f"sample {label!r}: " if label else ""
+
+
+class ImageEncoder:
+    """Thread-safe cache of data URLs by `ImageData.key`; `prefetch` encodes many images in parallel.
+
+    Use `encoder(image)` / `encoder.data_url(image)` as `build_request`'s `encode_image`. Pillow releases
+    the GIL while decoding and compressing, so threads use both cores and beat processes here (no
+    copying of multi-MB results between processes); `parallel="process"` is there for other machines.
+    """
+
+    def __init__(
+        self,
+        format: ImageFormat = "png",
+        *,
+        compress_level: int | None = 1,
+        quality: int = 85,
+        workers: int | None = None,
+        parallel: Parallel = "thread",
+        max_cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        if parallel not in ("thread", "process"):
+            raise ConfigError(f"unknown parallel mode {parallel!r}", hint="use thread or process")
+        self.options = EncodeOptions(format=format, compress_level=compress_level, quality=quality)
+        self.workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
+        self.parallel: Parallel = parallel
+        self.max_cache_bytes = max_cache_bytes
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[str, str] = OrderedDict()
+        self._cache_bytes = 0
+        self._inflight: dict[str, Future[tuple[bool, str]]] = {}
+        self._failed: dict[str, str] = {}
+        self._pool: Executor | None = None
+        self.hits = 0
+        self.encoded = 0
+
+    @property
+    def mime(self) -> str:
+        return self.options.mime
+
+    def __call__(self, image: ImageData) -> str:
+        return self.data_url(image)
+
+    def data_url(self, image: ImageData, *, sample_id: str | None = None) -> str:
+        """The data URL of `image`, encoded at most once per encoder; DataError if it cannot be decoded."""
+        with self._lock:
+            cached = self._cache.get(image.key)
+            if cached is not None:
+                self._cache.move_to_end(image.key)
+                self.hits += 1
+                return cached
+            if image.key in self._failed:
+                raise self._error(image, sample_id, self._failed[image.key])
+            future = self._inflight.get(image.key)
+            owner = future is None
+            if future is None:
+                future = Future()
+                self._inflight[image.key] = future
+        if owner:
+            self._finish(image.key, _encode_job(image.data, self.options), future)
+        ok, out = future.result()
+        if not ok:
+            raise self._error(image, sample_id, out)
+        return out
+
+    def _error(self, image: ImageData, sample_id: str | None, why: str) -> DataError:
+        return DataError(
+            f"{_where(sample_id)}cannot decode image {image.key[:12]} ({len(image.data)} bytes): {why}",
+            hint="the dataset file is damaged; re-download it or drop that row",
+        )
+
+    def _finish(self, key: str, result: tuple[bool, str], future: Future[tuple[bool, str]]) -> None:
+        ok, out = result
+        with self._lock:
+            self._inflight.pop(key, None)
+            self.encoded += 1
+            if ok:
+                self._cache[key] = out
+                self._cache_bytes += len(out)
+                while self._cache_bytes > self.max_cache_bytes and len(self._cache) > 1:
+                    _, old = self._cache.popitem(last=False)
+                    self._cache_bytes -= len(old)
+            else:
+                self._failed[key] = out
+        future.set_result(result)
+
+    def prefetch(self, items: Iterable[ImageData | Sample]) -> int:
+        """Encode the distinct, not yet cached images of `items` in parallel; returns how many it encoded.
+
+        Failures are remembered and raised (naming the sample) by `data_url`, so one bad image does not
+        stop the others. Prefetch in windows smaller than the cache (e.g. the next few hundred samples).
+        """
+        todo: list[tuple[ImageData, Future[tuple[bool, str]]]] = []
+        with self._lock:
+            for item in items:
+                for image in item.images if isinstance(item, Sample) else (item,):
+                    key = image.key
+                    if key in self._cache or key in self._inflight or key in self._failed:
+                        continue
+                    future: Future[tuple[bool, str]] = Future()
+                    self._inflight[key] = future
+                    todo.append((image, future))
+        if not todo:
+            return 0
+        if len(todo) == 1 or self.workers == 1:
+            for image, future in todo:
+                self._finish(image.key, _encode_job(image.data, self.options), future)
+            return len(todo)
+        pool = self._executor()
+        jobs = [(image, future, pool.submit(_encode_job, image.data, self.options)) for image, future in todo]
+        for image, future, job in jobs:
+            try:
+                result = job.result()
+            except Exception:  # a broken process pool: encode here rather than lose the image
+                result = _encode_job(image.data, self.options)
+            self._finish(image.key, result, future)
+        return len(todo)
+
+    def _executor(self) -> Executor:
+        with self._lock:
+            if self._pool is None:
+                if self.parallel == "process":
+                    import multiprocessing
+
+                    # spawn, not fork: the caller may run threads (HTTP clients, asyncio)
+                    self._pool = ProcessPoolExecutor(
+                        self.workers, mp_context=multiprocessing.get_context("spawn")
+                    )
+                else:
+                    self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="vlmparity-encode")
+            return self._pool
+
+    def stats(self) -> dict[str, int]:
+        """Counters: images encoded, cache hits, images cached, bytes cached, failures."""
+        with self._lock:
+            return {
+                "encoded": self.encoded,
+                "hits": self.hits,
+                "cached": len(self._cache),
+                "cached_bytes": self._cache_bytes,
+                "failed": len(self._failed),
+            }
+
+    def close(self) -> None:
+        """Stop the worker pool (the cache stays usable)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def __enter__(self) -> ImageEncoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def tile_layout(sizes: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+    """Canvas size and top-left position of each image for `tile_images` (see there)."""
+    n = len(sizes)
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    col_w = [max((sizes[i][0] for i in range(c, n, cols)), default=0) for c in range(cols)]
+    row_h = [max(h for _, h in sizes[r * cols : (r + 1) * cols]) for r in range(rows)]
+    positions = [(sum(col_w[: i % cols]), sum(row_h[: i // cols])) for i in range(n)]
+    return (sum(col_w), sum(row_h)), positions
+
+
+def tile_images(
+    images: Sequence[ImageData],
+    *,
+    background: tuple[int, int, int] = (255, 255, 255),
+    sample_id: str | None = None,
+) -> ImageData:
+    """Tile several images into one PNG, for servers that take one image per request ("merge" policy).
+
+    Layout: a grid of ceil(sqrt(n)) columns filled row by row in request order; each column is as wide
+    as its widest image and each row as tall as its tallest, every image sits unscaled at the top-left
+    of its cell, the rest is `background`. Images are decoded as `decode_rgb` does. Same input, same bytes.
+    """
+    from PIL import Image
+
+    if not images:
+        raise ValueError("tile_images needs at least one image")
+    decoded = []
+    for image in images:
+        try:
+            decoded.append(decode_rgb(image.data))
+        except Exception as exc:
+            raise DataError(
+                f"{_where(sample_id)}cannot decode image {image.key[:12]}: {type(exc).__name__}: {exc}",
+                hint="the dataset file is damaged; re-download it or drop that row",
+            ) from None
+    size, positions = tile_layout([im.size for im in decoded])
+    canvas = Image.new("RGB", size, background)
+    for im, pos in zip(decoded, positions, strict=True):
+        canvas.paste(im, pos)
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG", compress_level=1)
+    return ImageData.from_bytes(buf.getvalue())

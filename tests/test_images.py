@@ -1,0 +1,192 @@
+"""Image encoding: lmms-eval's chat-path data URL (decode, RGB, PNG), caching, parallel prefetch, tiling."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vlmparity.data import images as images_mod
+from vlmparity.data.images import EncodeOptions, ImageEncoder, decode_rgb, tile_images, tile_layout
+from vlmparity.errors import ConfigError, DataError
+from vlmparity.tasks.base import ImageData, Sample
+
+
+def photo(w: int = 64, h: int = 48, seed: int = 0, fmt: str = "JPEG", mode: str = "RGB", **kw: Any) -> bytes:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    arr = np.stack([x * 255 / w, y * 255 / h, (x + y) * 127 / (w + h)], -1) + rng.normal(0, 25, (h, w, 3))
+    img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def url_bytes(url: str, mime: str = "image/png") -> bytes:
+    prefix = f"data:{mime};base64,"
+    assert url.startswith(prefix)
+    return base64.b64decode(url[len(prefix) :])
+
+
+def pixels(data: bytes) -> tuple[str, tuple[int, int], bytes]:
+    im = Image.open(io.BytesIO(data))
+    return im.mode, im.size, im.tobytes()
+
+
+def test_png_data_url_carries_the_exact_rgb_pixels_of_the_source() -> None:
+    src = photo(fmt="JPEG", quality=90)
+    out = url_bytes(ImageEncoder().data_url(ImageData.from_bytes(src)))
+    expected = Image.open(io.BytesIO(src)).convert("RGB")
+    assert out[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pixels(out) == ("RGB", expected.size, expected.tobytes())
+
+
+def test_default_level_reproduces_lmms_eval_bytes_and_level_1_the_same_pixels() -> None:
+    src = photo(96, 64, seed=2)
+    # lmms-eval: doc_to_visual's .convert("RGB"), then image.save(buf, format="PNG") with default options
+    lmms = io.BytesIO()
+    Image.open(io.BytesIO(src)).convert("RGB").save(lmms, format="PNG")
+    img = ImageData.from_bytes(src)
+    exact = url_bytes(ImageEncoder(compress_level=None).data_url(img))
+    fast = url_bytes(ImageEncoder(compress_level=1).data_url(img))
+    assert exact == lmms.getvalue()
+    assert fast != exact  # a different zlib level gives different bytes ...
+    assert pixels(fast) == pixels(exact)  # ... but PNG is lossless: the same pixels
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "P", "CMYK"])
+def test_other_modes_are_converted_to_rgb_like_lmms_eval(mode: str) -> None:
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    src = photo(mode=mode, fmt=fmt)
+    expected = Image.open(io.BytesIO(src)).convert("RGB")
+    out = url_bytes(ImageEncoder().data_url(ImageData.from_bytes(src)))
+    assert pixels(out) == ("RGB", expected.size, expected.tobytes())
+
+
+def test_exif_orientation_is_applied_as_datasets_does() -> None:
+    base = Image.open(io.BytesIO(photo(40, 20, fmt="PNG")))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    buf = io.BytesIO()
+    base.save(buf, format="JPEG", quality=95, exif=exif.tobytes())
+    out = decode_rgb(buf.getvalue())
+    assert out.size == (20, 40)  # width and height swapped
+
+
+def test_jpeg_option() -> None:
+    enc = ImageEncoder("jpeg", quality=70)
+    assert enc.mime == "image/jpeg"
+    out = url_bytes(enc.data_url(ImageData.from_bytes(photo(fmt="PNG"))), "image/jpeg")
+    assert Image.open(io.BytesIO(out)).format == "JPEG"
+    assert Image.open(io.BytesIO(out)).size == (64, 48)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"format": "webp"}, {"compress_level": 10}, {"quality": 0}, {"parallel": "gpu"}]
+)
+def test_bad_options_are_config_errors(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        ImageEncoder(**kwargs)
+
+
+def test_each_distinct_image_is_encoded_once() -> None:
+    enc = ImageEncoder()
+    data = photo(seed=1)
+    a, b = ImageData.from_bytes(data), ImageData.from_bytes(bytes(data))  # equal content, two objects
+    urls = {enc(a), enc(b), enc.data_url(a)}
+    assert len(urls) == 1
+    assert enc.stats()["encoded"] == 1 and enc.stats()["hits"] == 2
+
+
+def test_concurrent_callers_share_one_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = images_mod._encode_job
+
+    def slow(data: bytes, options: EncodeOptions) -> tuple[bool, str]:
+        calls.append(1)
+        time.sleep(0.05)  # widen the window in which the other threads arrive
+        return real(data, options)
+
+    monkeypatch.setattr(images_mod, "_encode_job", slow)
+    enc = ImageEncoder()
+    img = ImageData.from_bytes(photo(seed=4))
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda: results.append(enc(img))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(results) == 8 and len(set(results)) == 1
+
+
+@pytest.mark.parametrize("parallel", ["thread", "process"])
+def test_prefetch_encodes_distinct_images_in_parallel(parallel: str) -> None:
+    imgs = [ImageData.from_bytes(photo(seed=i)) for i in range(5)]
+    samples = [Sample("mme", f"s{i}", i, "Yes", "g", f"c{i // 2}", (imgs[i // 2],)) for i in range(10)]
+    with ImageEncoder(parallel=parallel, workers=2) as enc:  # type: ignore[arg-type]
+        assert enc.prefetch(samples) == 5
+        assert enc.prefetch(imgs) == 0
+        urls = [enc.data_url(s.images[0]) for s in samples]
+        assert enc.stats()["encoded"] == 5 and enc.stats()["hits"] == 10
+    serial = ImageEncoder()
+    assert urls == [serial(s.images[0]) for s in samples]  # same bytes whichever way
+
+
+def test_corrupt_image_is_a_data_error_naming_the_sample() -> None:
+    bad = ImageData.from_bytes(b"\xff\xd8\xff garbage")
+    good = ImageData.from_bytes(photo())
+    enc = ImageEncoder(workers=2)
+    assert enc.prefetch([Sample("mme", "color/0007.png q1", 0, "Yes", "color", "c", (bad,)), good]) == 2
+    with pytest.raises(DataError) as err:
+        enc.data_url(bad, sample_id="color/0007.png q1")
+    assert "sample 'color/0007.png q1'" in err.value.one_line() and "cannot decode" in err.value.one_line()
+    with pytest.raises(DataError):
+        enc(bad)  # remembered, not retried
+    assert enc.stats()["failed"] == 1 and enc.stats()["encoded"] == 2
+    assert enc(good).startswith("data:image/png;base64,")
+
+
+def test_cache_is_bounded_lru() -> None:
+    imgs = [ImageData.from_bytes(photo(seed=i)) for i in range(3)]
+    one = len(ImageEncoder()(imgs[0]))
+    enc = ImageEncoder(max_cache_bytes=int(one * 2.5))
+    for img in imgs:
+        enc(img)
+    assert enc.stats()["cached"] == 2
+    enc(imgs[0])  # evicted first, so encoded again
+    assert enc.stats()["encoded"] == 4
+
+
+def solid(color: tuple[int, int, int], size: tuple[int, int]) -> ImageData:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return ImageData.from_bytes(buf.getvalue())
+
+
+def test_tile_layout_by_hand() -> None:
+    # 3 images -> 2 columns, 2 rows; column widths 4 and 2, row heights 5 and 3
+    assert tile_layout([(4, 3), (2, 5), (3, 3)]) == ((6, 8), [(0, 0), (4, 0), (0, 5)])
+    assert tile_layout([(7, 9)]) == ((7, 9), [(0, 0)])
+    # 5 images -> 3 columns, 2 rows
+    assert tile_layout([(1, 1)] * 5) == ((3, 2), [(0, 0), (1, 0), (2, 0), (0, 1), (1, 1)])
+
+
+def test_tile_images_pixels_and_determinism() -> None:
+    red, green, blue = solid((255, 0, 0), (4, 3)), solid((0, 255, 0), (2, 5)), solid((0, 0, 255), (3, 3))
+    tiled = tile_images([red, green, blue])
+    im = Image.open(io.BytesIO(tiled.data)).convert("RGB")
+    assert im.size == (6, 8)
+    assert im.getpixel((0, 0)) == (255, 0, 0) and im.getpixel((3, 2)) == (255, 0, 0)
+    assert im.getpixel((4, 0)) == (0, 255, 0) and im.getpixel((5, 4)) == (0, 255, 0)
+    assert im.getpixel((0, 5)) == (0, 0, 255) and im.getpixel((2, 7)) == (0, 0, 255)
+    assert im.getpixel((3, 4)) == (255, 255, 255)  # below the red image: background
+    assert im.getpixel((5, 7)) == (255, 255, 255)  # the empty fourth cell
+    assert tile_images([red, green, blue]) == tiled
+    with pytest.raises(DataError, match="sample 'x'"):
+        tile_images([red, ImageData.from_bytes(b"nope")], sample_id="x")
