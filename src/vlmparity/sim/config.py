@@ -1,0 +1,209 @@
+"""Settings of the simulator (one pydantic model) and the loader for its JSON/YAML file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vlmparity.errors import ConfigError
+
+Personality = Literal["vllm", "ovms"]
+
+FAULT_KINDS: tuple[str, ...] = (
+    "http_500",
+    "http_503",
+    "http_429",
+    "reset",
+    "hang",
+    "truncated",
+    "non_json",
+    "html",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class StyleWeights(_Strict):
+    """Relative weights of the answer styles (normalised; see `answers.py` for how they combine with accuracy)."""
+
+    terse: float = Field(0.7, ge=0)
+    verbose: float = Field(0.2, ge=0)
+    unparseable: float = Field(0.1, ge=0)
+
+    @model_validator(mode="after")
+    def _some_parseable(self) -> StyleWeights:
+        if self.terse + self.verbose <= 0:
+            raise ValueError("at least one of terse/verbose must have a positive weight")
+        return self
+
+    def normalised(self) -> tuple[float, float, float]:
+        total = self.terse + self.verbose + self.unparseable
+        return self.terse / total, self.verbose / total, self.unparseable / total
+
+
+class AnswerConfig(_Strict):
+    """How the simulated model answers: accuracy per group, engine divergence, styles, sampling noise."""
+
+    model_seed: int = 0  # the simulated model: which questions it gets right
+    engine_seed: int = 0  # the simulated engine: which answers diverge from the model's reference
+    accuracy: float = Field(0.8, ge=0, le=1)
+    accuracy_by_group: dict[str, float] = Field(default_factory=dict)  # MME category / MMMU subject
+    divergence: float = Field(0.0, ge=0, le=1)  # share of samples where this engine flips correctness
+    styles: StyleWeights = Field(default_factory=StyleWeights)
+    temperature_noise: float = Field(0.5, ge=0)  # at T>0: P(answer redrawn) = min(1, T * noise)
+
+    @model_validator(mode="after")
+    def _groups_in_range(self) -> AnswerConfig:
+        for group, acc in self.accuracy_by_group.items():
+            if not 0 <= acc <= 1:
+                raise ValueError(f"accuracy_by_group[{group!r}] must be between 0 and 1, got {acc}")
+        return self
+
+    def accuracy_for(self, group: str) -> float:
+        """The configured accuracy of one MME category or MMMU subject."""
+        return self.accuracy_by_group.get(group, self.accuracy)
+
+
+class LoadConfig(_Strict):
+    """Continuous-batching load model: service time = (base + per_image*images + per_token*tokens) * time_scale."""
+
+    capacity: int = Field(8, ge=1)  # concurrent sequences served at once; more requests queue (FIFO)
+    base_latency: float = Field(0.02, ge=0)
+    per_image: float = Field(0.01, ge=0)
+    per_token: float = Field(0.002, ge=0)
+    time_scale: float = Field(1.0, ge=0)  # 0 = zero-latency mode (no sleeping, no queueing)
+
+    @property
+    def zero_latency(self) -> bool:
+        return self.time_scale == 0
+
+
+class FaultConfig(_Strict):
+    """Probabilities of injected faults per chat request, drawn reproducibly from `fault_seed`."""
+
+    fault_seed: int = 0
+    p_500: float = Field(0.0, ge=0, le=1)
+    p_503: float = Field(0.0, ge=0, le=1)
+    p_429: float = Field(0.0, ge=0, le=1)
+    p_reset: float = Field(0.0, ge=0, le=1)  # connection reset before any response byte
+    p_hang: float = Field(0.0, ge=0, le=1)  # no answer for `hang_seconds` (longer than the client's timeout)
+    p_truncated: float = Field(0.0, ge=0, le=1)  # connection closed in the middle of the body
+    p_non_json: float = Field(0.0, ge=0, le=1)  # 200 with a body that is not JSON
+    p_html: float = Field(0.0, ge=0, le=1)  # 502 text/html error page, as a proxy would send
+    retry_after: int = Field(1, ge=0)  # seconds, sent with 429 (and 503) as Retry-After
+    hang_seconds: float = Field(30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _total(self) -> FaultConfig:
+        if sum(self.probabilities().values()) > 1 + 1e-9:
+            raise ValueError("fault probabilities add up to more than 1")
+        return self
+
+    def probabilities(self) -> dict[str, float]:
+        """Probability of each fault kind, in the fixed order of `FAULT_KINDS`."""
+        return {
+            "http_500": self.p_500,
+            "http_503": self.p_503,
+            "http_429": self.p_429,
+            "reset": self.p_reset,
+            "hang": self.p_hang,
+            "truncated": self.p_truncated,
+            "non_json": self.p_non_json,
+            "html": self.p_html,
+        }
+
+
+class SimConfig(_Strict):
+    """Everything the simulator does; every field has a default so `SimConfig()` is a working vLLM sim."""
+
+    personality: Personality = "vllm"
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)  # 0 = any free port (read it back from `SimServer.url`)
+    model: str = "llava-hf/llava-1.5-7b-hf"  # the served model name
+    data: list[Path] = Field(default_factory=list)  # local parquet folders/files (MME test, MMMU validation)
+    startup_delay: float = Field(0.0, ge=0)  # seconds during which the server is up but not ready
+    tokens_per_image: int = Field(576, ge=0)  # llava-1.5: 24x24 patches
+    max_model_len: int = Field(4096, ge=1)
+    # vLLM personality
+    vllm_version: str = "0.11.0"
+    vllm_error_format: Literal["auto", "nested", "flat"] = "auto"  # auto: flat before 0.10.1
+    image_limit: int | None = Field(1, ge=0)  # vLLM --limit-mm-per-prompt image=N; None = unlimited
+    # OVMS personality
+    ovms_version: str = "2025.4"
+    ovms_node_name: str = "LLMExecutor"  # the graph node named in MediaPipe-wrapped errors
+    answers: AnswerConfig = Field(default_factory=AnswerConfig)
+    load: LoadConfig = Field(default_factory=LoadConfig)
+    faults: FaultConfig = Field(default_factory=FaultConfig)
+    log_file: Path | None = None  # append one JSON line per request
+
+    @model_validator(mode="after")
+    def _versions(self) -> SimConfig:
+        parse_version(self.vllm_version)
+        parse_version(self.ovms_version)
+        return self
+
+    def vllm_flat_errors(self) -> bool:
+        """True when errors use vLLM's pre-0.10.1 flat shape."""
+        if self.vllm_error_format != "auto":
+            return self.vllm_error_format == "flat"
+        return parse_version(self.vllm_version) < (0, 10, 1)
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """'2025.4' -> (2025, 4); '0.10.1rc2' -> (0, 10, 1)."""
+    parts: list[int] = []
+    for piece in text.strip().split("."):
+        digits = ""
+        for ch in piece:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        parts.append(int(digits))
+    if not parts:
+        raise ValueError(f"not a version number: {text!r}")
+    return tuple(parts)
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = f" (and {err.error_count() - 1} more problems)" if err.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def config_from_dict(data: Any, *, source: str = "sim config") -> SimConfig:
+    """Validate a mapping into a `SimConfig`, raising `ConfigError` with one line on failure."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must be a mapping of settings, got {type(data).__name__}")
+    try:
+        return SimConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(
+            f"{source} is invalid: {_describe(err)}", hint="see `vlmparity sim --help` for the fields"
+        ) from None
+
+
+def load_config(path: str | Path) -> SimConfig:
+    """Read a JSON or YAML sim config file."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"sim config file {str(file)!r} does not exist")
+    text = file.read_text(encoding="utf-8", errors="replace")
+    try:
+        data = json.loads(text) if file.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        reason = " ".join(str(err).split())
+        raise ConfigError(
+            f"sim config file {str(file)!r} is not valid {'JSON' if file.suffix.lower() == '.json' else 'YAML'}: {reason}"
+        ) from None
+    if data is None:
+        data = {}
+    return config_from_dict(data, source=f"sim config file {str(file)!r}")
