@@ -80,7 +80,7 @@ def _target(gold: str | list[str]) -> str:
 def _is_mc(question_type: Any) -> bool:
     # The official key calls open questions "short-answer", lmms-eval calls them "open": anything
     # that is not multiple-choice is scored as open, as both tools do.
-    return question_type == MULTIPLE_CHOICE
+    return bool(question_type == MULTIPLE_CHOICE)
 
 
 # ------------------------------------------------------------------------------------------------- MME

@@ -238,8 +238,8 @@ class MMETask:
             per_metric[metric_for(category)].append(1.0 if sc.correct else 0.0)
 
         partial = 0
-        for category, images in present.items():
-            for qid, count in images.items():
+        for category, counts_by_image in present.items():
+            for qid, count in counts_by_image.items():
                 if count != 2:
                     if not allow_partial_pairs or count > 2:
                         raise DataError(
@@ -250,20 +250,20 @@ class MMETask:
                     partial += 1
 
         categories: dict[str, dict[str, Any]] = {}
-        for category, images in flags.items():
+        for category, flags_by_image in flags.items():
             accs: list[float] = []
             pluses: list[float] = []
             total = 0.0
-            for qid, fl in images.items():
+            for qid, fl in flags_by_image.items():
                 acc, acc_plus = image_scores(fl, complete=present[category][qid] == 2)
                 accs.append(acc)
                 pluses.append(acc_plus)
                 total += acc_plus + acc
-            n_img = len(images)
+            n_img = len(flags_by_image)
             categories[category] = {
                 "metric": metric_for(category),
                 "images": n_img,
-                "questions": sum(len(fl) for fl in images.values()),
+                "questions": sum(len(fl) for fl in flags_by_image.values()),
                 "acc": sum(accs) / n_img,
                 "acc_plus": sum(pluses) / n_img,
                 "score": total / n_img,
