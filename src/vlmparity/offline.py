@@ -108,7 +108,7 @@ def read_mme_results(folder: Path) -> tuple[list[Sample], list[Answer], list[str
     for category in known:
         path = files[category]
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = path.read_text(encoding="utf-8-sig").splitlines()  # tolerate a BOM
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"{path}: cannot read ({exc})", hint="MME result files are UTF-8 text") from None
         for lineno, line in enumerate(lines, start=1):
