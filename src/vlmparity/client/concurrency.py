@@ -10,6 +10,7 @@ to the controller's limit and holds every send while a pause (Retry-After, circu
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
@@ -157,14 +158,14 @@ class Gate:
     def __init__(self, controller: Controller) -> None:
         self.controller = controller
         self.in_flight = 0
-        self.paused_until = 0.0  # loop time
+        self.paused_until = 0.0  # time.monotonic()
         self.pauses = 0
         self.pause_reasons: list[str] = []
         self.cap: int | None = None  # a temporary ceiling below the controller's limit (circuit breaker)
         self._waiters: list[asyncio.Future[None]] = []
 
     def _now(self) -> float:
-        return asyncio.get_running_loop().time()
+        return time.monotonic()  # not the loop's clock: a progress bar may poll from another thread
 
     @property
     def limit(self) -> int:
