@@ -39,6 +39,10 @@ OUTCOMES = ANSWERED + FAILURES
 TREATMENTS = ("full", "merged", "skipped")
 
 _SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY AUTOINCREMENT,
     endpoint TEXT NOT NULL UNIQUE,
@@ -246,6 +250,21 @@ class Store:
     @property
     def schema_version(self) -> int:
         return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    # ----- meta ------------------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> Any:
+        """A JSON value stored under `key` (None if absent)."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else orjson.loads(row[0])
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store a JSON value under `key` (replacing it)."""
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, orjson.dumps(value).decode()),
+            )
 
     # ----- runs ------------------------------------------------------------------------------------------
 
@@ -470,6 +489,13 @@ class ResultWriter:
             raise DataError(f"cannot write to the run store {self._path}: {self._error}")
         self._queue.put(rec)
 
+    def flush(self) -> None:
+        """Wait until everything queued so far is committed."""
+        if self._thread.is_alive():
+            self._queue.join()
+        if self._error is not None:
+            raise DataError(f"cannot write to the run store {self._path}: {self._error}")
+
     def close(self) -> None:
         """Commit everything queued, then stop."""
         self._queue.put(None)
@@ -497,18 +523,31 @@ class ResultWriter:
                         stop = True
                         break
                     batch.append(item)
-                if not batch:
-                    continue
+                taken = len(batch) + (1 if stop else 0)
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    conn.executemany(_UPSERT_RESULT, [_result_row(r) for r in batch])
-                    conn.execute("COMMIT")
+                    if batch:
+                        conn.execute("BEGIN IMMEDIATE")
+                        conn.executemany(_UPSERT_RESULT, [_result_row(r) for r in batch])
+                        conn.execute("COMMIT")
+                        self.committed += len(batch)
+                        self.commits += 1
+                        if self._on_commit is not None:
+                            self._on_commit(batch)
                 except sqlite3.Error as exc:  # disk full, locked for too long: surface, never swallow
                     self._error = exc
                     return
-                self.committed += len(batch)
-                self.commits += 1
-                if self._on_commit is not None:
-                    self._on_commit(batch)
+                finally:
+                    for _ in range(taken):
+                        self._queue.task_done()
         finally:
             conn.close()
+            self._drain_unfinished()
+
+    def _drain_unfinished(self) -> None:
+        # After a failure nothing more is committed: release any flush() waiting on the queue.
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._queue.task_done()

@@ -16,9 +16,12 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from vlmparity.runner import TaskPlan, TaskScore
 
 # lmms-eval's text for a request that failed after its retries (research §4.5); kept so that tools
 # reading lmms-eval sample logs see a failure where lmms-eval would have written one.
@@ -225,3 +228,133 @@ def results_path(output_dir: Path, endpoint: str, stamp: str) -> Path:
 
 def samples_path(output_dir: Path, endpoint: str, stamp: str, task: str) -> Path:
     return Path(output_dir) / endpoint / f"{stamp}_samples_{task}.jsonl"
+
+
+# ----- from a scored run ------------------------------------------------------------------------------
+
+# lmms-eval's `versions` entries (research §5.2) and the per-sample keys it emits without aggregation.
+_VERSIONS: dict[str, str | float] = {"mme": "Yaml", "mmmu_val": 0.0}
+_ARTIFACTS: dict[str, tuple[str, ...]] = {"mmmu_val": ("mmmu_acc_pass_at_k", "submission")}
+
+
+def gen_kwargs_for(plan: TaskPlan, generation: Mapping[str, Any]) -> dict[str, Any]:
+    """The generation parameters actually sent for a task (lmms-eval's names where they exist)."""
+    max_tokens = generation.get("max_tokens")
+    if max_tokens is None:
+        max_tokens = getattr(plan.task, "max_tokens", None)
+    out: dict[str, Any] = {"max_new_tokens": max_tokens, "temperature": generation.get("temperature", 0.0)}
+    out["top_p"] = generation.get("top_p", 1.0)
+    if generation.get("seed") is not None:
+        out["seed"] = generation["seed"]
+    return out
+
+
+def task_output(score: TaskScore, plan: TaskPlan, generation: Mapping[str, Any]) -> TaskOutput:
+    """results.json numbers of one task: the lmms-eval parity policy, with vlmparity's extras aside."""
+    result = score.parity.result
+    clt = result.breakdown.get("stderr_clt", {}) or {}
+    hashes = [doc_hash(s.id, _jsonable_fields(s.fields), s.target) for s in score.samples]
+    config = {
+        "task": plan.task.name,
+        "dataset_path": plan.source,
+        "test_split": plan.task.split,
+        "output_type": "generate_until",
+        "generation_kwargs": gen_kwargs_for(plan, generation),
+        "metric_list": [{"metric": m, "higher_is_better": True} for m in sorted(result.metrics)],
+    }
+    return TaskOutput(
+        task=plan.task.name,
+        metrics=dict(result.metrics),
+        stderr_clt={m: (v if v is not None else "N/A") for m, v in clt.items() if m in result.metrics},
+        artifact_keys=_ARTIFACTS.get(plan.task.name, ()),
+        n_original=plan.plan.total,
+        n_effective=len(score.samples),
+        config=config,
+        version=_VERSIONS.get(plan.task.name, 0.0),
+        task_hash=task_hash(hashes),
+        extra=policies_record(score),
+    )
+
+
+def _interval_dict(intervals: Mapping[str, Any]) -> dict[str, Any]:
+    return {m: iv.as_dict() for m, iv in intervals.items()}
+
+
+def policies_record(score: TaskScore) -> dict[str, Any]:
+    """Both policies side by side with counts and intervals (the `vlmparity` block of results.json)."""
+    out: dict[str, Any] = {}
+    for pol in (score.parity, score.excluded):
+        out[pol.policy] = {
+            "metrics": dict(pol.result.metrics),
+            "n": pol.n,
+            "n_correct": pol.n_correct,
+            "accuracy": pol.accuracy.as_dict() if pol.accuracy else None,
+            "intervals": _interval_dict(pol.intervals),
+            "counts": dict(pol.result.counts),
+        }
+    out["outcomes"] = dict(score.outcomes)
+    out["skipped"] = score.skipped
+    out["merged"] = score.merged
+    out["random_fallback"] = score.random_fallbacks
+    return out
+
+
+def _jsonable_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if isinstance(v, str | int | float | bool | list | type(None))}
+
+
+def sample_lines(score: TaskScore, task: Any) -> list[dict[str, Any]]:
+    """The `--log_samples` lines of one task, in document order.
+
+    A failure is logged as lmms-eval logs a failed request (its message as the raw response) but with
+    an empty filtered response, so re-scoring the file counts it wrong exactly as the parity policy does.
+    """
+    from vlmparity.tasks.reasoning import postprocess_response
+
+    tags = getattr(task, "reasoning_tags", None)
+    lines = []
+    for sample, rec, answer, sc in zip(
+        score.samples, score.records, score.answers, score.scores, strict=True
+    ):
+        if answer.text is not None:
+            raw: str | None = answer.text
+            filtered = postprocess_response(answer.text, tags)
+        else:
+            raw = failure_text(
+                rec.attempts if rec else 0, (rec.server_message if rec else None) or answer.outcome
+            )
+            filtered = ""
+        prompt = task.prompt(sample)
+        extra = {
+            "sample_id": sample.id,
+            "outcome": answer.outcome,
+            "treatment": score.treatments.get(sample.id, "full"),
+            "random_fallback": sc.random_fallback,
+        }
+        if rec is not None:
+            extra |= {
+                "request_hash": rec.request_hash,
+                "finish_reason": rec.finish_reason,
+                "status": rec.status,
+                "server_message": rec.server_message,
+                "attempts": rec.attempts,
+                "latency": rec.latency,
+                "ttft": rec.ttft,
+            }
+        lines.append(
+            sample_line(
+                doc_id=sample.doc_id,
+                target=sample.target,
+                raw_text=raw,
+                filtered_text=filtered,
+                token_counts={
+                    "input_tokens": rec.prompt_tokens if rec else None,
+                    "output_tokens": rec.completion_tokens if rec else None,
+                },
+                doc_hash_value=doc_hash(sample.id, _jsonable_fields(sample.fields), sample.target),
+                details=sc.details,
+                input_text=prompt.text,
+                vlmparity=extra,
+            )
+        )
+    return lines

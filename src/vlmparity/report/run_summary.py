@@ -1,0 +1,267 @@
+"""What a run leaves behind and prints: `run.json` provenance, each endpoint's lmms-eval files, the
+both-policies table and the one-line speed summary per endpoint.
+
+Never writes a secret: the configuration is the masked public one and the command line is masked.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vlmparity.report import lmms_output
+from vlmparity.report.tables import markdown_table
+from vlmparity.store import STORE_FILENAME
+
+if TYPE_CHECKING:
+    from vlmparity.config import RunConfig
+    from vlmparity.runner import EndpointRun, SessionStats, TaskPlan, TaskScore
+
+RUN_JSON = "run.json"
+
+
+def _endpoint_record(ep: EndpointRun) -> dict[str, Any]:
+    from vlmparity.config import mask_url
+
+    r = ep.resolved
+    return {
+        "name": ep.name,
+        "url": mask_url(r.url),
+        "chat_url": mask_url(r.chat_url),
+        "kind": str(r.kind.value),
+        "server_version": r.server_version,
+        "model": r.model,
+        "served_models": list(r.served_models),
+        "max_model_len": r.max_model_len,
+        "probe_notes": list(r.notes),
+        "image_limit": ep.limit,
+        "image_limit_message": ep.limit_message,
+    }
+
+
+def _plan_record(plan: TaskPlan) -> dict[str, Any]:
+    record = plan.plan.to_dict()
+    record.pop("ids", None)  # the fingerprint and the store identify the samples
+    return {"source": plan.source, "fingerprint": dict(plan.fingerprint), "plan": record}
+
+
+def _scores_record(scores: Sequence[TaskScore]) -> dict[str, Any]:
+    return {s.task: lmms_output.policies_record(s) for s in scores}
+
+
+def session_record(s: SessionStats) -> dict[str, Any]:
+    """Speed figures of one endpoint in this invocation."""
+    lat = sorted(s.latencies)
+    return {
+        "sent": s.sent,
+        "not_sent": s.not_sent,
+        "errors": s.errors,
+        "retries": s.retries,
+        "wall_s": round(s.wall_s, 3),
+        "req_per_s": round(s.sent / s.wall_s, 3) if s.wall_s > 0 else None,
+        "latency_p50_s": _quantile(lat, 0.5),
+        "latency_p95_s": _quantile(lat, 0.95),
+        "ttft_p50_s": _quantile(sorted(s.ttfts), 0.5),
+        "output_tokens": s.output_tokens,
+        "output_tokens_per_s": round(s.output_tokens / s.wall_s, 3) if s.wall_s > 0 else None,
+    }
+
+
+def _quantile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return round(values[0], 4)
+    return round(statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1], 4)
+
+
+def write_run_json(
+    config: RunConfig,
+    plans: Sequence[TaskPlan],
+    endpoints: Sequence[EndpointRun],
+    *,
+    argv: Sequence[str],
+    secrets: Sequence[str],
+    started: float,
+    finished: float | None,
+    scores: Mapping[str, Sequence[TaskScore]] | None = None,
+    sessions: Sequence[SessionStats] | None = None,
+    files: Mapping[str, Sequence[str]] | None = None,
+    errors: Mapping[str, str] | None = None,
+) -> Path:
+    """Write `run.json` (provenance, plans, results summary); rewritten at the end of each invocation."""
+    from vlmparity import __version__
+    from vlmparity.config import mask_argv
+
+    public = config.public()
+    doc: dict[str, Any] = {
+        "tool": "vlmparity",
+        "tool_version": __version__,
+        "command": mask_argv(list(argv), secrets),
+        "started": started,
+        "finished": finished,
+        "status": "running" if finished is None else ("incomplete" if errors else "complete"),
+        "endpoints": [_endpoint_record(ep) for ep in endpoints],
+        "tasks": {p.task.name: _plan_record(p) for p in plans},
+        "generation": public["generation"],
+        "generation_by_task": {
+            p.task.name: lmms_output.gen_kwargs_for(p, public["generation"]) for p in plans
+        },
+        "images": {"format": config.options.image_format, "png_compress_level": 1},
+        "options": public["options"],
+        "configured_endpoints": public["endpoints"],
+        "store": STORE_FILENAME,
+    }
+    if scores is not None:
+        doc["results"] = {name: _scores_record(s) for name, s in scores.items()}
+    if sessions is not None:
+        doc["sessions"] = {s.endpoint: session_record(s) for s in sessions}
+    if files is not None:
+        doc["files"] = {k: list(v) for k, v in files.items()}
+    if errors:
+        doc["errors"] = dict(errors)
+    path = Path(config.options.output_path) / RUN_JSON
+    lmms_output.write_results_json(path, doc)
+    text = path.read_text(encoding="utf-8")
+    if any(s and s in text for s in secrets):  # belt and braces: a secret must never reach the disk
+        path.unlink()
+        raise RuntimeError("refusing to write run.json: it would contain a secret")
+    return path
+
+
+def write_endpoint_outputs(
+    config: RunConfig,
+    plans: Sequence[TaskPlan],
+    ep: EndpointRun,
+    scores: Sequence[TaskScore],
+    *,
+    stamp: str,
+    started: float,
+    finished: float,
+) -> list[Path]:
+    """Write `<endpoint>/<stamp>_results.json` and, with --log-samples, one samples file per task."""
+    out_dir = Path(config.options.output_path)
+    generation = config.public()["generation"]
+    outputs = [lmms_output.task_output(s, p, generation) for s, p in zip(scores, plans, strict=True)]
+    limit = config.plan.limit
+    doc = lmms_output.results_document(
+        outputs,
+        model=ep.resolved.model,
+        model_args=f"model={ep.resolved.model},base_url={_public_url(ep.resolved.chat_url)}",
+        gen_kwargs=generation,
+        limit=float(limit) if limit is not None else None,
+        start_time=started,
+        end_time=finished,
+        tool_version=_tool_version(),
+        resolved_cli_args={"tasks": list(config.tasks), "endpoint": ep.name},
+        vlmparity={
+            "endpoint": _endpoint_record(ep),
+            "tasks": {o.task: dict(o.extra) for o in outputs},
+            "plan": {p.task.name: _plan_record(p)["plan"] for p in plans},
+        },
+    )
+    paths = [lmms_output.write_results_json(lmms_output.results_path(out_dir, ep.name, stamp), doc)]
+    if config.options.log_samples:
+        for score, plan in zip(scores, plans, strict=True):
+            path = lmms_output.samples_path(out_dir, ep.name, stamp, plan.task.name)
+            paths.append(lmms_output.write_samples_jsonl(path, lmms_output.sample_lines(score, plan.task)))
+    return paths
+
+
+def _public_url(url: str) -> str:
+    from vlmparity.config import mask_url
+
+    return mask_url(url)
+
+
+def _tool_version() -> str:
+    from vlmparity import __version__
+
+    return __version__
+
+
+# ----- terminal text ---------------------------------------------------------------------------------
+
+
+def _fmt_metric(value: float, metric: str) -> str:
+    return f"{value:.2f}" if metric.startswith("mme_") else f"{value:.4f}"
+
+
+def _fmt_interval(iv: Any, metric: str) -> str:
+    if iv is None:
+        return ""
+    return f"[{_fmt_metric(iv.low, metric)}, {_fmt_metric(iv.high, metric)}]"
+
+
+def policies_table(scores: Sequence[TaskScore]) -> str:
+    """Both policies side by side per metric, with 95 % intervals and the questions each scored."""
+    rows = []
+    for s in sorted(scores, key=lambda x: x.task):
+        for metric in sorted(s.parity.result.metrics):
+            ex_value = s.excluded.result.metrics.get(metric)
+            rows.append(
+                [
+                    s.task,
+                    metric,
+                    _fmt_metric(s.parity.result.metrics[metric], metric),
+                    _fmt_interval(s.parity.intervals.get(metric), metric),
+                    str(s.parity.n),
+                    _fmt_metric(ex_value, metric) if ex_value is not None else "N/A",
+                    _fmt_interval(s.excluded.intervals.get(metric), metric),
+                    str(s.excluded.n),
+                ]
+            )
+        if s.parity.accuracy is not None:
+            ex = s.excluded.accuracy
+            rows.append(
+                [
+                    s.task,
+                    "question accuracy",
+                    _fmt_metric(s.parity.accuracy.estimate, "acc"),
+                    _fmt_interval(s.parity.accuracy, "acc"),
+                    str(s.parity.n),
+                    _fmt_metric(ex.estimate, "acc") if ex else "N/A",
+                    _fmt_interval(ex, "acc"),
+                    str(s.excluded.n),
+                ]
+            )
+    headers = ["Task", "Metric", "lmms-eval parity", "95% CI", "n", "errors excluded", "95% CI", "n"]
+    return markdown_table(headers, rows)
+
+
+def outcomes_line(score: TaskScore) -> str:
+    """Counts of every outcome class, skips, merges and MMMU random fallbacks for one task."""
+    parts = [f"{k}={v}" for k, v in sorted(score.outcomes.items())]
+    if score.skipped:
+        parts.append(f"skipped={score.skipped}")
+    if score.merged:
+        parts.append(f"merged={score.merged}")
+    if score.task.startswith("mmmu"):
+        parts.append(f"random_fallback={score.random_fallbacks}")
+    return f"{score.endpoint} {score.task}: " + ", ".join(parts)
+
+
+def summary_line(s: SessionStats) -> str:
+    """One line per endpoint: wall time, req/s, p50/p95 latency, TTFT, output tokens/s."""
+    r = session_record(s)
+
+    def sec(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}s"
+
+    parts = [
+        f"{s.endpoint}: {s.sent} requests in {s.wall_s:.1f}s",
+        f"{r['req_per_s'] or 0:.2f} req/s",
+        f"latency p50 {sec(r['latency_p50_s'])} p95 {sec(r['latency_p95_s'])}",
+    ]
+    if r["ttft_p50_s"] is not None:
+        parts.append(f"TTFT p50 {sec(r['ttft_p50_s'])}")
+    parts.append(f"{r['output_tokens_per_s'] or 0:.1f} output tok/s")
+    if s.errors:
+        parts.append(f"{s.errors} errors")
+    if s.not_sent:
+        parts.append(f"{s.not_sent} not sent")
+    if s.retries:
+        parts.append(f"{s.retries} retries")
+    return ", ".join(parts)

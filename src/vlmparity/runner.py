@@ -1,0 +1,965 @@
+"""One run: plan → build requests → dispatch to every endpoint → persist → score.
+
+`prepare` loads each task's data and sampling plan. `execute` resolves the endpoints, builds each
+sample's request once (images encoded once per run, shared by every endpoint, so every endpoint is sent
+the same bytes apart from `model`), dispatches to all endpoints concurrently and commits each answer to
+the run store as it arrives; a rerun sends only what is missing. `score_endpoint` is the pure part: it
+reads the store and scores every task under both failure policies (lmms-eval parity: a failure is a
+wrong answer; errors-excluded: failures removed), with outcome counts and intervals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from vlmparity.config import RunConfig
+from vlmparity.errors import ConfigError, VlmparityError
+from vlmparity.store import (
+    ANSWERED,
+    ResultRecord,
+    ResultWriter,
+    SampleRecord,
+    Store,
+    is_done,
+)
+from vlmparity.tasks.base import (
+    Answer,
+    ImageData,
+    ImagePart,
+    Prompt,
+    Sample,
+    SampleScore,
+    Task,
+    TaskResult,
+    build_request,
+    get_task,
+)
+
+if TYPE_CHECKING:
+    from vlmparity.client import Dispatcher, ResolvedEndpoint, Result
+    from vlmparity.data.images import ImageEncoder
+    from vlmparity.data.sampling import Plan
+
+POLICY_PARITY = "lmms_eval"
+POLICY_EXCLUDED = "errors_excluded"
+MISSING = "missing"  # no stored result (an interrupted run): scored as a failure
+N_BOOT = 2000
+
+
+# ----- scoring ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A 95 % interval for one metric."""
+
+    estimate: float
+    low: float
+    high: float
+    method: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"estimate": self.estimate, "low": self.low, "high": self.high, "method": self.method}
+
+
+@dataclass(frozen=True)
+class PolicyScore:
+    """A task's metrics under one failure policy."""
+
+    policy: str
+    result: TaskResult
+    n: int  # questions scored
+    n_correct: int
+    accuracy: Bounds | None  # question-level accuracy with a Wilson interval
+    intervals: Mapping[str, Bounds]  # per metric: Wilson (accuracies) or bootstrap (MME scores)
+
+
+@dataclass(frozen=True)
+class TaskScore:
+    """One endpoint's scores on one task, from the store only."""
+
+    endpoint: str
+    task: str
+    samples: tuple[Sample, ...]  # scored samples in document order (skipped ones left out)
+    records: tuple[ResultRecord | None, ...]  # aligned with samples
+    answers: tuple[Answer, ...]
+    scores: tuple[SampleScore, ...]  # lmms-eval parity policy
+    parity: PolicyScore
+    excluded: PolicyScore
+    outcomes: Mapping[str, int]  # per outcome class (+ "missing")
+    skipped: int = 0  # not sent under --multi-image skip
+    merged: int = 0  # images tiled into one under --multi-image merge
+    treatments: Mapping[str, str] = field(default_factory=dict)  # sample_id -> full|merged
+
+    @property
+    def random_fallbacks(self) -> int:
+        return sum(1 for s in self.scores if s.random_fallback)
+
+    @property
+    def failures(self) -> int:
+        return sum(n for k, n in self.outcomes.items() if k not in ANSWERED)
+
+
+def answer_for(sample: Sample, rec: ResultRecord | None) -> Answer:
+    """The answer a task scores: the stored text for answered outcomes, None for failures."""
+    if rec is None:
+        return Answer(sample_id=sample.id, text=None, outcome=MISSING)
+    if rec.answered:
+        return Answer(sample_id=sample.id, text=rec.text or "", outcome=rec.outcome)
+    return Answer(sample_id=sample.id, text=None, outcome=rec.outcome)
+
+
+def _aggregate(
+    task: Task, samples: Sequence[Sample], scores: Sequence[SampleScore], partial: bool
+) -> TaskResult:
+    params = inspect.signature(task.aggregate).parameters
+    if "allow_partial_pairs" in params:
+        return task.aggregate(samples, scores, allow_partial_pairs=partial)  # type: ignore[call-arg]
+    return task.aggregate(samples, scores)
+
+
+def _wilson(k: int, n: int) -> Bounds | None:
+    if n == 0:
+        return None
+    from vlmparity.compare.stats import wilson_interval
+
+    iv = wilson_interval(k, n)
+    return Bounds(iv.estimate, iv.low, iv.high, "wilson")
+
+
+def _intervals(
+    task: Task, samples: Sequence[Sample], scores: Sequence[SampleScore], result: TaskResult, seed: int
+) -> dict[str, Bounds]:
+    """Bootstrap over image pairs for MME scores, Wilson for accuracies."""
+    kept = [(s, sc) for s, sc in zip(samples, scores, strict=True) if sc.scored]
+    out: dict[str, Bounds] = {}
+    for metric, value in result.metrics.items():
+        rows = [(s, sc) for s, sc in kept if metric in sc.details] if task.name == "mme" else kept
+        if not rows:
+            continue
+        if task.name == "mme":
+            from vlmparity.compare.stats import mme_score_interval
+
+            iv = mme_score_interval(
+                [str(s.fields["category"]) for s, _ in rows],
+                [s.cluster for s, _ in rows],
+                [sc.correct for _, sc in rows],
+                n_boot=N_BOOT,
+                seed=seed,
+            )
+            out[metric] = Bounds(float(value), iv.low, iv.high, iv.method)
+        else:
+            k = sum(1 for _, sc in rows if sc.correct)
+            wil = _wilson(k, len(rows))
+            if wil is not None:
+                out[metric] = Bounds(float(value), wil.low, wil.high, "wilson")
+    return out
+
+
+def _policy(
+    task: Task, policy: str, samples: Sequence[Sample], scores: Sequence[SampleScore], seed: int
+) -> PolicyScore:
+    result = _aggregate(task, samples, scores, partial=policy == POLICY_EXCLUDED)
+    kept = [sc for sc in scores if sc.scored]
+    k = sum(1 for sc in kept if sc.correct)
+    return PolicyScore(
+        policy=policy,
+        result=result,
+        n=len(kept),
+        n_correct=k,
+        accuracy=_wilson(k, len(kept)),
+        intervals=_intervals(task, samples, scores, result, seed),
+    )
+
+
+def score_task(
+    task: Task,
+    endpoint: str,
+    samples: Sequence[Sample],
+    sample_records: Mapping[str, SampleRecord],
+    results: Mapping[str, ResultRecord],
+    *,
+    seed: int = 0,
+) -> TaskScore:
+    """Score one endpoint's stored results for one task under both policies.
+
+    `samples` are the planned samples in document order; `sample_records` and `results` are keyed by
+    sample id. A result for another request than the sample's current one does not count (it is stale).
+    """
+    kept: list[Sample] = []
+    records: list[ResultRecord | None] = []
+    treatments: dict[str, str] = {}
+    skipped = merged = 0
+    for sample in samples:
+        srec = sample_records.get(sample.id)
+        treatment = srec.treatment if srec is not None else "full"
+        if treatment == "skipped":
+            skipped += 1
+            continue
+        if treatment == "merged":
+            merged += 1
+        treatments[sample.id] = treatment
+        rec = results.get(sample.id)
+        if rec is not None and srec is not None and rec.request_hash != srec.request_hash:
+            rec = None
+        kept.append(sample)
+        records.append(rec)
+    answers = [answer_for(s, r) for s, r in zip(kept, records, strict=True)]
+    outcomes: dict[str, int] = {}
+    for a in answers:
+        outcomes[a.outcome] = outcomes.get(a.outcome, 0) + 1
+    # One scoring pass: a failure consumes no MMMU random draw, so the errors-excluded scores are the
+    # parity scores with the failures marked unscored (identical fallbacks under both policies).
+    parity_scores = task.score(kept, answers, seed=seed) if kept else []
+    excluded_scores = [
+        sc if a.text is not None else replace(sc, scored=False)
+        for sc, a in zip(parity_scores, answers, strict=True)
+    ]
+    return TaskScore(
+        endpoint=endpoint,
+        task=task.name,
+        samples=tuple(kept),
+        records=tuple(records),
+        answers=tuple(answers),
+        scores=tuple(parity_scores),
+        parity=_policy(task, POLICY_PARITY, kept, parity_scores, seed),
+        excluded=_policy(task, POLICY_EXCLUDED, kept, excluded_scores, seed),
+        outcomes=outcomes,
+        skipped=skipped,
+        merged=merged,
+        treatments=treatments,
+    )
+
+
+# ----- preparation: data and plans ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """One task's data and the samples this run evaluates (document order)."""
+
+    task: Task
+    source: str
+    plan: Plan
+    fingerprint: Mapping[str, Any]
+
+    @property
+    def samples(self) -> tuple[Sample, ...]:
+        return self.plan.samples
+
+
+def prepare_task(
+    name: str, source: str | None, *, limit: float | None, sample: int | None, seed: int
+) -> TaskPlan:
+    """Load a task's rows, turn them into samples and apply the sampling plan."""
+    from vlmparity.data.fingerprint import dataset_fingerprint
+    from vlmparity.data.sampling import plan_all, plan_limit, plan_stratified
+    from vlmparity.data.sources import load_split
+
+    task = get_task(name)
+    src = source or task.default_source
+    loaded = load_split(src, split=task.split, task=name)
+    samples = task.samples_from_rows(loaded.rows)
+    if sample is not None:
+        plan = plan_stratified(samples, sample, seed)
+    elif limit is not None:
+        plan = plan_limit(samples, limit)
+    else:
+        plan = plan_all(samples)
+    fingerprint = dataset_fingerprint(src, task.split, samples, loaded.revision)
+    return TaskPlan(task=task, source=src, plan=plan, fingerprint=fingerprint)
+
+
+def prepare(config: RunConfig) -> list[TaskPlan]:
+    """Every task's plan, in the order given."""
+    p = config.plan
+    return [
+        prepare_task(name, config.data.get(name), limit=p.limit, sample=p.sample, seed=p.seed)
+        for name in config.tasks
+    ]
+
+
+# ----- requests -------------------------------------------------------------------------------------
+
+
+def merge_prompt(prompt: Prompt) -> Prompt:
+    """The prompt for a sample whose images were tiled into one: the first image part stays (as image 0),
+    the others go; every text part stays where it was."""
+    parts = []
+    seen_image = False
+    for part in prompt.parts:
+        if isinstance(part, ImagePart):
+            if seen_image:
+                continue
+            seen_image = True
+            parts.append(ImagePart(0))
+        else:
+            parts.append(part)
+    return replace(prompt, parts=tuple(parts))
+
+
+@dataclass(frozen=True)
+class Built:
+    """One sample's request, serialised once (without `model`) and shared by every endpoint."""
+
+    index: int
+    sample: Sample
+    treatment: str  # full | merged | skipped
+    payload: bytes | None  # None when skipped
+    request_hash: str
+    image_count: int
+
+    def record(self) -> SampleRecord:
+        return SampleRecord(
+            task=self.sample.task,
+            sample_id=self.sample.id,
+            doc_id=self.sample.doc_id,
+            request_hash=self.request_hash,
+            image_count=self.image_count,
+            treatment=self.treatment,
+        )
+
+
+def treatment_for(n_images: int, policy: str, limit: int | None) -> str:
+    """How a sample with `n_images` is sent under `--multi-image` given the smallest known image limit."""
+    if policy == "error" or limit is None or n_images <= limit:
+        return "full"
+    if policy == "skip":
+        return "skipped"
+    return "merged" if limit >= 1 and n_images > 1 else "full"
+
+
+def build_one(
+    index: int, sample: Sample, task: Task, gen: Any, encoder: ImageEncoder, policy: str, limit: int | None
+) -> Built:
+    """Build a sample's request under the multi-image policy (runs on a worker thread)."""
+    prompt = task.prompt(sample)
+    n_images = sum(1 for p in prompt.parts if isinstance(p, ImagePart))
+    treatment = treatment_for(n_images, policy, limit)
+    if treatment == "skipped":
+        return Built(index, sample, treatment, None, "", n_images)
+    if treatment == "merged" and len(sample.images) > 1:
+        from vlmparity.data.images import tile_images
+
+        order = [p.index for p in prompt.parts if isinstance(p, ImagePart)]
+        tiled: ImageData = tile_images([sample.images[i] for i in order], sample_id=sample.id)
+        sample = replace(sample, images=(tiled,))
+        prompt = merge_prompt(prompt)
+    request = build_request(sample, prompt, gen, lambda image: encoder.data_url(image, sample_id=sample.id))
+    return Built(
+        index, sample, treatment, orjson.dumps(request.body), request.request_hash, request.image_count
+    )
+
+
+class RequestBook:
+    """Builds each sample's request once, a few samples ahead, on worker threads, for every endpoint.
+
+    Every endpoint that needs sample i is handed the very same `Built` (same bytes), so the requests
+    are identical by construction. A body is dropped once every endpoint that wanted it took it; a
+    far-behind endpoint may find it evicted and it is rebuilt (images come from the encoder's cache).
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        tasks: Mapping[str, Task],
+        build: Callable[[int, Sample, Task], Built],
+        *,
+        workers: int,
+        max_entries: int = 256,
+    ) -> None:
+        self._samples = samples
+        self._tasks = tasks
+        self._build = build
+        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="vlmparity-build")
+        self._entries: dict[int, asyncio.Future[Built]] = {}
+        self._refs: dict[int, int] = {}
+        self._max_entries = max_entries
+        self.builds = 0
+
+    def want(self, indices: Sequence[int]) -> None:
+        """One more endpoint will take each of `indices`."""
+        for i in indices:
+            self._refs[i] = self._refs.get(i, 0) + 1
+
+    def _start(self, index: int) -> asyncio.Future[Built]:
+        fut = self._entries.get(index)
+        if fut is None:
+            sample = self._samples[index]
+            loop = asyncio.get_running_loop()
+            fut = loop.run_in_executor(self._pool, self._build, index, sample, self._tasks[sample.task])
+            self._entries[index] = fut
+            self.builds += 1
+            if len(self._entries) > self._max_entries:
+                self._evict()
+        return fut
+
+    def _evict(self) -> None:
+        done = sorted(i for i, f in self._entries.items() if f.done())
+        for i in done[: max(0, len(self._entries) - self._max_entries)]:
+            del self._entries[i]
+
+    async def take(self, index: int, ahead: Sequence[int] = ()) -> Built:
+        """The request of sample `index`, starting the builds of `ahead` meanwhile."""
+        fut = self._start(index)
+        for j in ahead:
+            self._start(j)
+        built = await fut
+        left = self._refs.get(index, 1) - 1
+        self._refs[index] = left
+        if left <= 0:
+            self._entries.pop(index, None)
+        return built
+
+    def forget(self, index: int) -> None:
+        """Drop a cached build (its treatment changed)."""
+        self._entries.pop(index, None)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class ProgressSink:
+    """Receives progress; the CLI draws it (rich), a library caller may ignore it."""
+
+    def begin(self, endpoint: str, total: int) -> None:
+        """An endpoint has `total` samples to send in this pass."""
+
+    def update(self, endpoint: str, *, done: int, errors: int, in_flight: int, concurrency: int) -> None:
+        """Counters of one endpoint (called a few times per second)."""
+
+    def end(self, endpoint: str) -> None:
+        """An endpoint finished its pass."""
+
+    def message(self, text: str) -> None:
+        """A line worth telling the user (e.g. an image limit learned)."""
+
+
+@dataclass
+class EndpointRun:
+    """One endpoint during a run: its resolution, its store run and this session's counters."""
+
+    name: str
+    resolved: ResolvedEndpoint
+    run_id: int
+    limit: int | None = None  # the image limit known for this endpoint
+    limit_message: str | None = None
+    todo: list[int] = field(default_factory=list)
+    in_flight_hash: dict[int, str] = field(default_factory=dict)
+    dispatcher: Dispatcher | None = None
+    done: int = 0
+    errors: int = 0
+    not_sent: int = 0
+    results: list[Result] = field(default_factory=list)  # this session's results (timings)
+    wall_s: float = 0.0
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class SessionStats:
+    """What one invocation did for one endpoint (the one-line summary)."""
+
+    endpoint: str
+    sent: int
+    wall_s: float
+    latencies: tuple[float, ...]
+    ttfts: tuple[float, ...]
+    output_tokens: int
+    errors: int
+    not_sent: int
+    retries: int
+
+
+class Engine:
+    """Dispatches the planned samples to every endpoint and persists each answer as it arrives."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        plans: Sequence[TaskPlan],
+        store: Store,
+        endpoints: Sequence[EndpointRun],
+        encoder: ImageEncoder,
+        *,
+        progress: ProgressSink | None = None,
+        workers: int | None = None,
+    ) -> None:
+        self.config = config
+        self.options = config.options
+        self.plans = plans
+        self.store = store
+        self.endpoints = list(endpoints)
+        self.encoder = encoder
+        self.progress = progress or ProgressSink()
+        self.gen = config.generation.params()
+        self.samples: list[Sample] = [s for p in plans for s in p.samples]
+        self.tasks: dict[str, Task] = {p.task.name: p.task for p in plans}
+        self.stored: dict[tuple[str, str], SampleRecord] = store.samples()
+        self._pending: list[SampleRecord] = []
+        self._accepted: set[tuple[int, str, str]] = set()
+        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self.writer: ResultWriter | None = None
+        self.stop_requested = False
+
+    # -- multi-image limits -------------------------------------------------------------------------------
+
+    def shared_limit(self) -> int | None:
+        """The smallest image limit of `--max-images` and every endpoint's known limit (skip/merge)."""
+        limits = [e.limit for e in self.endpoints if e.limit is not None]
+        if self.options.max_images is not None:
+            limits.append(self.options.max_images)
+        return min(limits) if limits else None
+
+    def _build(self, index: int, sample: Sample, task: Task) -> Built:
+        return build_one(
+            index, sample, task, self.gen, self.encoder, self.options.multi_image, self.shared_limit()
+        )
+
+    # -- samples: hash guard and registration -------------------------------------------------------------
+
+    def accept(self, built: Built) -> None:
+        """Check a built request against the store and register it (once per build)."""
+        mark = (built.index, built.request_hash, built.treatment)
+        if mark in self._accepted:
+            return
+        self._accepted.add(mark)
+        key = (built.sample.task, built.sample.id)
+        rec = built.record()
+        stored = self.stored.get(key)
+        if stored is None:
+            self.stored[key] = rec
+            self._pending.append(rec)
+            if len(self._pending) >= 64:
+                self.flush()
+            return
+        if stored.request_hash == rec.request_hash and stored.treatment == rec.treatment:
+            return
+        policy = self.options.multi_image
+        if stored.treatment == "full" and rec.treatment != "full" and policy in ("skip", "merge"):
+            # a limit learned since this sample was sent whole: deliberately change how it is sent
+            self.flush()
+            self.store.retreat_samples([rec])
+            self.stored[key] = rec
+            return
+        raise ConfigError(
+            f"{self.store.path} holds a different request for {built.sample.task} {built.sample.id!r} "
+            f"({stored.treatment}, {stored.request_hash[:12]} vs {rec.treatment}, {rec.request_hash[:12]}): "
+            "the generation parameters, image format, multi-image policy, prompt or data differ from the "
+            "run stored there",
+            hint="use a new --output-path, or rerun with the original options",
+        )
+
+    def flush(self) -> None:
+        """Register the samples built since the last flush."""
+        if self._pending:
+            self.store.register_samples(self._pending)
+            self._pending = []
+
+    # -- what to send -----------------------------------------------------------------------------------
+
+    def compute_todo(self, ep: EndpointRun, *, first_pass: bool) -> list[int]:
+        """Indices of the samples this endpoint still needs, in document order.
+
+        First pass: missing, transient failures (and permanent ones with --rerun-errors), results of an
+        older request, samples a learned image limit now sends differently. Later passes (after a limit
+        was learned in this run) only what has no result for its current request.
+        """
+        results = self.store.results(ep.run_id)
+        limit = self.shared_limit()
+        policy = self.options.multi_image
+        out = []
+        for i, sample in enumerate(self.samples):
+            key = (sample.task, sample.id)
+            srec = self.stored.get(key)
+            if srec is None:
+                out.append(i)
+                continue
+            if srec.treatment == "skipped":
+                if policy != "skip":
+                    out.append(i)  # rebuilt as sent now: the hash guard explains the mismatch
+                continue
+            if srec.treatment == "full" and treatment_for(srec.image_count, policy, limit) != "full":
+                out.append(i)
+                continue
+            rec = results.get(key)
+            stale = rec is None or rec.request_hash != srec.request_hash
+            if stale or (first_pass and not is_done(rec, rerun_errors=self.options.rerun_errors)):  # type: ignore[arg-type]
+                out.append(i)
+        return out
+
+    async def verify_stored(self) -> None:
+        """Rebuild the first stored sample of each task and compare hashes before sending anything.
+
+        Samples sent in this run are each checked as they are built; this catches changed options even
+        when every sample left to send is new to the store.
+        """
+        loop = asyncio.get_running_loop()
+        for plan in self.plans:
+            for sample in plan.samples:
+                srec = self.stored.get((sample.task, sample.id))
+                if srec is not None and srec.treatment != "skipped":
+                    index = self.samples.index(sample)
+                    built = await loop.run_in_executor(None, self._build, index, sample, plan.task)
+                    self.accept(built)
+                    break
+
+    # -- dispatch ---------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Passes until every endpoint has a result for every sample's current request."""
+        from vlmparity.store import store_path
+
+        self.writer = ResultWriter(store_path(self.options.output_path))
+        book: RequestBook | None = None
+        try:
+            await self.verify_stored()
+            for pass_no in range(3):
+                for ep in self.endpoints:
+                    ep.todo = self.compute_todo(ep, first_pass=pass_no == 0) if ep.error is None else []
+                if not any(ep.todo for ep in self.endpoints) or self.stop_requested:
+                    break
+                book = RequestBook(self.samples, self.tasks, self._build, workers=self.workers)
+                for ep in self.endpoints:
+                    book.want(ep.todo)
+                await self._pass(book)
+                book.close()
+                book = None
+                self.flush()
+                await asyncio.to_thread(self.writer.flush)  # the next pass reads the store
+                fatal = [ep.error for ep in self.endpoints if isinstance(ep.error, ConfigError)]
+                if fatal:
+                    raise fatal[0]
+        finally:
+            if book is not None:
+                book.close()
+            try:
+                self.flush()
+            finally:
+                self.writer.close()
+
+    async def _pass(self, book: RequestBook) -> None:
+        ticker = asyncio.create_task(self._tick())
+        try:
+            await asyncio.gather(*(self._dispatch(ep, book) for ep in self.endpoints if ep.todo))
+        finally:
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
+            self._report_all()
+
+    async def _dispatch(self, ep: EndpointRun, book: RequestBook) -> None:
+        from vlmparity.client import Dispatcher, RetryPolicy
+
+        opts = self.options
+        ep.dispatcher = Dispatcher(
+            ep.resolved,
+            concurrency=opts.concurrency if isinstance(opts.concurrency, int) else None,
+            attempt_timeout_s=opts.timeout,
+            retry=RetryPolicy(max_attempts=opts.max_retries + 1),
+            keep_response=False,
+        )
+        self.progress.begin(ep.name, len(ep.todo))
+        t0 = time.perf_counter()
+        try:
+            await ep.dispatcher.run(self._feed(ep, book), lambda r: self._on_result(ep, r))
+        except VlmparityError as exc:
+            ep.error = exc
+            if isinstance(exc, ConfigError):  # a store mismatch concerns every endpoint: stop them all
+                self.request_stop()
+        finally:
+            ep.wall_s += time.perf_counter() - t0
+            self.progress.end(ep.name)
+
+    def request_stop(self) -> None:
+        """Stop taking new samples everywhere (answers in flight are still stored)."""
+        self.stop_requested = True
+        for ep in self.endpoints:
+            if ep.dispatcher is not None:
+                ep.dispatcher.request_stop()
+
+    async def _feed(self, ep: EndpointRun, book: RequestBook) -> AsyncIterator[tuple[str, bytes]]:
+        todo = ep.todo
+        ahead = 2 * self.workers + 2
+        for pos, index in enumerate(todo):
+            if self.stop_requested:
+                return
+            built = await book.take(index, todo[pos + 1 : pos + 1 + ahead])
+            self.accept(built)
+            if built.treatment == "skipped" or built.payload is None:
+                ep.not_sent += 1
+                ep.done += 1
+                continue
+            limit = self._error_limit(ep) if self.options.multi_image == "error" else None
+            if limit is not None and built.image_count > limit:
+                self._record_not_sent(ep, built, limit)
+                continue
+            ep.in_flight_hash[index] = built.request_hash
+            yield str(index), built.payload
+
+    def _error_limit(self, ep: EndpointRun) -> int | None:
+        limits = [x for x in (ep.limit, self.options.max_images) if x is not None]
+        return min(limits) if limits else None
+
+    def _record_not_sent(self, ep: EndpointRun, built: Built, limit: int) -> None:
+        """A request over a known image limit under --multi-image error: recorded unsupported, not sent."""
+        source = ep.limit_message if ep.limit is not None and ep.limit <= limit else "--max-images"
+        assert self.writer is not None
+        self.writer.put(
+            ResultRecord(
+                run_id=ep.run_id,
+                task=built.sample.task,
+                sample_id=built.sample.id,
+                request_hash=built.request_hash,
+                outcome="unsupported",
+                status=None,
+                server_message=f"not sent: {built.image_count} images, limit {limit} ({source})",
+                attempts=0,
+                transient=False,
+            )
+        )
+        ep.not_sent += 1
+        ep.done += 1
+        ep.errors += 1
+
+    def _on_result(self, ep: EndpointRun, result: Result) -> None:
+        index = int(result.sample_id)
+        sample = self.samples[index]
+        rhash = ep.in_flight_hash.pop(index)
+        outcome = str(result.outcome.value if hasattr(result.outcome, "value") else result.outcome)
+        text = result.text if outcome in ANSWERED else None
+        if outcome == "empty" and text is None:
+            text = ""
+        assert self.writer is not None
+        self.writer.put(
+            ResultRecord(
+                run_id=ep.run_id,
+                task=sample.task,
+                sample_id=sample.id,
+                request_hash=rhash,
+                outcome=outcome,
+                text=text,
+                finish_reason=result.finish_reason,
+                status=result.status,
+                server_message=result.server_message,
+                attempts=result.attempts,
+                latency=result.latency_s,
+                ttft=result.ttft_s,
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                transient=result.transient,
+                created=time.time(),
+            )
+        )
+        ep.results.append(result)
+        ep.done += 1
+        if outcome not in ANSWERED:
+            ep.errors += 1
+        if result.image_limit is not None and (ep.limit is None or result.image_limit < ep.limit):
+            ep.limit = result.image_limit
+            ep.limit_message = result.server_message
+            self.store.set_image_limit(ep.run_id, result.image_limit)
+            self.progress.message(
+                f"{ep.name}: the server accepts at most {result.image_limit} image(s) per request "
+                f"(--multi-image {self.options.multi_image})"
+            )
+
+    async def _tick(self) -> None:
+        while True:
+            self._report_all()
+            await asyncio.sleep(0.25)
+
+    def _report_all(self) -> None:
+        for ep in self.endpoints:
+            stats = ep.dispatcher.stats if ep.dispatcher is not None else None
+            self.progress.update(
+                ep.name,
+                done=ep.done,
+                errors=ep.errors,
+                in_flight=stats.in_flight if stats else 0,
+                concurrency=stats.concurrency if stats else 0,
+            )
+
+    def session_stats(self) -> list[SessionStats]:
+        """Per endpoint: what this invocation sent and how fast."""
+        out = []
+        for ep in self.endpoints:
+            rs = ep.results
+            stats = ep.dispatcher.stats if ep.dispatcher is not None else None
+            out.append(
+                SessionStats(
+                    endpoint=ep.name,
+                    sent=len(rs),
+                    wall_s=ep.wall_s,
+                    latencies=tuple(r.latency_s for r in rs if r.latency_s is not None),
+                    ttfts=tuple(r.ttft_s for r in rs if r.ttft_s is not None),
+                    output_tokens=sum(r.completion_tokens or 0 for r in rs),
+                    errors=ep.errors,
+                    not_sent=ep.not_sent,
+                    retries=stats.retries if stats else 0,
+                )
+            )
+        return out
+
+
+# ----- one run, end to end ----------------------------------------------------------------------------
+
+
+@dataclass
+class RunOutcome:
+    """What `run` did: per endpoint its resolution, scores, files written and session statistics."""
+
+    config: RunConfig
+    plans: list[TaskPlan]
+    endpoints: list[EndpointRun]
+    scores: dict[str, list[TaskScore]]  # endpoint -> one TaskScore per task
+    sessions: list[SessionStats]
+    files: dict[str, list[str]]  # endpoint -> paths written
+    run_json: str
+    started: float
+    finished: float
+    errors: dict[str, str] = field(default_factory=dict)  # endpoint -> why it did not finish
+
+
+def _spec(ep: Any) -> Any:
+    from vlmparity.client import BackendKind, EndpointSpec
+
+    return EndpointSpec(
+        url=ep.url, name=ep.name, model=ep.model, api_key=ep.api_key, kind=BackendKind(ep.kind)
+    )
+
+
+async def resolve_all(config: RunConfig) -> list[ResolvedEndpoint]:
+    """Probe every endpoint concurrently (kind, chat URL, model, server version), waiting for readiness."""
+    from vlmparity.client import resolve_endpoint
+
+    return list(
+        await asyncio.gather(
+            *(
+                resolve_endpoint(_spec(e), ready_timeout=config.options.ready_timeout)
+                for e in config.endpoints
+            )
+        )
+    )
+
+
+def _check_fingerprints(store: Store, plans: Sequence[TaskPlan]) -> None:
+    """Refuse to resume a store made from other data (a changed row changes no request of the first sample)."""
+    from vlmparity.data.fingerprint import same_data
+
+    for plan in plans:
+        key = f"fingerprint:{plan.task.name}"
+        old = store.get_meta(key)
+        if old is None:
+            store.set_meta(key, dict(plan.fingerprint))
+        elif not same_data(old, plan.fingerprint):
+            raise ConfigError(
+                f"{store.path} was made from other {plan.task.name} data ({old.get('source')}, "
+                f"{old.get('num_rows')} rows) than {plan.source} ({plan.fingerprint.get('num_rows')} rows)",
+                hint="use a new --output-path for other data",
+            )
+
+
+def score_endpoint(
+    store: Store, run_id: int, endpoint: str, plans: Sequence[TaskPlan], *, seed: int = 0
+) -> list[TaskScore]:
+    """Score one endpoint's stored results on every planned task (no request is sent)."""
+    out = []
+    for plan in plans:
+        name = plan.task.name
+        sample_records = {sid: rec for (_, sid), rec in store.samples(name).items()}
+        results = {sid: rec for (_, sid), rec in store.results(run_id, name).items()}
+        out.append(score_task(plan.task, endpoint, plan.samples, sample_records, results, seed=seed))
+    return out
+
+
+def run(
+    config: RunConfig,
+    *,
+    argv: Sequence[str] = (),
+    progress: ProgressSink | None = None,
+    plans: list[TaskPlan] | None = None,
+    stamp: str | None = None,
+) -> RunOutcome:
+    """Evaluate every endpoint on every task, persist each answer, score from the store, write outputs."""
+    from vlmparity import __version__
+    from vlmparity.data.images import ImageEncoder
+    from vlmparity.report import lmms_output, run_summary
+
+    started = time.time()
+    stamp = stamp or lmms_output.timestamp(started)
+    plans = plans if plans is not None else prepare(config)
+    resolved = asyncio.run(resolve_all(config))
+    secrets = [e.api_key.get_secret_value() for e in config.endpoints if e.api_key is not None]
+    public = config.public()
+    store = Store.open(config.options.output_path)
+    try:
+        _check_fingerprints(store, plans)
+        eps = []
+        for ecfg, res in zip(config.endpoints, resolved, strict=True):
+            rec = store.upsert_run(
+                ecfg.name,
+                url=public_url(ecfg.url),
+                kind=str(res.kind.value),
+                model=res.model,
+                server_version=res.server_version,
+                config=public,
+                tool_version=__version__,
+            )
+            eps.append(EndpointRun(name=ecfg.name, resolved=res, run_id=rec.run_id, limit=rec.image_limit))
+        run_json = run_summary.write_run_json(
+            config, plans, eps, argv=argv, secrets=secrets, started=started, finished=None
+        )
+        encoder = ImageEncoder(config.options.image_format)
+        engine = Engine(config, plans, store, eps, encoder, progress=progress)
+        try:
+            asyncio.run(engine.run())
+        finally:
+            encoder.close()
+        scores: dict[str, list[TaskScore]] = {}
+        files: dict[str, list[str]] = {}
+        errors: dict[str, str] = {}
+        finished = time.time()
+        for ep in eps:
+            if ep.error is not None:
+                errors[ep.name] = (
+                    ep.error.one_line() if isinstance(ep.error, VlmparityError) else str(ep.error)
+                )
+            scores[ep.name] = score_endpoint(store, ep.run_id, ep.name, plans, seed=config.options.score_seed)
+            files[ep.name] = [
+                str(p)
+                for p in run_summary.write_endpoint_outputs(
+                    config, plans, ep, scores[ep.name], stamp=stamp, started=started, finished=finished
+                )
+            ]
+        sessions = engine.session_stats()
+        run_json = run_summary.write_run_json(
+            config,
+            plans,
+            eps,
+            argv=argv,
+            secrets=secrets,
+            started=started,
+            finished=finished,
+            scores=scores,
+            sessions=sessions,
+            files=files,
+            errors=errors,
+        )
+    finally:
+        store.close()
+    return RunOutcome(config, plans, eps, scores, sessions, files, str(run_json), started, finished, errors)
+
+
+def public_url(url: str) -> str:
+    """The URL as it may be stored (credentials masked)."""
+    from vlmparity.config import mask_url
+
+    return mask_url(url)
