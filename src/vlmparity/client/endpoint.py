@@ -87,7 +87,8 @@ def spec_from_env(
         raise ConfigError(f"{API_BASE_ENV} is not a URL: {base!r}", hint="use http://host:port/v1") from err
 
 
-_API_SUFFIX_RE = re.compile(r"(/v[13](?:/v1)?)(/chat/completions|/completions|/models)?$")
+# OVMS also routes /v3/v1/...: the API base is then /v3.
+_API_SUFFIX_RE = re.compile(r"(/v[13])(?:/v1)?(/chat/completions|/completions|/models)?$")
 
 
 def split_url(url: str) -> tuple[str, str | None]:

@@ -143,6 +143,7 @@ class _Prober:
         reply = await self.request("GET", "/health")
         if reply.status == 200:
             return
+        self._refuse_auth(reply)
         self._refuse_html(reply)
         raise _NotReady(f"{reply.url} answered {reply.status}")
 
@@ -160,6 +161,7 @@ class _Prober:
         reply = await self.request("GET", "/v2/health/ready")
         if reply.status == 200:
             return
+        self._refuse_auth(reply)
         self._refuse_html(reply)
         raise _NotReady(f"{reply.url} answered {reply.status} (OVMS is still loading models)")
 
