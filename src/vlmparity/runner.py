@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -428,8 +428,8 @@ class RequestBook:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-class ProgressSink:
-    """Receives progress; the CLI draws it (rich), a library caller may ignore it."""
+class ProgressSink(Protocol):
+    """Receives progress; the CLI draws it (rich), a library caller may pass nothing."""
 
     def begin(self, endpoint: str, total: int) -> None:
         """An endpoint has `total` samples to send in this pass."""
@@ -442,6 +442,22 @@ class ProgressSink:
 
     def message(self, text: str) -> None:
         """A line worth telling the user (e.g. an image limit learned)."""
+
+
+class NullProgress:
+    """A progress sink that shows nothing."""
+
+    def begin(self, endpoint: str, total: int) -> None:
+        return None
+
+    def update(self, endpoint: str, *, done: int, errors: int, in_flight: int, concurrency: int) -> None:
+        return None
+
+    def end(self, endpoint: str) -> None:
+        return None
+
+    def message(self, text: str) -> None:
+        return None
 
 
 @dataclass
@@ -459,6 +475,8 @@ class EndpointRun:
     done: int = 0
     errors: int = 0
     not_sent: int = 0
+    retries: int = 0
+    pass_base: int = 0  # `done` when the current pass began (progress counts per pass)
     results: list[Result] = field(default_factory=list)  # this session's results (timings)
     wall_s: float = 0.0
     error: BaseException | None = None
@@ -499,7 +517,7 @@ class Engine:
         self.store = store
         self.endpoints = list(endpoints)
         self.encoder = encoder
-        self.progress = progress or ProgressSink()
+        self.progress: ProgressSink = progress or NullProgress()
         self.gen = config.generation.params()
         self.samples: list[Sample] = [s for p in plans for s in p.samples]
         self.tasks: dict[str, Task] = {p.task.name: p.task for p in plans}
@@ -666,6 +684,7 @@ class Engine:
             retry=RetryPolicy(max_attempts=opts.max_retries + 1),
             keep_response=False,
         )
+        ep.pass_base = ep.done
         self.progress.begin(ep.name, len(ep.todo))
         t0 = time.perf_counter()
         try:
@@ -676,6 +695,8 @@ class Engine:
                 self.request_stop()
         finally:
             ep.wall_s += time.perf_counter() - t0
+            ep.retries += ep.dispatcher.stats.retries
+            self._report(ep)
             self.progress.end(ep.name)
 
     def request_stop(self) -> None:
@@ -778,21 +799,23 @@ class Engine:
 
     def _report_all(self) -> None:
         for ep in self.endpoints:
-            stats = ep.dispatcher.stats if ep.dispatcher is not None else None
-            self.progress.update(
-                ep.name,
-                done=ep.done,
-                errors=ep.errors,
-                in_flight=stats.in_flight if stats else 0,
-                concurrency=stats.concurrency if stats else 0,
-            )
+            self._report(ep)
+
+    def _report(self, ep: EndpointRun) -> None:
+        stats = ep.dispatcher.stats if ep.dispatcher is not None else None
+        self.progress.update(
+            ep.name,
+            done=ep.done - ep.pass_base,
+            errors=ep.errors,
+            in_flight=stats.in_flight if stats else 0,
+            concurrency=stats.concurrency if stats else 0,
+        )
 
     def session_stats(self) -> list[SessionStats]:
         """Per endpoint: what this invocation sent and how fast."""
         out = []
         for ep in self.endpoints:
             rs = ep.results
-            stats = ep.dispatcher.stats if ep.dispatcher is not None else None
             out.append(
                 SessionStats(
                     endpoint=ep.name,
@@ -803,7 +826,7 @@ class Engine:
                     output_tokens=sum(r.completion_tokens or 0 for r in rs),
                     errors=ep.errors,
                     not_sent=ep.not_sent,
-                    retries=stats.retries if stats else 0,
+                    retries=ep.retries,
                 )
             )
         return out
@@ -913,7 +936,14 @@ def run(
                 config=public,
                 tool_version=__version__,
             )
-            eps.append(EndpointRun(name=ecfg.name, resolved=res, run_id=rec.run_id, limit=rec.image_limit))
+            # --rerun-errors under --multi-image error resends what a stored limit refused (the server
+            # may have been restarted with a higher limit); it is learned again if it still applies.
+            known = (
+                None
+                if config.options.rerun_errors and config.options.multi_image == "error"
+                else rec.image_limit
+            )
+            eps.append(EndpointRun(name=ecfg.name, resolved=res, run_id=rec.run_id, limit=known))
         run_json = run_summary.write_run_json(
             config, plans, eps, argv=argv, secrets=secrets, started=started, finished=None
         )

@@ -1,9 +1,294 @@
-"""`vlmparity run` (not implemented yet)."""
+"""`vlmparity run`: evaluate one or several OpenAI-compatible endpoints on MME / MMMU-val.
+
+Every answer is committed to `<output-path>/vlmparity.sqlite` as it arrives; running the same command
+again resumes (only missing or transiently failed samples are sent).
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import typer
+
+if TYPE_CHECKING:
+    from vlmparity.runner import RunOutcome
 
 
 def register(app: typer.Typer) -> None:
-    """Add the command to the app (placeholder until its issue lands)."""
+    """Add the `run` command to the app."""
+    app.command(
+        "run",
+        help="Evaluate OpenAI-compatible endpoints (vLLM, OVMS, SGLang, ...) on MME and MMMU-val with "
+        "lmms-eval-identical scores. Every endpoint is sent byte-identical requests; every answer is "
+        "stored as it arrives and rerunning the same command resumes.",
+    )(run)
+
+
+def run(
+    endpoint: list[str] = typer.Option(
+        [],
+        "--endpoint",
+        "-e",
+        metavar="[NAME=]URL",
+        help="Endpoint to evaluate, e.g. vllm=http://127.0.0.1:8000/v1 (repeat for several). "
+        "Default: $OPENAI_API_BASE.",
+    ),
+    model: list[str] = typer.Option(
+        [],
+        "--model",
+        "-m",
+        metavar="[NAME=]MODEL",
+        help="Model name to send (per endpoint with NAME=; default: the model the server lists).",
+    ),
+    kind: list[str] = typer.Option(
+        [],
+        "--kind",
+        metavar="[NAME=]KIND",
+        help="Backend: auto (detect), vllm, ovms, sglang or openai.",
+    ),
+    api_key: str | None = typer.Option(
+        None,
+        "--api-key",
+        envvar="OPENAI_API_KEY",
+        show_envvar=True,
+        help="Bearer key (never written anywhere).",
+    ),
+    tasks: str = typer.Option(..., "--tasks", "-t", help="Comma-separated tasks: mme, mmmu_val."),
+    data: list[str] = typer.Option(
+        [],
+        "--data",
+        metavar="TASK=SOURCE",
+        help="Dataset per task: a local parquet folder/file or a Hugging Face id (default: lmms-eval's).",
+    ),
+    limit: float | None = typer.Option(
+        None, "--limit", help="First N samples (or a fraction) in storage order, as lmms-eval's --limit."
+    ),
+    sample: int | None = typer.Option(
+        None, "--sample", help="A seeded stratified sample of N samples (whole MME image pairs)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of --sample."),
+    output_path: Path = typer.Option(
+        ..., "--output-path", "-o", help="Output folder: run store, run.json, lmms-eval files per endpoint."
+    ),
+    concurrency: str = typer.Option(
+        "auto", "--concurrency", "-c", help="Requests in flight per endpoint: a number, or auto (adaptive)."
+    ),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds per attempt."),
+    max_retries: int = typer.Option(5, "--max-retries", help="Retries of transient failures per sample."),
+    image_format: str = typer.Option("png", "--image-format", help="png (lossless, lmms-eval's) or jpeg."),
+    multi_image: str = typer.Option(
+        "error",
+        "--multi-image",
+        help="Questions with more images than the server accepts: error (record as unsupported), "
+        "skip (exclude), merge (tile the images into one).",
+    ),
+    max_images: int | None = typer.Option(
+        None,
+        "--max-images",
+        help="Image limit per request when known in advance (else learned from the server).",
+    ),
+    rerun_errors: bool = typer.Option(False, "--rerun-errors", help="Also resend permanent failures."),
+    log_samples: bool = typer.Option(
+        False, "--log-samples", help="Write lmms-eval <timestamp>_samples_<task>.jsonl files."
+    ),
+    stream: bool = typer.Option(False, "--stream", help="Stream responses (measures time to first token)."),
+    ready_timeout: float = typer.Option(
+        60.0, "--ready-timeout", help="Seconds to wait for each endpoint to be ready."
+    ),
+) -> None:
+    """Evaluate the endpoints and print lmms-eval's table per endpoint."""
+    from vlmparity import runner
+    from vlmparity.config import (
+        GenerationConfig,
+        RunConfig,
+        RunOptions,
+        SamplingPlan,
+        parse_endpoints,
+        parse_task_data,
+        validation_message,
+    )
+    from vlmparity.errors import ConfigError
+
+    task_list = tuple(t.strip() for t in tasks.split(",") if t.strip())
+    from vlmparity.tasks.base import get_task
+
+    for name in task_list:
+        get_task(name)  # unknown task: one clear line listing the known ones
+    endpoints = parse_endpoints(
+        endpoint, models=model, kinds=kind, api_key=api_key, default_base=os.environ.get("OPENAI_API_BASE")
+    )
+    if not endpoints:
+        raise ConfigError(
+            "no endpoint given", hint="pass --endpoint NAME=http://HOST:PORT/v1 or set OPENAI_API_BASE"
+        )
+    conc: Any = concurrency.strip().lower()
+    if conc != "auto":
+        try:
+            conc = int(conc)
+        except ValueError:
+            raise ConfigError(
+                f"--concurrency {concurrency!r} is not a number", hint="a number or auto"
+            ) from None
+    try:
+        config = RunConfig(
+            endpoints=endpoints,
+            tasks=task_list,
+            data=parse_task_data(data, task_list),
+            generation=GenerationConfig(stream=stream),
+            plan=SamplingPlan(limit=limit, sample=sample, seed=seed),
+            options=RunOptions(
+                output_path=output_path,
+                concurrency=conc,
+                timeout=timeout,
+                max_retries=max_retries,
+                image_format=image_format,  # type: ignore[arg-type]
+                multi_image=multi_image,  # type: ignore[arg-type]
+                max_images=max_images,
+                rerun_errors=rerun_errors,
+                log_samples=log_samples,
+                ready_timeout=ready_timeout,
+            ),
+        )
+    except ValueError as exc:
+        raise ConfigError(validation_message(exc), hint="see `vlmparity run --help`") from None
+
+    plans = runner.prepare(config)
+    for plan in plans:
+        lines = plan.plan.describe()
+        _err(f"{plan.task.name}: {lines[0]}" + (f" ({lines[1]})" if plan.plan.note else ""))
+    progress = RichProgress() if sys.stderr.isatty() else PlainProgress()
+    with progress:
+        outcome = runner.run(config, argv=["vlmparity", *sys.argv[1:]], progress=progress, plans=plans)
+    _print_outcome(outcome)
+    if outcome.errors:
+        from vlmparity.errors import EndpointError
+
+        names = ", ".join(f"{k}: {v}" for k, v in outcome.errors.items())
+        raise EndpointError(f"not every endpoint finished ({names})", hint="rerun the same command to resume")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _print_outcome(outcome: RunOutcome) -> None:
+    from vlmparity.report import run_summary, tables
+
+    for ep in outcome.endpoints:
+        scores = outcome.scores.get(ep.name, [])
+        if not scores:
+            continue
+        r = ep.resolved
+        version = f" {r.server_version}" if r.server_version else ""
+        typer.echo(f"\n{ep.name} ({r.kind.value}{version}, model={r.model})")
+        typer.echo(tables.results_table([s.parity.result for s in scores]))
+        typer.echo("\n" + run_summary.policies_table(scores))
+        for s in scores:
+            typer.echo(run_summary.outcomes_line(s))
+    typer.echo("")
+    for s in outcome.sessions:
+        typer.echo(run_summary.summary_line(s))
+    files = [f for paths in outcome.files.values() for f in paths]
+    typer.echo(
+        f"\nwrote {outcome.run_json} and {len(files)} lmms-eval file(s) under {outcome.config.options.output_path}"
+    )
+
+
+class PlainProgress:
+    """Progress for logs and pipes: a line when an endpoint starts and ends, and notable messages."""
+
+    def __init__(self) -> None:
+        self._totals: dict[str, int] = {}
+        self._last: dict[str, tuple[int, int]] = {}
+
+    def __enter__(self) -> PlainProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def begin(self, endpoint: str, total: int) -> None:
+        self._totals[endpoint] = total
+        _err(f"{endpoint}: sending {total} request(s)")
+
+    def update(self, endpoint: str, *, done: int, errors: int, in_flight: int, concurrency: int) -> None:
+        self._last[endpoint] = (done, errors)
+
+    def end(self, endpoint: str) -> None:
+        done, errors = self._last.get(endpoint, (0, 0))
+        _err(f"{endpoint}: {done}/{self._totals.get(endpoint, 0)} done, {errors} error(s)")
+
+    def message(self, text: str) -> None:
+        _err(text)
+
+
+class RichProgress:
+    """One rich progress bar per endpoint: rate, ETA, requests in flight and errors."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("in flight {task.fields[in_flight]}/{task.fields[limit]}"),
+            TextColumn("[red]{task.fields[errors]} errors"),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._ids: dict[str, Any] = {}
+
+    def __enter__(self) -> RichProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def begin(self, endpoint: str, total: int) -> None:
+        if endpoint in self._ids:
+            self._progress.reset(self._ids[endpoint], total=total)
+            return
+        self._ids[endpoint] = self._progress.add_task(
+            endpoint, total=total, rate="", in_flight=0, limit=0, errors=0
+        )
+
+    def update(self, endpoint: str, *, done: int, errors: int, in_flight: int, concurrency: int) -> None:
+        task_id = self._ids.get(endpoint)
+        if task_id is None:
+            return
+        task = self._progress.tasks[task_id]
+        speed = task.speed
+        self._progress.update(
+            task_id,
+            completed=done,
+            rate=f"{speed:.1f} req/s" if speed else "",
+            in_flight=in_flight,
+            limit=concurrency,
+            errors=errors,
+        )
+
+    def end(self, endpoint: str) -> None:
+        return None
+
+    def message(self, text: str) -> None:
+        self._progress.console.print(text)

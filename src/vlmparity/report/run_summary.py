@@ -246,6 +246,8 @@ def outcomes_line(score: TaskScore) -> str:
 def summary_line(s: SessionStats) -> str:
     """One line per endpoint: wall time, req/s, p50/p95 latency, TTFT, output tokens/s."""
     r = session_record(s)
+    if s.sent == 0 and s.not_sent == 0:
+        return f"{s.endpoint}: nothing to send, every answer was already in the store"
 
     def sec(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.3f}s"
