@@ -98,7 +98,12 @@ def vllm_app(models: list[str] | None = None, *, key: str | None = None) -> tupl
 
 
 def ovms_app(
-    release: str, models: list[str] | None = None, *, not_ready_polls: int = 0, model_loading_polls: int = 0
+    release: str,
+    models: list[str] | None = None,
+    *,
+    not_ready_polls: int = 0,
+    model_loading_polls: int = 0,
+    config_lists_models: bool = True,
 ) -> tuple[web.Application, Counts]:
     """OVMS REST: /v2/health/ready, /v2/models/{m}/ready, /v1/config on all releases; /v3/models from
     2025.3; /v1/... OpenAI paths only from 2026.3; flat {"error": "..."} bodies."""
@@ -125,15 +130,12 @@ def ovms_app(
             return _json({"error": "Model with requested name is not found"}, 404)
         if counts.hits[f"GET {request.path}"] <= model_loading_polls:
             return _json({"error": "Model with requested version is not loaded yet"}, 404)
-        return web.Response(status=200)
+        return _json({})
 
     async def config(request: web.Request) -> web.Response:
-        status = {
-            "model_version_status": [
-                {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": "OK"}}
-            ]
-        }
-        return _json({m: status for m in served})
+        state = "LOADING" if counts.hits["GET /v1/config"] <= model_loading_polls else "AVAILABLE"
+        entry = {"version": "1", "state": state, "status": {"error_code": "OK", "error_message": "OK"}}
+        return _json({m: {"model_version_status": [entry]} for m in served} if config_lists_models else {})
 
     async def models_(request: web.Request) -> web.Response:
         return _json(
@@ -230,7 +232,6 @@ def test_ovms_old_release_v3_only_without_listing() -> None:
     assert ep.chat_url == root + "/v3/chat/completions"
     assert ep.model == LLAVA  # from /v1/config: no /models listing before 2025.3
     assert counts.hits["GET /v1/config"] >= 1
-    assert counts.hits[f"GET /v2/models/{LLAVA}/ready"] >= 1
 
 
 def test_ovms_old_release_given_v1_falls_back_to_v3() -> None:
@@ -254,6 +255,14 @@ def test_ovms_waits_for_server_and_model_ready() -> None:
     _, ep = resolve(app)
     assert ep.model == LLAVA
     assert counts.hits["GET /v2/health/ready"] >= 4  # three 503 polls, then 200
+    assert counts.hits["GET /v1/config"] == 3  # LOADING twice, then AVAILABLE
+
+
+def test_ovms_model_ready_route_when_config_does_not_list_it() -> None:
+    app, counts = ovms_app("2025.3", model_loading_polls=2, config_lists_models=False)
+    _, ep = resolve(app)
+    assert ep.model == LLAVA
+    assert counts.hits[f"GET /v2/models/{LLAVA}/ready"] == 3  # 404 twice (loading), then 200
 
 
 def test_explicit_kind_skips_detection() -> None:

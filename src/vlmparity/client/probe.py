@@ -3,7 +3,7 @@
 Detection (kind `auto`): OVMS answers `/v2/health/ready` (200 or 503) — vLLM and SGLang do not; vLLM and
 SGLang answer `/version`; SGLang also answers `/get_model_info`; anything else is a generic
 OpenAI-compatible server. Readiness: vLLM/SGLang `/health` == 200; OVMS `/v2/health/ready` == 200, then
-`/v2/models/{model}/ready` == 200; generic: the `/models` listing answers. Served names come from
+the model `AVAILABLE` in `/v1/config` (else `/v2/models/{model}/ready` == 200); generic: the `/models` listing answers. Served names come from
 `/v1/models` (vLLM, SGLang, generic), `/v3/models` (OVMS >= 2025.3) or `/v1/config` (every OVMS).
 The chat URL is the user's path if it answers, else the backend's own (`/v3` for OVMS: every release
 serves it; `/v1` only from 2026.3). Every failure is an `EndpointError` with one clear line.
@@ -182,6 +182,16 @@ class _Prober:
         return [str(name) for name in doc]
 
     async def model_ready_ovms(self, model: str) -> None:
+        """The model's state in /v1/config (every release; names with '/' need no path escaping), else
+        the KServe model-ready route."""
+        reply = await self.request("GET", "/v1/config")
+        doc = reply.json()
+        entry = doc.get(model) if reply.status == 200 and isinstance(doc, dict) else None
+        if isinstance(entry, dict) and isinstance(entry.get("model_version_status"), list):
+            states = [s.get("state") for s in entry["model_version_status"] if isinstance(s, dict)]
+            if "AVAILABLE" in states:
+                return
+            raise _NotReady(f"model {model!r} is {'/'.join(map(str, states)) or 'not loaded'} in {reply.url}")
         reply = await self.request("GET", f"/v2/models/{urllib.parse.quote(model, safe='')}/ready")
         if reply.status != 200:
             raise _NotReady(f"{reply.url} answered {reply.status} (model {model!r} is not loaded yet)")
