@@ -10,7 +10,7 @@ import pytest
 
 from vlmparity.compare import calibration
 from vlmparity.compare import verdict as v
-from vlmparity.errors import DataError
+from vlmparity.errors import ConfigError, DataError
 
 # MME question counts per category (research/lmms-eval.md §1.6), two questions per image.
 PERCEPTION = {
@@ -312,3 +312,10 @@ def test_simulated_candidate_has_the_requested_divergence_and_drop() -> None:
     a, b = calibration.simulate_pairs(2000, 50, 0.6, 0.10, 0.02, np.random.default_rng(0))
     assert float(np.mean(a != b)) == pytest.approx(0.12, abs=0.005)
     assert float(np.mean(b) - np.mean(a)) == pytest.approx(-0.02, abs=0.003)
+
+
+def test_bad_margin_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        v.compare_accuracy([True, False], [True, True], margin=0.0)
+    with pytest.raises(ConfigError):
+        v.compare_mme_score(["X", "X"], ["x", "x"], [True, True], [True, True], margin=-5.0)

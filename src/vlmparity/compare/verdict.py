@@ -1,20 +1,23 @@
 """Paired comparison of a reference run A and a candidate run B, and the equivalence verdict.
 
 Method (one framework for every metric, so Holm applies to like p-values):
-- the difference d = B - A is estimated with a design-based standard error (questions, or images
-  within categories, as the resampling unit) plus a small floor: the variance one extra discordant
-  question would add (Agresti & Min's +0.5 per cell). The floor stops identical answers on a handful of samples from
-  being called equivalent (zero observed discordance is weak evidence when n is small); at full size it
-  is negligible (Bonett & Price's adjusted Wald interval for paired proportions does the same).
+- the difference d = B - A gets a design-based standard error (questions, or images within
+  categories, as the resampling unit) plus a floor: the variance one extra discordant question would
+  add (Agresti & Min's +0.5 per discordant cell). Zero disagreements among a handful of samples is
+  weak evidence, so identical answers on 10 questions stay inconclusive; at full size the floor is
+  negligible. The test of "no difference" uses the variance under that null (uncentred), as McNemar.
 - equivalence: two one-sided z-tests (TOST) of |d| < margin; p_tost = max of the two one-sided p's.
   Holm over the metrics' p_tost; a metric is `equivalent` when its Holm-adjusted p_tost < alpha.
-  Without Holm this is "the (1 - 2 alpha) interval d +- z se lies inside +-margin".
+  For one metric this is "the (1 - 2 alpha) interval d +- z se lies inside +-margin".
 - difference: McNemar's exact test for accuracies on independent questions, otherwise a two-sided
   z-test. A metric is `not equivalent` when its Holm-adjusted difference p < alpha AND |d| > margin.
-  Both conditions make the call a level-alpha test even when the backends are exactly as accurate,
-  and Holm keeps the overall rate (any metric flagged) at alpha too.
+  For one metric this covers "the 95 % interval lies wholly outside +-margin" (it excludes 0 and its
+  centre is beyond the margin). Under equally accurate backends each condition alone is a level-alpha
+  test, and Holm keeps the chance that any metric is flagged at alpha too.
 - the reported interval (ci_low, ci_high) is the paired percentile bootstrap, a description of the
-  difference; the verdict does not depend on it, so it does not depend on the bootstrap seed.
+  difference; the verdict does not use it, so it does not depend on the bootstrap seed.
+- inconclusive: n_more = paired samples for the TOST to reach 80 % power if the true difference is 0,
+  at the observed variance per sample and at the level Holm would test this metric at.
 
 Units: accuracies and their margin are fractions (margin 0.01 = 1 percentage point); MME scores
 and their margin are score points.
@@ -31,7 +34,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import stats as sps
 
 from vlmparity.compare import stats
-from vlmparity.errors import DataError
+from vlmparity.errors import ConfigError, DataError
 
 ALPHA = 0.05
 POWER = 0.80
@@ -202,6 +205,13 @@ def decide(results: Sequence[PairedResult], alpha: float = ALPHA) -> Verdict:
 # --------------------------------------------------------------------------- metrics
 
 
+def _check_margin(margin: float, alpha: float) -> None:
+    if not margin > 0 or not math.isfinite(margin):
+        raise ConfigError(f"margin must be a positive number, got {margin}")
+    if not 0 < alpha < 0.5:
+        raise ConfigError(f"alpha must be between 0 and 0.5, got {alpha}")
+
+
 def _stratum_variance(contrib: stats.FloatArray, strata: stats.IntArray) -> float:
     """Design-based variance of a sum of per-cluster contributions, clusters drawn within strata."""
     total = 0.0
@@ -230,6 +240,7 @@ def compare_accuracy(
     `clusters` (e.g. MME image) makes the resampling unit the cluster; `strata` (e.g. category or
     subject) resamples within each stratum.
     """
+    _check_margin(margin, alpha)
     ok_a = stats.as_bool(a, "reference correctness")
     ok_b = stats.as_bool(b, "candidate correctness")
     n = ok_a.size
@@ -310,6 +321,7 @@ def compare_mme_score(
         if metric not in MME_MARGIN:
             raise DataError(f"no default margin for {metric}", hint="pass margin= in score points")
         margin = MME_MARGIN[metric]
+    _check_margin(margin, alpha)
     table = stats.mme_clusters(categories, clusters)
     ok_a = stats.as_bool(a, "reference correctness")
     ok_b = stats.as_bool(b, "candidate correctness")
