@@ -445,6 +445,26 @@ def test_adaptive_does_not_grow_on_slow_answers_or_idle_limit() -> None:
     assert ctl.limit == 4
 
 
+def test_adaptive_long_answers_are_not_congestion_but_queueing_is() -> None:
+    ctl = AdaptiveController(initial=4, maximum=64)
+    ok = classify(200, JSON, _answer("Yes"))
+    for _ in range(4):
+        ctl.on_attempt(ok, 0.1, in_flight=ctl.limit)
+    ctl.on_attempt(classify(429, JSON, b"{}"), 0.1, in_flight=8)  # 8 -> 4, slow start over
+    assert ctl.limit == 4
+    # Heterogeneous answers (short 0.1 s, long 5 s) without queueing: the fastest recent answer is at
+    # the floor, so the limit keeps growing: 4 + 1/4 + 1/4.25 + ... over 8 answers = 5.69.
+    for latency in [0.1, 5.0] * 4:
+        ctl.on_attempt(ok, latency, in_flight=ctl.limit)
+    assert ctl.limit == 5
+    # Queueing: every answer is slow. Growth goes on until the window (last `limit` answers) holds only
+    # slow ones (5.69 -> 6.36 after 4 answers), then one 10 % cut per window: 5.72, 5.15, 4.63, 4.17.
+    for _ in range(20):
+        ctl.on_attempt(ok, 5.0, in_flight=ctl.limit)
+    assert ctl.limit == 4
+    assert [c.reason for c in ctl.history].count("latency above floor") >= 1
+
+
 def test_adaptive_timeouts_and_503_back_off_but_400_does_not() -> None:
     ctl = AdaptiveController(initial=8, maximum=64)
     ctl.on_attempt(classify(400, JSON, b'{"error":"bad"}'), 0.1, in_flight=8)

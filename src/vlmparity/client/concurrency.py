@@ -1,15 +1,17 @@
 """How many requests to keep in flight against one endpoint, and when to hold off.
 
 `AdaptiveController` is an AIMD controller driven by what each attempt returned (no clock): it starts
-small, grows while latency stays near the lowest latency seen and nothing signals overload, and halves
-on overload signals (429, 502/503/504, timeouts, resets) — at most once per window of answers, so one
-burst of 429s counts as one signal. `FixedController` keeps a constant limit. `Gate` admits attempts up
+small, grows (+1 per answer in slow start, then +1 per window of `limit` answers) while latency stays
+near the lowest latency seen and nothing signals overload, shrinks by 10 % when even the fastest recent
+answer shows queueing, and halves on overload signals (429, 502/503/504, timeouts, resets) — at most
+once per window of answers, so one burst of 429s counts as one signal. `FixedController` keeps a constant limit. `Gate` admits attempts up
 to the controller's limit and holds every send while a pause (Retry-After, circuit breaker) is active.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -132,9 +134,17 @@ class AdaptiveController:
             return  # permanent errors and plain failures say nothing about load
         self._recent.append(latency_s)
         floor = min(self._recent)
-        congested = latency_s > max(floor * self.latency_tolerance, floor + self.latency_slack_s)
+        threshold = max(floor * self.latency_tolerance, floor + self.latency_slack_s)
+        if self._slow_start:
+            # One slow answer ends slow start (growth is fast there, so react early).
+            congested = latency_s > threshold
+        else:
+            # Queueing delays every request, even the quickest: compare the fastest of the last `limit`
+            # answers, so answers that are slow only because they are long (MMMU's 128 tokens vs a
+            # one-token yes/no) do not read as congestion.
+            window = itertools.islice(reversed(self._recent), max(self.limit, 4))
+            congested = min(window) > threshold
         if congested:
-            # Queueing at the server: stop slow start, and shrink gently once per window.
             self._slow_start = False
             if self._answers >= self._hold_until:
                 self._set(self._limit * 0.9, "latency above floor")
