@@ -109,6 +109,101 @@ def launch_vllm(
     _report_started(plan.state_path, state.base_url, state.pid, state.log)
 
 
+@launch_app.command("ovms")
+def launch_ovms(
+    model: str = typer.Option(
+        ...,
+        "--model",
+        help="Hugging Face id or folder to export, or a folder that already is an OpenVINO export.",
+    ),
+    model_name: str | None = typer.Option(
+        None, "--model-name", help="Name clients send as `model` (default: the hub id, or the folder's name)."
+    ),
+    repository: Path = typer.Option(
+        Path("ovms-models"), "--repository", help="Model repository folder (config.json, NAME/graph.pbtxt)."
+    ),
+    weight_format: str = typer.Option(
+        "fp16", "--weight-format", help="Export precision: fp16 for parity (OVMS' own default is int8)."
+    ),
+    export: bool = typer.Option(False, "--export", help="Run the export step (else it is only printed)."),
+    pipeline_type: str = typer.Option("VLM_CB", "--pipeline-type", help="VLM_CB, VLM, LM_CB, LM or AUTO."),
+    device: str = typer.Option("CPU", "--device", help="OpenVINO device."),
+    max_num_seqs: int = typer.Option(256, "--max-num-seqs", help="Sequences processed together."),
+    cache_size: int = typer.Option(10, "--cache-size", help="KV cache size in GB (0: dynamic)."),
+    max_num_batched_tokens: int | None = typer.Option(
+        None, "--max-num-batched-tokens", help="Tokens per batch."
+    ),
+    enable_prefix_caching: bool = typer.Option(
+        True, "--enable-prefix-caching/--no-enable-prefix-caching", help="Cache prompt prefixes."
+    ),
+    plugin_config: str = typer.Option("{}", "--plugin-config", help="OpenVINO plugin config as JSON."),
+    image: str = typer.Option("openvino/model_server:latest", "--image", help="Docker image (with its TAG)."),
+    ovms_binary: str | None = typer.Option(
+        None, "--ovms-binary", help="Run this local ovms binary instead of docker."
+    ),
+    port: int = typer.Option(8000, "--port", help="REST port (--rest_port); 0 picks a free one."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
+    log: Path | None = typer.Option(
+        None, "--log", help="Server log file (default: ~/.cache/vlmparity/servers/)."
+    ),
+    state_file: Path | None = typer.Option(
+        None, "--state-file", help="Where to record the PID for `launch stop`."
+    ),
+    ready_timeout: float = typer.Option(900.0, "--ready-timeout", help="Seconds to wait for readiness."),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Print the export step, the generated files and the exact command; start nothing.",
+    ),
+    extra_arg: list[str] | None = typer.Option(
+        None, "--extra-arg", help="More OVMS arguments, e.g. '--port 9001' for gRPC (repeatable)."
+    ),
+) -> None:
+    """Prepare an OVMS model repository for a VLM and start OVMS; wait until the model is ready; print the /v3 URL."""
+    from vlmparity.launch import common, ovms
+
+    opts = ovms.OvmsOptions(
+        model=model,
+        model_name=model_name,
+        repository=repository,
+        weight_format=weight_format,
+        pipeline_type=pipeline_type,
+        device=device,
+        max_num_seqs=max_num_seqs,
+        cache_size=cache_size,
+        max_num_batched_tokens=max_num_batched_tokens,
+        enable_prefix_caching=enable_prefix_caching,
+        plugin_config=plugin_config,
+        image=image,
+        ovms_binary=ovms_binary,
+        host=host,
+        port=port,
+        log=log,
+        state_file=state_file,
+        extra_args=common.parse_extra_args(extra_arg),
+    )
+    plan = ovms.build_plan(opts)
+    ovms.validate(plan, check_model_files=False)
+    if dry_run:
+        typer.echo(ovms.format_export(plan) + common.format_plan(plan.launch), nl=False)
+        return
+    ovms.check_runner(opts)
+    for note in plan.launch.notes:
+        common.info(note)
+    if plan.needs_export:
+        if export:
+            ovms.run_export(plan)
+        else:
+            for line in ovms.format_export(plan).splitlines():
+                common.info(line)
+    ovms.validate(plan, check_model_files=True)
+    common.info(
+        f"starting ovms on {plan.launch.origin} (log {plan.launch.log_path}); waiting up to {ready_timeout:g} s"
+    )
+    state = common.start(plan.launch, ready_timeout)
+    _report_started(plan.launch.state_path, state.base_url, state.pid, state.log)
+
+
 @launch_app.command("stop")
 def launch_stop(
     state_file: Path | None = typer.Option(None, "--state-file", help="State file written by `launch`."),

@@ -188,14 +188,22 @@ _PREFIX = re.compile(
 
 
 def key_log_message(text: str, max_chars: int = 300) -> str:
-    """The line of a startup log that best says why the server died (its last real exception, else the last line)."""
-    lines = [_PREFIX.sub("", _ANSI.sub("", ln)).strip() for ln in text.splitlines()[-200:]]
-    lines = [ln for ln in lines if ln]
+    """The line of a startup log that best says why the server died (its last real exception, else the last line).
+
+    Indented lines right after the exception line are its continuation (pydantic puts the reason there).
+    """
+    raw = [_ANSI.sub("", ln).rstrip() for ln in text.splitlines()[-200:]]
+    lines = [(ln[:1].isspace(), _PREFIX.sub("", ln.strip())) for ln in raw if ln.strip()]
     if not lines:
         return "the log is empty"
-    found = [ln for ln in lines if _EXCEPTION.search(ln) and not ln.startswith("File ")]
-    specific = [ln for ln in found if not any(g in ln.lower() for g in _GENERIC)]
-    best = specific[-1] if specific else found[-1] if found else lines[-1]
+    found = [i for i, (_, ln) in enumerate(lines) if _EXCEPTION.search(ln) and not ln.startswith("File ")]
+    specific = [i for i in found if not any(g in lines[i][1].lower() for g in _GENERIC)]
+    pick = specific[-1] if specific else found[-1] if found else len(lines) - 1
+    best = lines[pick][1]
+    for indented, more in lines[pick + 1 : pick + 3]:
+        if not indented or more.startswith(("File ", "For further information")):
+            break
+        best = f"{best}: {more}"
     return best if len(best) <= max_chars else best[: max_chars - 3] + "..."
 
 
