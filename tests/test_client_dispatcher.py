@@ -508,3 +508,48 @@ def test_streaming_results() -> None:
     mid = by_id["midstream"]
     assert (mid.outcome, mid.text, mid.attempts) == (Outcome.OK, "Yes", 2)
     assert fake.calls["midstream"] == 2
+
+
+# -- stopping and deadlines -----------------------------------------------------------------------------
+
+
+def test_request_stop_delivers_every_started_sample() -> None:
+    async def ok(sample: str, n: int, request: web.Request) -> web.StreamResponse:
+        return _json(_answer("Yes"))
+
+    async def main() -> tuple[list[Result], Any]:
+        fake = FakeServer(ok)
+        results: list[Result] = []
+        async with serve(fake) as (root, _):
+            dispatcher = Dispatcher(endpoint(root), concurrency=1)
+
+            async def on_result(result: Result) -> None:
+                results.append(result)
+                if len(results) == 2:
+                    dispatcher.request_stop()
+
+            stats = await dispatcher.run([(f"s{i}", body(f"s{i}")) for i in range(50)], on_result)
+        return results, stats
+
+    results, stats = asyncio.run(main())
+    assert stats.stopped
+    assert 2 <= len(results) < 50
+    assert stats.started == stats.done == len(results)  # nothing started was dropped
+
+
+def test_sample_deadline_bounds_retries() -> None:
+    async def busy(sample: str, n: int, request: web.Request) -> web.StreamResponse:
+        return _json({"error": "Service Unavailable"}, 503)
+
+    async def main() -> tuple[FakeServer, list[Result]]:
+        fake = FakeServer(busy)
+        async with serve(fake) as (root, _):
+            retry = RetryPolicy(max_attempts=1000, backoff_base_s=0.05, backoff_max_s=0.2)
+            dispatcher = Dispatcher(endpoint(root), concurrency=1, sample_timeout_s=0.5, retry=retry)
+            results = await collect(dispatcher, [("s0", body("s0"))])
+        return fake, results
+
+    fake, results = asyncio.run(main())
+    (result,) = results
+    assert (result.outcome, result.status, result.transient) == (Outcome.HTTP_ERROR, 503, True)
+    assert 1 < result.attempts == fake.calls["s0"] < 1000

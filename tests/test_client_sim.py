@@ -199,3 +199,25 @@ def test_answers_match_the_sim_log(personality: str, stream: bool) -> None:
         )
         assert result.outcome is (Outcome.LENGTH if entry.finish_reason == "length" else Outcome.OK)
         assert (result.ttft_s is not None) is stream
+
+
+@pytest.mark.slow
+def test_adaptive_settles_below_max_against_a_saturated_sim() -> None:
+    # capacity 4, 50 ms per request: at n in flight, latency ~ n/4 * 0.05 s; the controller treats latency
+    # above floor + 0.25 s as queueing, i.e. n above ~24, so it must settle well below its maximum of 64.
+    from vlmparity.sim import LoadConfig
+
+    load = LoadConfig(capacity=4, base_latency=0.05, per_image=0, per_token=0)
+
+    async def main() -> tuple[Dispatcher, Any]:
+        async with AsyncSimServer(SimConfig(personality="vllm", load=load)) as sim:
+            ep = await resolve_endpoint(EndpointSpec(url=sim.url), ready_timeout=5)
+            dispatcher = Dispatcher(ep, max_concurrency=64)
+            await _collect(dispatcher, [(f"s{i}", _body(f"question {i}")) for i in range(300)])
+            return dispatcher, sim.load_stats
+
+    dispatcher, load_stats = asyncio.run(main())
+    limits = [c.limit for c in dispatcher.limit_history]
+    assert max(limits) < 64
+    assert limits[-1] < 32
+    assert load_stats.max_running == 4 and load_stats.served >= 300
