@@ -20,8 +20,8 @@ from vlmparity.errors import ConfigError, DataError
 
 Engine = Literal["pyarrow", "datasets"]
 
-# lmms-eval 0.7.3's dataset ids, and the ids up to 0.7.2 (same data as far as anyone checked)
-HUB_IDS: dict[str, tuple[str, ...]] = {
+# per task: lmms-eval 0.7.3's dataset id, and the id up to 0.7.2 (contents not verified identical)
+HUB_IDS: dict[str, tuple[str, str]] = {
     "mme": ("lmms-lab-encoder/MME", "lmms-lab/MME"),
     "mmmu_val": ("lmms-lab-encoder/MMMU", "lmms-lab/MMMU"),
 }
@@ -278,6 +278,9 @@ def _load_hub(repo_id: str, split: str, cache_dir: str | Path | None) -> LoadedS
     import datasets
 
     download = f"huggingface-cli download --repo-type dataset {repo_id} --local-dir DIR, then pass DIR"
+    for current, older in HUB_IDS.values():
+        if repo_id in (current, older):
+            download += f"; lmms-eval 0.7.3 uses {current}, 0.7.2 and older {older}"
     try:
         ds = datasets.load_dataset(
             repo_id, split=split, cache_dir=None if cache_dir is None else str(cache_dir)
