@@ -13,13 +13,15 @@ Transient failures (5xx, 408, 429, timeouts, resets, invalid JSON, proxy HTML) a
 exponential backoff up to `RetryPolicy.max_attempts`; permanent 4xx are not. `Retry-After` pauses all
 sends. A circuit breaker stops hammering a dead server and, if it stays dead, raises `EndpointError`
 after delivering every result already received. `stats` (a `DispatchStats` snapshot) is safe to poll
-from a progress bar.
+from a progress bar, even from another thread. A sync iterable is consumed on the event loop: build
+bodies ahead (or use an async iterable that offloads the work) if producing one is slow.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import random
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
@@ -33,6 +35,8 @@ from vlmparity.client.concurrency import AdaptiveController, Controller, FixedCo
 from vlmparity.client.endpoint import ResolvedEndpoint
 from vlmparity.client.transport import encode_body, make_http_client, send_attempt, wants_stream
 from vlmparity.errors import EndpointError
+
+log = logging.getLogger(__name__)
 
 Body = Mapping[str, Any] | bytes
 RequestItem = tuple[str, Body]
@@ -318,6 +322,15 @@ class Dispatcher:
                 if retry_after is not None:
                     delay = max(delay, retry_after)
                 if deadline is None or time.perf_counter() + delay < deadline:
+                    log.debug(
+                        "%s: sample %s attempt %d: %s (%s); retrying in %.2f s",
+                        self.endpoint.name,
+                        sample_id,
+                        attempts,
+                        cls.outcome.value if cls.status is None else f"HTTP {cls.status}",
+                        cls.server_message,
+                        delay,
+                    )
                     self._stats.retries += 1
                     await asyncio.sleep(delay)
                     continue
@@ -379,6 +392,12 @@ class Dispatcher:
             return
         now = time.monotonic()
         if self._breaker_since is None:
+            log.warning(
+                "%s: %d consecutive connection failures (%s); pausing and probing one request at a time",
+                self.endpoint.name,
+                self._consecutive_conn,
+                self._last_conn_message,
+            )
             self._breaker_since = now
             self._stats.breaker_open = True
             gate.cap = 1  # half-open: probe with one request at a time
