@@ -437,3 +437,60 @@ def test_local_revision_ignores_folder_and_mtime(tmp_path: Path) -> None:
     assert rev_a == "sha256:" + files_sha256([f])
     write_parquet(copy, mme_rows(1, start=3))
     assert load_split(tmp_path / "b", split="test").revision != rev_a
+
+
+# --- hub ids through datasets (no network: load_dataset is replaced) ---------------------------
+
+
+def fake_hub(
+    monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]], fail: Exception | None = None
+) -> list[Any]:
+    import datasets
+
+    calls: list[Any] = []
+    features = datasets.Features(
+        {k: datasets.Image() if k == "image" else datasets.Value("string") for k in rows[0]}
+    )
+    ds = datasets.Dataset.from_dict(
+        {k: [{"bytes": r[k], "path": None} if k == "image" else r[k] for r in rows] for k in rows[0]},
+        features=features,
+    )
+
+    def load_dataset(repo_id: str, **kwargs: Any) -> Any:
+        calls.append((repo_id, kwargs))
+        if fail is not None:
+            raise fail
+        return ds
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls
+
+
+def test_hub_id_rows_are_normalised_like_local_ones(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no local folder of that name
+    rows = mme_rows(2)
+    calls = fake_hub(monkeypatch, rows)
+    loaded = load_split("lmms-lab-encoder/MME", split="test", task="mme")
+    assert calls[0][0] == "lmms-lab-encoder/MME" and calls[0][1]["split"] == "test"
+    assert loaded.kind == "hub" and loaded.rows == rows  # decoded PIL images never reach the rows
+    assert loaded.locate(3) == "lmms-lab-encoder/MME (split test) row 3"
+
+
+def test_hub_unknown_split_is_a_data_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    fake_hub(monkeypatch, mme_rows(1), ValueError("Unknown split \"dev\". Should be one of ['test']."))
+    with pytest.raises(DataError, match="Unknown split"):
+        load_rows("lmms-lab/MME", split="dev")
+
+
+def test_hub_commit_is_read_from_the_cache_path() -> None:
+    sha = "0123456789abcdef0123456789abcdef01234567"
+
+    from types import SimpleNamespace
+
+    cached = SimpleNamespace(
+        cache_files=[{"filename": f"/c/lmms-lab___mme/default/0.0.0/{sha}/mme-test.arrow"}]
+    )
+    not_hub = SimpleNamespace(cache_files=[{"filename": "/c/parquet/default-1a2b/0.0.0/abc/x.arrow"}])
+    assert sources._hub_commit(cached) == sha
+    assert sources._hub_commit(not_hub) is None
