@@ -494,3 +494,13 @@ def test_hub_commit_is_read_from_the_cache_path() -> None:
     not_hub = SimpleNamespace(cache_files=[{"filename": "/c/parquet/default-1a2b/0.0.0/abc/x.arrow"}])
     assert sources._hub_commit(cached) == sha
     assert sources._hub_commit(not_hub) is None
+
+
+def test_open_questions_do_not_show_options_so_their_images_are_not_needed() -> None:
+    rows = mmmu_rows("Art", 2)
+    rows[0]["question_type"] = "open"
+    rows[0]["options"] = "['<image 3>']"  # never part of an open question's prompt
+    check_rows("mmmu_val", rows, "m")
+    rows[0]["question_type"] = "multiple-choice"
+    with pytest.raises(DataError, match="'image_3'"):
+        check_rows("mmmu_val", rows, "m")

@@ -258,8 +258,11 @@ def _check_mmmu(rows: Sequence[Mapping[str, Any]], where: RowLocator) -> None:
                 "question_type",
                 f"is {row['question_type']!r}, expected one of {', '.join(_MMMU_QUESTION_TYPES)}",
             )
-        # an image the prompt refers to must be present (lmms-eval would crash converting None)
-        text = row["question"] + " " + " ".join(str(o) for o in options)
+        # an image the prompt refers to must be present (lmms-eval would crash converting None);
+        # its prompt shows the options of multiple-choice questions only
+        text = row["question"]
+        if row["question_type"] == "multiple-choice":
+            text += " " + " ".join(str(o) for o in options)
         for number in sorted({int(n) for n in _IMAGE_REF.findall(text)}):
             column = f"image_{number}"
             if not 1 <= number <= 7 or row.get(column) is None:
