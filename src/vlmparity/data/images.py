@@ -18,7 +18,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -212,8 +212,10 @@ class ImageEncoder:
                 self._finish(image.key, _encode_job(image.data, self.options), future)
             return len(todo)
         pool = self._executor()
-        jobs = [(image, future, pool.submit(_encode_job, image.data, self.options)) for image, future in todo]
-        for image, future, job in jobs:
+        jobs = {pool.submit(_encode_job, image.data, self.options): (image, future) for image, future in todo}
+        # cache each image as soon as it is ready: a caller may be waiting for that one
+        for job in as_completed(jobs):
+            image, future = jobs[job]
             try:
                 result = job.result()
             except Exception:  # a broken process pool: encode here rather than lose the image
@@ -236,7 +238,7 @@ class ImageEncoder:
             return self._pool
 
     def stats(self) -> dict[str, int]:
-        """Counters: images encoded, cache hits, images cached, bytes cached, failures."""
+        """Counters: encodings run (failed ones included), cache hits, images and bytes cached, failures."""
         with self._lock:
             return {
                 "encoded": self.encoded,
