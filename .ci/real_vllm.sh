@@ -6,9 +6,10 @@
 #   bash .ci/real_vllm.sh start     # `vlmparity launch vllm ...`; prints `export VLMPARITY_VLLM_URL=...`
 #   bash .ci/real_vllm.sh stop      # stops the server by the PID in its state file
 #   bash .ci/real_vllm.sh up        # install + build + start (stops the server again if start fails)
+#   bash .ci/real_vllm.sh test [PYTEST ARGS]  # up, the real-engine tests, stop (also on failure)
 #
-# Only the `export ...` line goes to stdout, so `eval "$(bash .ci/real_vllm.sh up)"` works; everything else
-# (step timings, pip output, the server log tail on failure) goes to stderr.
+# Only the `export ...` line goes to stdout, so `line=$(bash .ci/real_vllm.sh up) && eval "$line"` works;
+# everything else (step timings, pip output, the server log tail on failure) goes to stderr.
 # Why each fix is needed, and every timing: ../shared/research/real-vllm.md.
 set -euo pipefail
 
@@ -138,7 +139,11 @@ cmd_start() {
 }
 
 cmd_stop() {
-  [ -f "$STATE" ] || { log "no state file $STATE: nothing to stop"; return 0; }
+  if [ ! -f "$STATE" ]; then
+    log "no state file $STATE: nothing to stop"
+    rm -f "$URL_FILE"
+    return 0
+  fi
   if ! timed "stop" "$PROJECT_PYTHON" -m vlmparity launch stop --state-file "$STATE" >&2; then
     # vlmparity itself broken: fall back to the PID (and its process group) recorded in the state file.
     local pid
@@ -159,14 +164,35 @@ cmd_up() {
   cmd_start
 }
 
+run_tests() {
+  VLMPARITY_VLLM_URL=$(cat "$URL_FILE") VLMPARITY_VLLM_MODEL=$SERVED_NAME \
+    "$PROJECT_PYTHON" -m pytest -m realengine "$REPO/tests/realengine" "$@"
+}
+
+cmd_test() {
+  local t0 rc=0
+  t0=$(date +%s)
+  trap 'cmd_stop || true' EXIT
+  cmd_up >/dev/null
+  timed "real-engine tests" run_tests "$@" || rc=$?
+  cmd_stop || true
+  trap - EXIT
+  log "total: $(($(date +%s) - t0)) s"
+  return "$rc"
+}
+
 case "${1:-}" in
   install) cmd_install ;;
   build) cmd_build ;;
   start) cmd_start ;;
   stop) cmd_stop ;;
   up) cmd_up ;;
+  test)
+    shift
+    cmd_test "$@"
+    ;;
   *)
-    echo "usage: $0 install|build|start|stop|up" >&2
+    echo "usage: $0 install|build|start|stop|up|test [pytest args]" >&2
     exit 4
     ;;
 esac
