@@ -554,10 +554,11 @@ class Engine:
         rec = built.record()
         stored = self.stored.get(key)
         if stored is None:
+            # Registered before the request leaves: a stored answer always has its sample's hash, so a
+            # killed run's answers are recognised as done when it resumes.
             self.stored[key] = rec
             self._pending.append(rec)
-            if len(self._pending) >= 64:
-                self.flush()
+            self.flush()
             return
         if stored.request_hash == rec.request_hash and stored.treatment == rec.treatment:
             return
