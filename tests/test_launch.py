@@ -55,6 +55,10 @@ if "--rest_port" in argv:  # OVMS
     port, host = int(opt("--rest_port")), opt("--rest_bind_address", "127.0.0.1")
     config = json.load(open(opt("--config_path")))
     names = [e["config"]["name"] for e in config["model_config_list"]]
+    if os.environ.get("FAKE_SIM") == "1":  # the project's simulator, OVMS personality ("hang": never ready)
+        sim = ["-m", "vlmparity", "sim", "--personality", "ovms", "--host", host, "--port", str(port)]
+        sim += ["--model", names[0], "--zero-latency"] + (["--startup-delay", "3600"] if mode == "hang" else [])
+        os.execv(sys.executable, [sys.executable, *sim])
 else:  # vLLM's API server
     port, host = int(opt("--port")), opt("--host", "127.0.0.1")
     names = [opt("--served-model-name", opt("--model"))]
@@ -83,6 +87,21 @@ class Handler(BaseHTTPRequestHandler):
 print(f"fake engine listening on {host}:{port}", flush=True)
 ThreadingHTTPServer((host, port), Handler).serve_forever()
 """
+
+
+def sim_cli_available() -> bool:
+    """True once `vlmparity sim` has its --personality option (the simulator is built by another issue)."""
+    import typer
+
+    from vlmparity.cli import app
+
+    command = typer.main.get_command(app)
+    sim = getattr(command, "commands", {}).get("sim")
+    return sim is not None and any("--personality" in p.opts for p in sim.params)
+
+
+# The fake OVMS runs `vlmparity sim --personality ovms` when it exists, else its own stdlib readiness server.
+OVMS_ENV = {"FAKE_SIM": "1" if sim_cli_available() else "0"}
 
 
 @pytest.fixture
@@ -558,7 +577,7 @@ def test_ovms_launch_with_a_local_binary(
     repo = tmp_path / "models"
     exported(repo / name)
     record = tmp_path / "record.json"
-    env = {**state_env, "FAKE_MODE": "ok", "FAKE_RECORD": str(record)}
+    env = {**state_env, **OVMS_ENV, "FAKE_MODE": "ok", "FAKE_RECORD": str(record)}
     state = tmp_path / "ovms.json"
     res = cli(
         f"launch ovms --model {name} --repository {repo} --ovms-binary {fake} --port 0 --state-file {state} --ready-timeout 30",
@@ -574,7 +593,10 @@ def test_ovms_launch_with_a_local_binary(
         assert json.loads((repo / "config.json").read_text()) == {
             "model_config_list": [{"config": {"name": name, "base_path": name}}]
         }
-        assert httpx.get(url + "/models").json()["data"][0]["id"] == name
+        card = httpx.get(url + "/models").json()["data"][0]
+        assert card["id"] == name
+        if OVMS_ENV["FAKE_SIM"] == "1":
+            assert card["owned_by"] == "OVMS"  # served by the simulator's OVMS personality
     finally:
         stop = cli(["launch", "stop", "--state-file", str(state)], state_env)
     assert stop.returncode == 0, stop.stderr
@@ -612,7 +634,7 @@ def test_ovms_that_dies_during_startup(fake: Path, tmp_path: Path, state_env: di
     repo = tmp_path / "models"
     exported(repo / "m")
     record = tmp_path / "record.json"
-    env = {**state_env, "FAKE_MODE": "die", "FAKE_RECORD": str(record)}
+    env = {**state_env, **OVMS_ENV, "FAKE_MODE": "die", "FAKE_RECORD": str(record)}
     res = cli(f"launch ovms --model m --repository {repo} --ovms-binary {fake} --port 0", env)
     assert res.returncode == 3
     lines = error_lines(res.stderr)
@@ -624,7 +646,7 @@ def test_ovms_that_never_becomes_ready(fake: Path, tmp_path: Path, state_env: di
     repo = tmp_path / "models"
     exported(repo / "m")
     record = tmp_path / "record.json"
-    env = {**state_env, "FAKE_MODE": "hang", "FAKE_RECORD": str(record)}
+    env = {**state_env, **OVMS_ENV, "FAKE_MODE": "hang", "FAKE_RECORD": str(record)}
     res = cli(
         f"launch ovms --model m --repository {repo} --ovms-binary {fake} --port 0 --ready-timeout 2",
         env,
