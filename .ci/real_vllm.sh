@@ -14,7 +14,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CACHE=${VLMPARITY_CI_CACHE:-$HOME/.cache/vlmparity-ci}
+CACHE=${VLMPARITY_CI_CACHE:-${HOME:-/tmp}/.cache/vlmparity-ci}
 VENV=${VLMPARITY_VLLM_VENV:-$CACHE/venv-vllm}
 MODEL_DIR=${VLMPARITY_TINY_LLAVA:-$CACHE/tiny-llava}
 SERVED_NAME=${VLMPARITY_VLLM_MODEL_NAME:-tiny-llava}
