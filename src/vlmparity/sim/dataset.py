@@ -53,7 +53,7 @@ class SimSample:
     """One known question: what the answer model needs."""
 
     task: str  # "mme" | "mmmu_val"
-    id: str  # MME: "<question_id>|<question>", MMMU: id
+    id: str  # MME: "<question_id>::<question>", MMMU: id
     group: str  # MME category / MMMU subject (what per-group accuracy is keyed by)
     kind: str  # "yesno" | "mc" | "open"
     gold: str  # "Yes"/"No", a letter, or the open answer string
@@ -163,7 +163,7 @@ def mme_sample(row: Mapping[str, Any]) -> tuple[SimSample, list[ImagePrint]]:
     prints = _fingerprint_cells([row.get("image")], f"MME {qid}")
     sample = SimSample(
         task="mme",
-        id=f"{qid}|{question}",
+        id=f"{qid}::{question}",  # as vlmparity.tasks.mme.sample_id
         group=str(row["category"]),
         kind="yesno",
         gold=gold,

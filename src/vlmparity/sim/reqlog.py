@@ -26,7 +26,7 @@ class LogEntry:
     fault: str | None = None  # injected fault kind
     attempt: int = 0  # how many times this body had been seen before (0 = first arrival)
     error: str | None = None  # the error message sent
-    sample_id: str | None = None  # recognised sample (MME "<question_id>|<question>", MMMU id)
+    sample_id: str | None = None  # recognised sample (MME "<question_id>::<question>", MMMU id)
     task: str | None = None
     answer: str | None = None
     correct: bool | None = None  # whether the simulator meant the answer to be right
