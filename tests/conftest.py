@@ -31,3 +31,74 @@ def oracles() -> Path:
     if not ORACLES.is_dir():
         pytest.fail(f"oracles not found at {ORACLES}: CI must lay shared/ beside the checkout")
     return ORACLES
+
+
+# ---------------------------------------------------------------- synthetic datasets (vlmparity.data.synth)
+
+SYNTH_SMALL_MME = 56  # 28 pairs: every one of the 14 categories, one quirky suffix
+SYNTH_SMALL_MMMU = 60  # questions 1-2 of every subject: open, list answers and every §2.4 image layout
+
+
+@pytest.fixture(scope="session")
+def synth_mme_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder of a small synthetic MME test split (56 questions, seed 0), written once per session."""
+    from vlmparity.data.synth import write_mme
+
+    return write_mme(tmp_path_factory.mktemp("synth-mme"), n=SYNTH_SMALL_MME, seed=0)
+
+
+@pytest.fixture(scope="session")
+def synth_mmmu_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder of a small synthetic MMMU validation split (60 questions, seed 0), written once per session."""
+    from vlmparity.data.synth import write_mmmu
+
+    return write_mmmu(tmp_path_factory.mktemp("synth-mmmu"), n=SYNTH_SMALL_MMMU, seed=0)
+
+
+def _synth_stamp() -> str:
+    """SYNTH_VERSION plus a hash of the generator sources and drawing libraries: what the cache is keyed by."""
+    import hashlib
+
+    import numpy
+    import PIL
+
+    from vlmparity.data import synth
+
+    digest = hashlib.sha256()
+    for name in ("synth.py", "synth_mme.py", "synth_mmmu.py", "draw.py"):
+        digest.update((Path(synth.__file__).parent / name).read_bytes())
+    return f"{synth.SYNTH_VERSION} {digest.hexdigest()[:16]} pillow {PIL.__version__} numpy {numpy.__version__}\n"
+
+
+@pytest.fixture(scope="session")
+def synth_full() -> dict[str, Path]:
+    """Full-size synthetic sets, seed 0: {"mme": folder (2374 questions), "mmmu": folder (900)}.
+
+    Cached under .cache/synth-full-seed0/ (gitignored) and rebuilt only when the generator changes.
+    """
+    import shutil
+    import tempfile
+
+    from vlmparity.data.synth import write_mme, write_mmmu
+
+    cache = REPO / ".cache" / "synth-full-seed0"
+    stamp = _synth_stamp()
+    paths = {"mme": cache / "mme", "mmmu": cache / "mmmu"}
+    stamp_file = cache / "STAMP"
+    if not (stamp_file.is_file() and stamp_file.read_text() == stamp):
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        # Build beside the cache and swap it in, so a concurrent or interrupted run never sees half a set.
+        build = Path(tempfile.mkdtemp(prefix="synth-full-", dir=cache.parent))
+        build.chmod(0o755)  # mkdtemp makes it private; other sessions of the same checkout read it
+        write_mme(build / "mme", seed=0)
+        write_mmmu(build / "mmmu", seed=0)
+        (build / "STAMP").write_text(stamp)
+        old = cache.with_name(f"{cache.name}.old-{build.name}")
+        if cache.exists():
+            cache.rename(old)
+        try:
+            build.rename(cache)
+        except OSError:  # another session swapped its (identical) build in first
+            shutil.rmtree(build, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return paths

@@ -140,25 +140,23 @@ def scatter_positions(
     radii: Sequence[float],
     *,
     margin: int = 10,
-    avoid: Sequence[tuple[float, float, float, float]] = (),
-) -> list[tuple[float, float]]:
-    """Centres for circles of the given radii that do not overlap each other or the `avoid` boxes."""
+) -> list[tuple[float, float, float]]:
+    """(cx, cy, r) for circles of about the given radii that stay inside and do not overlap.
+
+    A radius shrinks (down to half) when the canvas is crowded; callers draw with the radius returned.
+    """
     placed: list[tuple[float, float, float]] = []
     for r in radii:
-        for attempt in range(400):
-            rr = r if attempt < 200 else r * 0.7
+        for attempt in range(600):
+            rr = r * (1.0 - 0.5 * attempt / 600)
             cx = rng.uniform(margin + rr, w - margin - rr)
             cy = rng.uniform(margin + rr, h - margin - rr)
-            if all(math.hypot(cx - x, cy - y) > rr + pr + 6 for x, y, pr in placed) and not any(
-                x0 - rr < cx < x1 + rr and y0 - rr < cy < y1 + rr for x0, y0, x1, y1 in avoid
-            ):
+            if all(math.hypot(cx - x, cy - y) > rr + pr + 6 for x, y, pr in placed):
                 placed.append((cx, cy, rr))
                 break
-        else:
-            raise RuntimeError(
-                "could not place shapes without overlap"
-            )  # sizes are chosen so this cannot happen
-    return [(x, y) for x, y, _ in placed]
+        else:  # sizes are chosen so this cannot happen
+            raise RuntimeError("could not place shapes without overlap")
+    return placed
 
 
 def draw_text_box(

@@ -202,11 +202,11 @@ def _shapes_on(
     img: Image.Image, rng: random.Random, items: list[tuple[str, str]], rmin: int, rmax: int
 ) -> None:
     radii = [rng.randint(rmin, rmax) for _ in items]
-    centres = D.scatter_positions(rng, img.width, img.height, radii)
     draw = ImageDraw.Draw(img)
-    for (color, shape), (cx, cy), r in zip(items, centres, radii, strict=True):
-        draw_r = min(r, min(cx, cy, img.width - cx, img.height - cy) - 4)
-        D.draw_shape(draw, shape, cx, cy, draw_r, D.COLORS[color])
+    for (color, shape), (cx, cy, r) in zip(
+        items, D.scatter_positions(rng, img.width, img.height, radii), strict=True
+    ):
+        D.draw_shape(draw, shape, cx, cy, r, D.COLORS[color])
 
 
 # ---------------------------------------------------------------- perception

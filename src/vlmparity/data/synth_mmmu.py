@@ -300,7 +300,7 @@ def _shapes_figure(
     unit = min(w, h)
     radii = [rng.uniform(unit * 0.05, unit * 0.08) for _ in items]
     draw = ImageDraw.Draw(img)
-    for (c, s), (cx, cy), r in zip(items, D.scatter_positions(rng, w, h, radii), radii, strict=True):
+    for (c, s), (cx, cy, r) in zip(items, D.scatter_positions(rng, w, h, radii), strict=True):
         D.draw_shape(draw, s, cx, cy, r, D.COLORS[c])
     return Figure(img, "JPEG" if photo else "PNG", "Photographs" if photo else "Geometric Shapes", count)
 
@@ -492,7 +492,7 @@ def _map_figure(rng: random.Random, cities: list[str], marked: str, province: st
     draw = ImageDraw.Draw(img)
     shown = [marked, *rng.sample([c for c in cities if c != marked], 4)]
     fs = max(14, w // 50)
-    for i, (cx, cy) in enumerate(D.scatter_positions(rng, w, h, [w * 0.09] * len(shown))):
+    for i, (cx, cy, _) in enumerate(D.scatter_positions(rng, w, h, [w * 0.09] * len(shown))):
         if i == 0:
             D.draw_shape(draw, "star", cx, cy, fs * 1.1, D.COLORS["red"])
         else:
