@@ -170,13 +170,21 @@ def forest_plot(rows: Sequence[ForestRow], *, title: str) -> Markup:
             f'<line x1="{_n(zx)}" y1="{_n(y0 + 3)}" x2="{_n(zx)}" y2="{_n(y0 + row_h - 13)}" '
             'stroke="#374151" stroke-dasharray="3 2"/>'
         )
-        for v, txt in ((-row.margin, "−" + row.fmt(row.margin).lstrip("+")), (0.0, "0"),
-                       (row.margin, row.fmt(row.margin))):  # fmt: skip
+        m_txt = row.fmt(row.margin).lstrip("+")
+        if bx1 - bx0 >= 120:  # room for three labels under the band
+            ticks: tuple[tuple[float, str], ...] = (
+                (-row.margin, "−" + m_txt),
+                (0.0, "0"),
+                (row.margin, "+" + m_txt),
+            )
+        else:
+            ticks = ((0.0, "0 ± " + m_txt),)
+        for v, txt in ticks:
             body.append(_text(sx(v), y0 + row_h - 3, txt, "middle", fill="#6b7280", font_size="9"))
         c = VERDICT_COLOURS.get(row.verdict, "#374151")
-        has_ci = row.low is not None and row.high is not None
-        if has_ci:
-            assert row.low is not None and row.high is not None
+        interval = " (no interval)"
+        if row.low is not None and row.high is not None:
+            interval = f" [{row.fmt(row.low)}, {row.fmt(row.high)}]"
             lx, hx = sx(row.low), sx(row.high)
             body.append(
                 f'<line x1="{_n(lx)}" y1="{_n(mid)}" x2="{_n(hx)}" y2="{_n(mid)}" stroke="{c}" stroke-width="2"/>'
@@ -186,7 +194,6 @@ def forest_plot(rows: Sequence[ForestRow], *, title: str) -> Markup:
                     f'<line x1="{_n(ex)}" y1="{_n(mid - 5)}" x2="{_n(ex)}" y2="{_n(mid + 5)}" stroke="{c}" stroke-width="2"/>'
                 )
         body.append(f'<circle cx="{_n(sx(row.delta))}" cy="{_n(mid)}" r="4.5" fill="{c}"/>')
-        interval = f" [{row.fmt(row.low)}, {row.fmt(row.high)}]" if has_ci else " (no interval)"  # type: ignore[arg-type]
         body.append(_text(label_w + plot_w + 12, mid, row.fmt(row.delta) + interval))
         body.append(
             _text(label_w + plot_w + 12, mid + 14, row.verdict, fill=c, font_size="11", font_weight="600")
