@@ -1,0 +1,552 @@
+"""What a comparison shows: the terminal text, the machine-readable verdict and the HTML report's data.
+
+Pure functions of analyses and loaded runs (`analysis.py`, `join.py`); nothing here reads a store or
+sends a request. The HTML page itself is drawn by `vlmparity.report.html` from the `ReportData` built
+here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from vlmparity.compare import verdict as v
+from vlmparity.compare.analysis import (
+    WORDING,
+    Analysis,
+    Disagreement,
+    Health,
+    overall_exit_code,
+    parsed_text,
+    top_disagreements,
+)
+from vlmparity.compare.join import Joined, LoadedRun, Side
+from vlmparity.report.tables import markdown_table
+
+if TYPE_CHECKING:
+    from vlmparity.report.model import AnswerView, Backend, Performance, ReportData, TaskSummary
+
+# Metrics in the order the table lists them: the lmms-eval headline scores, then question accuracies.
+METRIC_ORDER = ("mme_cognition_score", "mme_perception_score", "mmmu_acc", "mme_acc")
+MAX_REPORT_DISAGREEMENTS = 2000  # thumbnails make each row a few kB; beyond this the page gets unwieldy
+SAMPLE_ID_WIDTH = 48
+
+
+# ----- formatting --------------------------------------------------------------------------------------
+
+
+def fmt_value(value: float | None, unit: str) -> str:
+    """An accuracy as a percentage, a score in points."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{100 * value:.2f}%" if unit == "fraction" else f"{value:.2f}"
+
+
+def fmt_delta(value: float | None, unit: str) -> str:
+    """A signed difference: percentage points (pp) for accuracies, points for scores."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{100 * value:+.2f} pp" if unit == "fraction" else f"{value:+.2f}"
+
+
+def fmt_interval(low: float | None, high: float | None, unit: str) -> str:
+    """[low, high] in the units of `fmt_delta`."""
+    if low is None or high is None:
+        return "–"
+    if unit == "fraction":
+        return f"[{100 * low:+.2f}, {100 * high:+.2f}]"
+    return f"[{low:+.2f}, {high:+.2f}]"
+
+
+def fmt_margin(value: float, unit: str) -> str:
+    """±margin in the metric's unit."""
+    return f"±{100 * value:g} pp" if unit == "fraction" else f"±{value:g}"
+
+
+def fmt_p(p: float | None) -> str:
+    """A p-value, three decimals."""
+    if p is None or not math.isfinite(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _metric_rank(metric: str) -> int:
+    return METRIC_ORDER.index(metric) if metric in METRIC_ORDER else len(METRIC_ORDER)
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def answer_text(side: Side) -> str:
+    """A parsed answer for the terminal, or the failure class when there is no answer."""
+    if not side.answered:
+        return f"({side.outcome})"
+    mark = "✓" if side.correct else "✗"
+    fallback = " (random)" if side.random_fallback else ""
+    return f"{parsed_text(side.parsed)}{fallback} {mark}"
+
+
+# ----- the terminal -----------------------------------------------------------------------------------
+
+
+def metrics_table(analysis: Analysis) -> str:
+    """The side-by-side table: both values, Δ, its interval, margin, discordant counts, p-values, verdict."""
+    rows = []
+    for t in analysis.tasks:
+        for r in sorted(t.metrics, key=lambda r: _metric_rank(r.metric)):
+            rows.append(
+                [
+                    t.task,
+                    r.metric,
+                    fmt_value(r.a_value, r.unit),
+                    fmt_value(r.b_value, r.unit),
+                    fmt_delta(r.delta, r.unit),
+                    fmt_interval(r.ci_low, r.ci_high, r.unit),
+                    fmt_margin(r.margin, r.unit),
+                    f"{r.discordant_ab}/{r.discordant_ba}",
+                    fmt_p(r.p_diff_holm),
+                    fmt_p(r.p_tost_holm),
+                    r.label,
+                ]
+            )
+    headers = [
+        "Task",
+        "Metric",
+        f"{analysis.reference} (ref)",
+        analysis.candidate,
+        "Δ",
+        "95% CI of Δ",
+        "margin",
+        "lost/gained",
+        "p diff",
+        "p equiv",
+        "verdict",
+    ]
+    return markdown_table(headers, rows)
+
+
+def verdict_line(analysis: Analysis, *, exit_code: bool = True) -> str:
+    """The overall verdict of one candidate (with the exit code `compare` gives it)."""
+    text = f"VERDICT {analysis.candidate} vs {analysis.reference}: {analysis.verdict.label}"
+    if analysis.problems:
+        text += " — but the comparison is not trustworthy: infrastructure failure"
+    return f"{text} (exit {analysis.exit_code})" if exit_code else text
+
+
+def _health_text(h: Health) -> str:
+    from vlmparity.store import ANSWERED
+
+    fails = ", ".join(f"{k}={n}" for k, n in h.outcomes.items() if k not in ANSWERED)
+    text = f"{h.label}: {h.n - h.failures - h.missing}/{h.n} answered"
+    if fails:
+        text += f" ({fails}; error rate {100 * h.error_rate:.1f}%)"
+    return text
+
+
+def detail_lines(analysis: Analysis) -> list[str]:
+    """Agreement per task, health per endpoint, the policy and the other policy's verdict, notes."""
+    s = analysis.settings
+    lines = []
+    for t in analysis.tasks:
+        parts = [f"{t.task}: {t.n_pairs} paired samples"]
+        if t.n_used != t.n_pairs:
+            parts.append(f"{t.n_used} used by the verdict")
+        if t.raw_agreement is not None:
+            parts.append(f"raw answers agree {100 * t.raw_agreement.rate:.1f}%")
+        if t.parsed_agreement is not None:
+            parts.append(f"parsed answers agree {100 * t.parsed_agreement.rate:.1f}%")
+        lines.append(", ".join(parts))
+    lines.append(f"{_health_text(analysis.health_a)}; {_health_text(analysis.health_b)}")
+    if s.policy == "excluded":
+        policy = "errors excluded (samples either endpoint failed are left out; failures are gated by --max-error-rate)"
+    else:
+        policy = "lmms-eval parity (a failure counts as a wrong answer)"
+    lines.append(f"policy: {policy}; alpha {s.alpha:g} with Holm across the metrics")
+    other = analysis.other_verdict
+    failures = analysis.health_a.failures + analysis.health_b.failures
+    failures += analysis.health_a.missing + analysis.health_b.missing
+    if other is not None and failures:
+        lines.append(f"under the {s.other_policy} policy the verdict would be: {other.label}")
+    lines += [f"note: {n}" for n in analysis.notes]
+    lines += [f"INFRASTRUCTURE: {p}" for p in analysis.problems]
+    return lines
+
+
+def disagreements_table(items: Sequence[Disagreement], reference: str, candidate: str) -> str:
+    """Sample id, kind, gold, and both endpoints' parsed answers (✓/✗) of the given disagreements."""
+    rows = [
+        [
+            d.task,
+            _clip(d.sample_id, SAMPLE_ID_WIDTH),
+            d.kind,
+            _clip(str(d.sample.target), 16),
+            answer_text(d.a),
+            answer_text(d.b),
+        ]
+        for d in items
+    ]
+    return markdown_table(["Task", "Sample", "Kind", "Gold", reference, candidate], rows)
+
+
+def render_terminal(analysis: Analysis, top: int = 10) -> str:
+    """Everything `vlmparity compare` prints for one candidate."""
+    blocks = [f"{analysis.candidate} vs {analysis.reference} (reference)", metrics_table(analysis)]
+    blocks.append("\n".join(detail_lines(analysis)))
+    items = analysis.disagreements
+    shown = top_disagreements(items, top)
+    counted = [d for d in items if d.kind != WORDING]
+    if shown:
+        title = f"top {len(shown)} of {len(counted)} disagreements (regressions first)"
+        blocks.append(title + "\n" + disagreements_table(shown, analysis.reference, analysis.candidate))
+    elif top > 0:
+        blocks.append("no disagreement in parsed answers")
+    blocks.append(verdict_line(analysis))
+    return "\n\n".join(blocks) + "\n"
+
+
+# ----- the machine-readable verdict -------------------------------------------------------------------
+
+
+def _metric_record(task: str, r: v.PairedResult) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {"task": task, **asdict(r)}
+
+
+def _health_record(h: Health) -> dict[str, Any]:
+    return {
+        "endpoint": h.label,
+        "n": h.n,
+        "outcomes": h.outcomes,
+        "failures": h.failures,
+        "missing": h.missing,
+        "error_rate": h.error_rate,
+    }
+
+
+def json_document(analyses: Sequence[Analysis]) -> dict[str, Any]:
+    """The verdict as JSON: overall exit code, and per candidate every metric, agreement and problem."""
+    from vlmparity import __version__
+
+    s = analyses[0].settings
+    candidates = []
+    for a in analyses:
+        candidates.append(
+            {
+                "candidate": a.candidate,
+                "verdict": a.verdict.verdict,
+                "label": a.verdict.label,
+                "exit_code": a.exit_code,
+                "n_more": a.verdict.n_more,
+                "reasons": list(a.verdict.reasons),
+                "metrics": [_metric_record(t.task, r) for t in a.tasks for r in t.metrics],
+                "other_policy": {
+                    "policy": s.other_policy,
+                    "verdict": a.other_verdict.verdict if a.other_verdict else None,
+                    "label": a.other_verdict.label if a.other_verdict else None,
+                    "metrics": [_metric_record(t.task, r) for t in a.tasks for r in t.other_metrics],
+                },
+                "agreement": {
+                    t.task: {
+                        "raw": _agreement_record(t.raw_agreement),
+                        "parsed": _agreement_record(t.parsed_agreement),
+                    }
+                    for t in a.tasks
+                },
+                "tasks": {
+                    t.task: {
+                        "paired": t.n_pairs,
+                        "used": t.n_used,
+                        "mismatched_request_hash": list(t.mismatched),
+                        "only_reference": len(t.only_reference),
+                        "only_candidate": len(t.only_candidate),
+                        "skipped": len(t.skipped),
+                        "disagreements": {
+                            k: sum(1 for d in t.disagreements if d.kind == k)
+                            for k in sorted({d.kind for d in t.disagreements})
+                        },
+                    }
+                    for t in a.tasks
+                },
+                "health": {"reference": _health_record(a.health_a), "candidate": _health_record(a.health_b)},
+                "infrastructure_problems": list(a.problems),
+                "notes": list(a.notes),
+            }
+        )
+    return {
+        "tool": "vlmparity",
+        "tool_version": __version__,
+        "reference": analyses[0].reference,
+        "exit_code": overall_exit_code(analyses),
+        "settings": {
+            "policy": s.policy,
+            "alpha": s.alpha,
+            "margin_accuracy": s.margin,
+            "margin_mme_perception_score": s.mme_margin_perception,
+            "margin_mme_cognition_score": s.mme_margin_cognition,
+            "max_error_rate": s.max_error_rate,
+            "n_boot": s.n_boot,
+            "seed": s.seed,
+        },
+        "candidates": candidates,
+    }
+
+
+def _agreement_record(a: Any) -> dict[str, Any] | None:
+    if a is None:
+        return None
+    return {"n": a.n, "n_agree": a.n_agree, "rate": a.rate, "low": a.low, "high": a.high}
+
+
+# ----- the HTML report's data -------------------------------------------------------------------------
+
+
+def performance(run: LoadedRun) -> Performance:
+    """Latencies and TTFTs of every stored answer; throughput from run.json, else from the store's times."""
+    from vlmparity.report.model import Performance
+
+    records = [r for s in run.scores.values() for r in s.records if r is not None]
+    lat = [r.latency for r in records if r.latency is not None]
+    ttft = [r.ttft for r in records if r.ttft is not None]
+    sess = run.session
+    if sess.get("sent"):
+        return Performance(
+            lat, ttft, sess.get("wall_s"), sess.get("req_per_s"), sess.get("output_tokens_per_s")
+        )
+    # A resumed run's store spans several sessions: the span from the first request to the last answer.
+    timed = [r for r in records if r.created and r.latency is not None]
+    if not timed:
+        return Performance(lat, ttft)
+    start = min(r.created - (r.latency or 0.0) for r in timed)
+    wall = max(r.created for r in timed) - start
+    if wall <= 0:
+        return Performance(lat, ttft)
+    tokens = sum(r.completion_tokens or 0 for r in timed)
+    return Performance(lat, ttft, wall, len(timed) / wall, tokens / wall)
+
+
+def backend(run: LoadedRun) -> Backend:
+    """One endpoint of the report: identity, speed, outcome classes and MMMU random fallbacks."""
+    from vlmparity.report.model import Backend
+
+    rec = run.ref.run
+    return Backend(
+        name=run.label,
+        kind=rec.kind,
+        model=rec.model,
+        server_version=rec.server_version,
+        url=rec.url or None,
+        run=str(run.ref.directory),
+        performance=performance(run),
+        outcomes={t: dict(s.outcomes) for t, s in run.scores.items()},
+        random_fallbacks={t: s.random_fallbacks for t, s in run.scores.items() if t.startswith("mmmu")},
+    )
+
+
+def _task_summary(task: str, runs: Sequence[LoadedRun], analyses: Sequence[Analysis]) -> TaskSummary:
+    from vlmparity.report.model import Breakdown, TaskSummary
+
+    ref = runs[0]
+    plan = ref.plans[task]
+    record = {
+        k: x for k, x in plan.plan.to_dict().items() if k not in ("ids", "strata") and x not in ("", {})
+    }
+    record["groups"] = len(plan.plan.strata)
+    metrics: dict[str, dict[str, float]] = {}
+    units: dict[str, str] = {}
+    for run in runs:
+        score = run.scores.get(task)
+        if score is None:
+            continue
+        values = {k: float(x) for k, x in score.parity.result.metrics.items()}
+        if score.parity.accuracy is not None:
+            values["question accuracy"] = score.parity.accuracy.estimate
+        metrics[run.label] = values
+    for m in {m for vals in metrics.values() for m in vals}:
+        units[m] = "points" if m.endswith("_score") else "fraction"
+    values: dict[str, dict[str, float]] = {}
+    for a in analyses:
+        ta = next((t for t in a.tasks if t.task == task), None)
+        if ta is None:
+            continue
+        for g in ta.groups:
+            row = values.setdefault(g.group, {})
+            row.setdefault(a.reference, g.a)
+            row[a.candidate] = g.b
+    breakdown = None
+    if values:
+        if task == "mme":
+            breakdown = Breakdown("category", "points", 200.0, values)
+        else:
+            breakdown = Breakdown("subject", "fraction", 1.0, values)
+    n = max((t.n_pairs for a in analyses for t in a.tasks if t.task == task), default=0)
+    return TaskSummary(task, n, dict(plan.fingerprint), record, metrics, units, breakdown)
+
+
+def _answer_view(side: Side) -> AnswerView:
+    from vlmparity.report.model import AnswerView
+
+    parsed: str | list[str] | None
+    if isinstance(side.parsed, list | tuple):
+        parsed = [str(x) for x in side.parsed]
+    else:
+        parsed = None if side.parsed is None else str(side.parsed)
+    return AnswerView(
+        raw=side.text,
+        parsed=parsed if side.answered else None,
+        correct=side.correct if side.answered else None,
+        outcome=side.outcome,
+        random_fallback=side.random_fallback,
+    )
+
+
+def report_disagreements(
+    analyses: Sequence[Analysis], joins: Sequence[Joined], limit: int = MAX_REPORT_DISAGREEMENTS
+) -> tuple[list[Any], int]:
+    """One row per sample some candidate answered differently (parsed answer or failure), every
+    backend's answer in it; capped at `limit` rows (regressions first). Returns rows and the total."""
+    from vlmparity.report.model import Disagreement as Row
+    from vlmparity.report.model import thumbnail_data_url
+    from vlmparity.tasks.base import get_task
+
+    # Which samples disagree anywhere, with the most serious kind seen (for ordering under the cap).
+    rank = {k: i for i, k in enumerate(("regression", "improvement", "failure", "other answer"))}
+    worst: dict[tuple[str, str], int] = {}
+    order: dict[tuple[str, str], int] = {}
+    for a in analyses:
+        for d in a.disagreements:
+            if d.kind == WORDING:
+                continue
+            key = (d.task, d.sample_id)
+            order.setdefault(key, d.sample.doc_id)
+            worst[key] = min(worst.get(key, len(rank)), rank[d.kind])
+    keys = sorted(worst, key=lambda k: (worst[k], k[0], order[k]))
+    total = len(keys)
+    keep = set(keys[:limit])
+    answers: dict[tuple[str, str], dict[str, Any]] = {}
+    samples: dict[tuple[str, str], Any] = {}
+    for j in joins:
+        for t in j.tasks:
+            for p in t.pairs:
+                key = (t.task, p.sample.id)
+                if key not in keep:
+                    continue
+                samples.setdefault(key, p.sample)
+                row = answers.setdefault(key, {})
+                row.setdefault(j.reference.label, _answer_view(p.a))
+                row[j.candidate.label] = _answer_view(p.b)
+    thumbs: dict[str, str] = {}
+    tasks: dict[str, Any] = {}
+    rows = []
+    for key in sorted(keep, key=lambda k: (k[0], order[k])):
+        sample = samples[key]
+        task = tasks.setdefault(sample.task, get_task(sample.task))
+        images = []
+        for img in sample.images:
+            if img.key not in thumbs:
+                thumbs[img.key] = thumbnail_data_url(img.data)
+            images.append(thumbs[img.key])
+        rows.append(
+            Row(
+                task=sample.task,
+                sample_id=sample.id,
+                group=sample.group,
+                prompt=task.prompt(sample).text,
+                target=str(sample.target),
+                images=images,
+                answers=answers[key],
+            )
+        )
+    return rows, total
+
+
+def report_data(
+    analyses: Sequence[Analysis], joins: Sequence[Joined], *, title: str = "vlmparity comparison"
+) -> ReportData:
+    """The HTML report's data for one reference and its candidates (analyses[i] from joins[i])."""
+    from vlmparity import __version__
+    from vlmparity.report.model import AgreementInfo, Comparison, ReportData, VerdictSummary
+
+    if not analyses or len(analyses) != len(joins):
+        raise ValueError("one analysis per joined candidate is needed")
+    ref = joins[0].reference
+    runs = [ref, *(j.candidate for j in joins)]
+    comparisons = []
+    for a in analyses:
+        tasks = [t.task for t in a.tasks for _ in t.metrics]
+        agreement = []
+        for t in a.tasks:
+            if t.raw_agreement is not None:
+                agreement.append(AgreementInfo.from_stats(t.task, "raw", t.raw_agreement))
+            if t.parsed_agreement is not None:
+                agreement.append(AgreementInfo.from_stats(t.task, "parsed", t.parsed_agreement))
+        comparisons.append(Comparison.from_verdict(a.candidate, a.verdict, tasks, agreement))
+        if a.problems:
+            comparisons[-1].exit_code = a.exit_code
+            comparisons[-1].reasons = [*a.problems, *comparisons[-1].reasons]
+    worst = max(analyses, key=lambda a: _severity(a.verdict.verdict))
+    problems = [p for a in analyses for p in a.problems]
+    if len(analyses) == 1:
+        label = worst.verdict.label
+    else:
+        label = "; ".join(f"{a.candidate}: {a.verdict.label}" for a in analyses)
+    if problems:
+        label += " — infrastructure failure, see the notes"
+    reasons = [*problems, *(f"{a.candidate}: {r}" for a in analyses for r in a.verdict.reasons)]
+    summary = VerdictSummary(worst.verdict.verdict, label, overall_exit_code(analyses), reasons)
+    task_names = list(dict.fromkeys(t.task for a in analyses for t in a.tasks))
+    rows, total = report_disagreements(analyses, joins)
+    s = analyses[0].settings
+    margins: dict[str, float] = {}
+    for a in analyses:
+        for t in a.tasks:
+            for r in t.metrics:
+                margins.setdefault(r.metric, r.margin)
+    notes = _report_notes(analyses)
+    return ReportData(
+        reference=ref.label,
+        backends=[backend(r) for r in runs],
+        verdict=summary,
+        comparisons=comparisons,
+        tasks=[_task_summary(name, runs, analyses) for name in task_names],
+        disagreements=rows,
+        disagreements_total=total if total > len(rows) else None,
+        alpha=s.alpha,
+        margins=margins,
+        generation=dict(ref.ref.run.config.get("generation") or {}),
+        title=title,
+        tool_version=__version__,
+        generated_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        notes=notes,
+    )
+
+
+def _severity(verdict: str) -> int:
+    return {v.EQUIVALENT: 0, v.INCONCLUSIVE: 1, v.NOT_EQUIVALENT: 2}.get(verdict, 1)
+
+
+def _report_notes(analyses: Sequence[Analysis]) -> list[str]:
+    s = analyses[0].settings
+    out = []
+    if s.policy == "excluded":
+        out.append(
+            "Verdict policy: errors excluded. Samples either endpoint failed are left out of the statistics "
+            "(MME: the whole image); failures are judged by the error-rate gate "
+            f"(--max-error-rate {100 * s.max_error_rate:g}%)."
+        )
+    else:
+        out.append("Verdict policy: lmms-eval parity. A failed request counts as a wrong answer.")
+    for a in analyses:
+        other = a.other_verdict
+        failed = a.health_a.failures + a.health_b.failures + a.health_a.missing + a.health_b.missing
+        if other is not None and failed:
+            out.append(
+                f"{a.candidate}: under the {s.other_policy} policy the verdict would be {other.label}."
+            )
+        out += [f"{a.candidate}: {n}" for n in a.notes]
+        out += [f"{a.candidate}: infrastructure failure: {p}" for p in a.problems]
+    return out
