@@ -206,6 +206,7 @@ def make_report_data(n_candidates: int = 1) -> ReportData:
                     s: {n: 0.2 + 0.1 * j - 0.03 * i for i, n in enumerate(names)}
                     for j, s in enumerate(subjects)
                 },
+                {s: 15 for s in subjects},
             ),
         ),
     ]
@@ -426,6 +427,7 @@ def test_svg_charts(page: str) -> None:
     bars = re.findall(r"<rect [^>]*fill=\"(#[0-9a-f]{6})\"><title>", page.split('class="chart hist"')[0])
     assert len(bars) == (6 + 4) * 2
     assert "equivalence margin ±1.00 pp" in page
+    assert ">Computer_Science (n=15)<" in page and ">existence<" in page  # counts only where given
 
 
 def test_outcome_and_speed_tables(page: str) -> None:

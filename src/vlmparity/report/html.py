@@ -288,8 +288,9 @@ def _task_view(t: TaskSummary, backends: Sequence[Backend]) -> dict[str, Any]:
             return f"{v * 100:.1f} %" if unit == "fraction" else f"{v:.1f}"
 
         series = [(b, [bd.values[g].get(b) for g in groups]) for b in names]
+        labels = [f"{g} (n={bd.counts[g]})" if g in bd.counts else g for g in groups]
         chart = charts.grouped_bars(
-            groups,
+            labels,
             series,
             max_value=bd.max_value,
             tick_fmt=fmt,

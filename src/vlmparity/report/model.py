@@ -69,6 +69,7 @@ class Breakdown:
     unit: str  # "points" (MME category score, 0-200) | "fraction" (accuracy)
     max_value: float  # axis end: 200 for MME category scores, 1.0 for accuracies
     values: dict[str, dict[str, float]] = field(default_factory=dict)  # group -> backend -> value
+    counts: dict[str, int] = field(default_factory=dict)  # group -> paired questions (optional)
 
 
 @dataclass
