@@ -534,16 +534,18 @@ class _Behaviour:
     # -- checks ----------------------------------------------------------------------------------------
 
     async def run(self, report: DoctorReport) -> None:
-        first = await self.images(report)
+        first = await self.chat(report)
         if first is None:
             return
-        await self.determinism(report, first)
+        again, _ = await self.send(chat_body(1))  # the same request again, right after the first
+        await self.images(report)
+        self.determinism(report, first, again)
         await self.seed(report)
         await self.streaming(report, first)
         await self.errors(report)
 
-    async def images(self, report: DoctorReport) -> Classification | None:
-        """1, 2, 3 images in one request; returns the one-image answer (None: chat does not work)."""
+    async def chat(self, report: DoctorReport) -> Classification | None:
+        """One image, temperature 0; returns the answer (None: chat does not work, a failed check)."""
         first, latency = await self.send(chat_body(1))
         report.texts["one_image"] = first.text
         if not first.is_answer:
@@ -566,6 +568,10 @@ class _Behaviour:
                 f"{self.resolved.chat_url} answered a one-image request in {_ms(latency)}: {_quote(first.text)}",
             )
         )
+        return first
+
+    async def images(self, report: DoctorReport) -> None:
+        """2, then 3 images in one request (1 was the chat check): the first refusal gives the limit."""
         limit: int | None = None
         refusal: Classification | None = None
         for n in range(2, len(IMAGE_COLOURS) + 1):
@@ -582,7 +588,6 @@ class _Behaviour:
             break
         report.image_limit = limit
         self._image_check(report, limit, refusal)
-        return first
 
     def _image_check(self, report: DoctorReport, limit: int | None, refusal: Classification | None) -> None:
         tried = len(IMAGE_COLOURS)
@@ -626,8 +631,7 @@ class _Behaviour:
             )
         )
 
-    async def determinism(self, report: DoctorReport, first: Classification) -> None:
-        again, _ = await self.send(chat_body(1))
+    def determinism(self, report: DoctorReport, first: Classification, again: Classification) -> None:
         second = again.text if again.is_answer else None
         report.texts["one_image_again"] = second
         report.deterministic = judge_determinism(first.text, second)
