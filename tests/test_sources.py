@@ -504,3 +504,16 @@ def test_open_questions_do_not_show_options_so_their_images_are_not_needed() -> 
     rows[0]["question_type"] = "multiple-choice"
     with pytest.raises(DataError, match="'image_3'"):
         check_rows("mmmu_val", rows, "m")
+
+
+# --- what `vlmparity synth` writes ---------------------------------------------------------------
+
+
+def test_synthetic_sets_pass_the_schema_and_both_engines_agree(
+    synth_mme_small: Path, synth_mmmu_small: Path, tmp_path: Path
+) -> None:
+    mme = load_split(synth_mme_small, split="test", task="mme", verify_images=True)
+    mmmu = load_split(synth_mmmu_small, split="validation", task="mmmu_val", verify_images=True)
+    assert len(mme.rows) == 56 and len(mmmu.rows) == 60
+    again = load_rows(synth_mmmu_small, split="validation", engine="datasets", cache_dir=tmp_path)
+    assert again == mmmu.rows
