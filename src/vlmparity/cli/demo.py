@@ -1,9 +1,67 @@
-"""`vlmparity demo` (not implemented yet)."""
+"""`vlmparity demo`: the whole tool in about a minute, offline: two simulated engines, a run, a verdict."""
 
 from __future__ import annotations
 
+import sys
+import time
+from pathlib import Path
+
 import typer
+
+DEMO_HELP = (
+    "Try vlmparity offline in about a minute: start a vLLM-like and an OVMS-like simulated server on "
+    "loopback (the candidate answers a few percent of the questions differently), generate a small "
+    "synthetic MME + MMMU-val set, run both endpoints, compare them, and write report.html. "
+    "Exits 0 whatever the verdict (it is a demonstration), non-zero only if something broke."
+)
 
 
 def register(app: typer.Typer) -> None:
-    """Add the command to the app (placeholder until its issue lands)."""
+    """Add the `demo` command to the app."""
+    app.command("demo", help=DEMO_HELP)(demo)
+
+
+def demo(
+    out: Path = typer.Option(
+        Path("vlmparity-demo"),
+        "--out",
+        "-o",
+        help="Folder for the report (and, with --keep, the data and runs). A previous demo's folder is "
+        "cleared; any other non-empty folder is refused.",
+    ),
+    n_mme: int = typer.Option(280, "--n-mme", help="Synthetic MME questions (two per image)."),
+    n_mmmu: int = typer.Option(150, "--n-mmmu", help="Synthetic MMMU-val questions."),
+    keep: bool = typer.Option(
+        False,
+        "--keep",
+        help="Keep the generated data and the run store (to try `vlmparity compare` on them).",
+    ),
+    top: int = typer.Option(5, "--top", help="Disagreements to list."),
+) -> None:
+    """Run the demo and print the verdict and where the report is."""
+    from vlmparity.cli.run import PlainProgress, RichProgress
+    from vlmparity.compare.to_report import render_terminal
+    from vlmparity.demo import DemoSettings, run_demo
+
+    started = time.perf_counter()
+    settings = DemoSettings(out=out, n_mme=n_mme, n_mmmu=n_mmmu, keep=keep)
+    progress = RichProgress() if sys.stderr.isatty() else PlainProgress()
+
+    def step(text: str) -> None:
+        typer.echo(f"demo: {text}", err=True)
+
+    with progress:
+        result = run_demo(settings, progress=progress, step=step)
+    typer.echo("")
+    typer.echo(render_terminal(result.analysis, top))
+    for s in result.outcome.sessions:
+        from vlmparity.report.run_summary import summary_line
+
+        typer.echo(summary_line(s))
+    elapsed = time.perf_counter() - started
+    typer.echo(f"\nreport: {result.report.resolve()}")
+    typer.echo(f"verdict JSON: {result.verdict_json.resolve()}")
+    if keep:
+        runs = (result.out / "runs").resolve()
+        typer.echo(f"runs kept in {runs}: try `vlmparity compare {runs}`")
+    typer.echo(f"demo finished in {elapsed:.0f} s (the verdict is informational: exit 0)")

@@ -1,0 +1,367 @@
+"""`vlmparity compare` on hand-made run stores: join, paired metrics, policies, infrastructure gates, CLI.
+
+The stores are written directly (no HTTP) over the small synthetic sets, with answers chosen per sample,
+so every expected value below follows from the answers by hand (MME: category score = mean over its
+images of acc + acc_plus; MMMU: accuracy = right / questions).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from vlmparity import runner
+from vlmparity.compare import analysis as an
+from vlmparity.compare import join as jn
+from vlmparity.compare import to_report
+from vlmparity.config import RunConfig, RunOptions, SamplingPlan, parse_endpoints
+from vlmparity.errors import ConfigError, DataError
+from vlmparity.store import ResultRecord, SampleRecord, Store
+from vlmparity.tasks.base import Sample
+
+# (outcome, text) for one sample, or None for no stored result
+Reply = tuple[str, str | None] | None
+Answerer = Callable[[Sample], Reply]
+
+
+@pytest.fixture(scope="module")
+def data(synth_mme_small: Path, synth_mmmu_small: Path) -> dict[str, Path]:
+    return {"mme": synth_mme_small, "mmmu_val": synth_mmmu_small}
+
+
+@pytest.fixture(scope="module")
+def samples(data: dict[str, Path]) -> dict[str, list[Sample]]:
+    return {
+        t: list(runner.prepare_task(t, str(p), limit=None, sample=None, seed=0).samples)
+        for t, p in data.items()
+    }
+
+
+def right(s: Sample) -> Reply:
+    """The right answer: MME's own Yes/No, MMMU's letter in parentheses (open questions: the key)."""
+    if s.task == "mmmu_val" and s.fields["question_type"] == "multiple-choice":
+        return ("ok", f"({s.target})")
+    return ("ok", str(s.target))
+
+
+def wrong(s: Sample) -> Reply:
+    if s.task == "mme":
+        return ("ok", "No" if str(s.target).lower() == "yes" else "Yes")
+    return ("ok", "(A)" if s.target != "A" else "(B)")
+
+
+def make_store(
+    out: Path,
+    data: dict[str, Path],
+    samples: dict[str, list[Sample]],
+    answers: dict[str, Answerer],
+    *,
+    hash_of: Callable[[Sample], str] = lambda s: f"h:{s.task}:{s.id}",
+    limit: float | None = None,
+) -> Path:
+    """A run store with one run per endpoint, answering each sample as `answers[endpoint]` says."""
+    cfg = RunConfig(
+        endpoints=parse_endpoints([f"{name}=http://127.0.0.1:9/v1" for name in answers]),
+        tasks=tuple(data),
+        data={t: str(p) for t, p in data.items()},
+        plan=SamplingPlan(limit=limit),
+        options=RunOptions(output_path=out),
+    ).public()
+    with Store.open(out) as st:
+        planned = {
+            t: runner.prepare_task(t, str(p), limit=limit, sample=None, seed=0).samples
+            for t, p in data.items()
+        }
+        st.register_samples(
+            SampleRecord(s.task, s.id, s.doc_id, hash_of(s), len(s.images))
+            for ss in planned.values()
+            for s in ss
+        )
+        for name, answer in answers.items():
+            run = st.upsert_run(name, kind="vllm", model="m", config=cfg)
+            recs = []
+            for ss in planned.values():
+                for s in ss:
+                    reply = answer(s)
+                    if reply is None:
+                        continue
+                    outcome, text = reply
+                    recs.append(
+                        ResultRecord(
+                            run.run_id,
+                            s.task,
+                            s.id,
+                            hash_of(s),
+                            outcome,
+                            text=text,
+                            latency=0.1,
+                            transient=False,
+                        )
+                    )
+            st.put_results(recs)
+    return out
+
+
+def first_image(samples: list[Sample], category: str) -> str:
+    return next(s.cluster for s in samples if s.group == category)
+
+
+def flipper(ids: set[str]) -> Answerer:
+    return lambda s: wrong(s) if s.id in ids else right(s)
+
+
+def metric(t: an.TaskAnalysis, name: str, other: bool = False) -> an.v.PairedResult:
+    return next(r for r in (t.other_metrics if other else t.metrics) if r.metric == name)
+
+
+def test_paired_metrics_by_hand(
+    tmp_path: Path, data: dict[str, Path], samples: dict[str, list[Sample]]
+) -> None:
+    mme, mmmu = samples["mme"], samples["mmmu_val"]
+    art = first_image(mme, "artwork")
+    code = first_image(mme, "code_reasoning")
+    flips = {next(s.id for s in mme if s.cluster == art)} | {s.id for s in mme if s.cluster == code}
+    mc = [s.id for s in mmmu if s.fields["question_type"] == "multiple-choice"]
+    flips |= set(mc[:2])
+    out = make_store(tmp_path / "runs", data, samples, {"ref": right, "cand": flipper(flips)})
+
+    (joined,) = jn.load_joins([out])
+    assert (joined.reference.label, joined.candidate.label) == ("ref", "cand")
+    result = an.analyse(joined, an.Settings(n_boot=200))
+    t_mme, t_mmmu = result.tasks
+    assert (t_mme.n_pairs, t_mmmu.n_pairs) == (56, 60)
+
+    acc = metric(t_mme, "mme_acc")
+    assert (acc.a_value, acc.b_value) == (1.0, pytest.approx(53 / 56))
+    assert (acc.discordant_ab, acc.discordant_ba) == (3, 0)
+    assert acc.p_mcnemar == pytest.approx(0.25)  # exact binomial: 2 * 0.5^3
+    # artwork has 4 images: one drops from 200 to 50 (acc 50, acc_plus 0): mean falls by 150 / 4
+    perception = metric(t_mme, "mme_perception_score")
+    assert (perception.a_value, perception.delta) == (pytest.approx(2000.0), pytest.approx(-37.5))
+    # code_reasoning has one image, both questions wrong: 200 -> 0
+    cognition = metric(t_mme, "mme_cognition_score")
+    assert (cognition.a_value, cognition.delta) == (pytest.approx(800.0), pytest.approx(-200.0))
+    mmmu_acc = metric(t_mmmu, "mmmu_acc")
+    assert mmmu_acc.delta == pytest.approx(-2 / 60)
+    assert (mmmu_acc.discordant_ab, mmmu_acc.discordant_ba) == (2, 0)
+
+    assert t_mme.parsed_agreement is not None and t_mme.parsed_agreement.n_agree == 53
+    assert {d.kind for d in result.disagreements} == {an.REGRESSION}
+    assert {d.sample_id for d in result.disagreements} == flips
+    assert result.problems == ()
+    assert result.exit_code == result.verdict.exit_code
+    # per-category values for the report: artwork 162.5 vs 200
+    art_row = next(g for g in t_mme.groups if g.group == "artwork")
+    assert (art_row.a, art_row.b, art_row.n) == (200.0, 162.5, 8)
+
+
+def test_failures_policies_and_error_gate(
+    tmp_path: Path, data: dict[str, Path], samples: dict[str, list[Sample]]
+) -> None:
+    mme = samples["mme"]
+    code = first_image(mme, "code_reasoning")
+    timed_out = next(s.id for s in mme if s.cluster == code)
+
+    def cand(s: Sample) -> Reply:
+        return ("timeout", None) if s.id == timed_out else right(s)
+
+    out = make_store(tmp_path / "runs", data, samples, {"ref": right, "cand": cand})
+    (joined,) = jn.load_joins([out])
+    excluded = an.analyse(joined, an.Settings(n_boot=0))
+    t = excluded.tasks[0]
+    # errors excluded: the whole image (2 questions) leaves the MME statistics
+    assert (t.n_pairs, t.n_used) == (56, 54)
+    assert metric(t, "mme_acc").delta == 0.0
+    # parity: the timeout is a wrong answer; cognition loses that image's 200 -> 50
+    par = metric(t, "mme_cognition_score", other=True)
+    assert par.delta == pytest.approx(-150.0)
+    assert metric(t, "mme_acc", other=True).discordant_ab == 1
+    assert [d.kind for d in excluded.disagreements] == [an.FAILURE]
+    # 1 failure in 116 requests: 0.86 % is under the default 2 % gate, over a 0.5 % one
+    assert excluded.health_b.failures == 1 and excluded.health_b.outcomes["timeout"] == 1
+    assert excluded.problems == ()
+    strict = an.analyse(joined, an.Settings(n_boot=0, max_error_rate=0.005))
+    assert strict.exit_code == an.EXIT_INFRA
+    assert "1 of 116 requests failed" in strict.problems[0] and "timeout=1" in strict.problems[0]
+    parity = an.analyse(joined, an.Settings(n_boot=0, policy="parity"))
+    assert metric(parity.tasks[0], "mme_cognition_score").delta == pytest.approx(-150.0)
+
+
+def test_missing_answers_are_an_infrastructure_failure(
+    tmp_path: Path, data: dict[str, Path], samples: dict[str, list[Sample]]
+) -> None:
+    gone = {samples["mmmu_val"][3].id, samples["mmmu_val"][4].id}
+    out = make_store(
+        tmp_path / "runs", data, samples, {"ref": right, "cand": lambda s: None if s.id in gone else right(s)}
+    )
+    (joined,) = jn.load_joins([out])
+    result = an.analyse(joined, an.Settings(n_boot=0))
+    assert result.health_b.missing == 2 and result.health_b.failures == 0
+    assert result.exit_code == an.EXIT_INFRA
+    assert any("no answer for 2 of 116" in p for p in result.problems)
+
+
+def test_request_hash_mismatch_is_excluded_and_reported(
+    tmp_path: Path, data: dict[str, Path], samples: dict[str, list[Sample]]
+) -> None:
+    odd = samples["mme"][10].id
+    a = make_store(tmp_path / "a", data, samples, {"ref": right})
+    b = make_store(
+        tmp_path / "b",
+        data,
+        samples,
+        {"cand": right},
+        hash_of=lambda s: "other" if s.id == odd else f"h:{s.task}:{s.id}",
+    )
+    (joined,) = jn.load_joins([a, b], reference="ref")
+    assert joined.tasks[0].mismatched == (odd,)
+    assert odd not in {p.sample.id for p in joined.tasks[0].pairs}
+    result = an.analyse(joined, an.Settings(n_boot=0))
+    assert result.tasks[0].n_pairs == 55
+    assert result.exit_code == an.EXIT_INFRA
+    assert "1 sample(s) were sent different requests" in result.problems[0]
+
+
+def test_names_folders_and_plans(
+    tmp_path: Path, data: dict[str, Path], samples: dict[str, list[Sample]]
+) -> None:
+    a = make_store(tmp_path / "A", data, samples, {"x": right})
+    b = make_store(tmp_path / "B", data, samples, {"x": right, "y": right}, limit=20)
+    refs = jn.discover([a, b])
+    assert [r.label for r in refs] == ["A:x", "B:x", "y"]
+    with pytest.raises(ConfigError, match="several run folders"):
+        jn.resolve_name(refs, "x")
+    with pytest.raises(ConfigError, match="no run named"):
+        jn.resolve_name(refs, "z")
+    assert jn.resolve_name(refs, f"{b}:x").directory == b
+    ref, cands = jn.select(refs, "A:x", ["y", "B:x", "y"])
+    assert ref.label == "A:x" and [c.label for c in cands] == ["y", "B:x"]
+    ref, cands = jn.select(refs, None)
+    assert ref.label == "A:x" and [c.label for c in cands] == ["B:x", "y"]
+    with pytest.raises(ConfigError, match="nothing to compare"):
+        jn.select(refs[:1], None)
+    # a folder without a store, a store without runs
+    with pytest.raises(DataError, match="holds no run store"):
+        jn.discover([tmp_path])
+    # B planned the first 20 samples (--limit 20): compared on those, the rest noted, not an error
+    (joined,) = jn.load_joins([a, b], reference="A:x", candidates=["B:x"])
+    t = joined.tasks[0]
+    assert len(t.pairs) == 20 and len(t.only_reference) == 36 and t.only_candidate == ()
+    result = an.analyse(joined, an.Settings(n_boot=0))
+    assert result.problems == () and any("36 sample(s) only in A:x" in n for n in result.notes)
+
+
+def test_other_data_is_refused(
+    tmp_path: Path, data: dict[str, Path], samples: dict[str, list[Sample]]
+) -> None:
+    out = make_store(tmp_path / "runs", data, samples, {"ref": right, "cand": right})
+    with Store.open(out) as st:
+        st.set_meta(
+            "fingerprint:mme", {"of": "samples", "num_rows": 56, "content_sha256": "0" * 64, "source": "x"}
+        )
+    with pytest.raises(DataError, match="is not the data run ref evaluated") as err:
+        jn.load_joins([out])
+    assert err.value.exit_code == 3
+
+
+def test_exit_codes_agree_with_the_cli() -> None:
+    from vlmparity import cli
+    from vlmparity.compare import verdict as v
+
+    assert an.EXIT_INFRA == cli.EXIT_INFRA
+    assert v.EXIT_CODES == {
+        v.EQUIVALENT: cli.EXIT_OK,
+        v.NOT_EQUIVALENT: cli.EXIT_NOT_EQUIVALENT,
+        v.INCONCLUSIVE: cli.EXIT_INCONCLUSIVE,
+    }
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="--policy"):
+        an.Settings(policy="strict")
+    with pytest.raises(ConfigError, match="max-error-rate"):
+        an.Settings(max_error_rate=2.0)
+    with pytest.raises(ConfigError, match="margin"):
+        an.Settings(margin=0.0)
+
+
+def _main(args: list[str]) -> int:
+    from vlmparity.cli import main
+
+    try:
+        main(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_cli_compare_json_report_and_usage_errors(
+    tmp_path: Path,
+    data: dict[str, Path],
+    samples: dict[str, list[Sample]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    script = "<script>alert(1)</script>"
+    hostile = samples["mme"][0].id
+    out = make_store(
+        tmp_path / "runs",
+        data,
+        samples,
+        {"ref": right, "cand": lambda s: ("ok", script) if s.id == hostile else right(s)},
+    )
+    verdict_file = tmp_path / "v.json"
+    code = _main(["compare", str(out), "--json", str(verdict_file), "--top", "1"])
+    printed = capsys.readouterr().out
+    doc = json.loads(verdict_file.read_text())
+    assert code == doc["exit_code"] == doc["candidates"][0]["exit_code"]
+    assert code in (1, 2)  # one regression in 116 cannot make these runs equivalent
+    assert "VERDICT cand vs ref:" in printed and "regression" in printed
+    assert doc["candidates"][0]["tasks"]["mme"]["disagreements"] == {"regression": 1}
+    report = out / "report.html"
+    assert report.is_file()
+    html = report.read_text(encoding="utf-8")
+    assert script not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+    # `report` regenerates it from the stores, elsewhere
+    assert _main(["report", str(out), "--out", str(tmp_path / "r.html")]) == 0
+    assert (tmp_path / "r.html").is_file()
+
+    # usage errors: exit 4 with one line
+    assert _main(["compare", str(out), "--limit", "5"]) == 4
+    assert "used only when compare runs endpoints" in capsys.readouterr().err
+    assert _main(["compare", str(out), "--policy", "nope"]) == 4
+    assert _main(["compare"]) == 4
+    assert (
+        _main(["compare", "--endpoint", "a=http://127.0.0.1:9/v1", "--endpoint", "b=http://127.0.0.1:9/v1"])
+        == 4
+    )
+    assert "--tasks" in capsys.readouterr().err
+    assert _main(["compare", str(tmp_path / "nothing-here")]) == 3
+
+
+def test_report_data_carries_every_backend_answer(
+    tmp_path: Path, data: dict[str, Path], samples: dict[str, list[Sample]]
+) -> None:
+    flips = {samples["mme"][0].id, samples["mmmu_val"][0].id}
+    out = make_store(tmp_path / "runs", data, samples, {"ref": right, "b": flipper(flips), "c": right})
+    joins = jn.load_joins([out])
+    analyses = [an.analyse(j, an.Settings(n_boot=0)) for j in joins]
+    rd = to_report.report_data(analyses, joins)
+    assert [b.name for b in rd.backends] == ["ref", "b", "c"]
+    assert {(d.task, d.sample_id) for d in rd.disagreements} == {
+        (s.task, s.id) for ss in samples.values() for s in ss if s.id in flips
+    }
+    row = next(d for d in rd.disagreements if d.task == "mme")
+    assert set(row.answers) == {"ref", "b", "c"}
+    assert row.answers["ref"].correct is True and row.answers["b"].correct is False
+    assert row.images and row.images[0].startswith("data:image/jpeg;base64,")
+    assert rd.tasks[0].breakdown is not None and set(rd.tasks[0].breakdown.values["artwork"]) == {
+        "ref",
+        "b",
+        "c",
+    }
+    assert [c.candidate for c in rd.comparisons] == ["b", "c"]
+    assert rd.verdict.exit_code == an.overall_exit_code(analyses)
