@@ -9,7 +9,9 @@ import base64
 import hashlib
 import io
 import json
+import os
 import re
+import stat
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -513,7 +515,7 @@ def test_metric_comparison_copies_paired_result() -> None:
         0,
     )
     assert m.ci_low is None
-    assert "no interval" in render_report(
+    page = render_report(
         ReportData(
             reference="a",
             backends=[Backend("a"), Backend("b")],
@@ -521,6 +523,14 @@ def test_metric_comparison_copies_paired_result() -> None:
             comparisons=[Comparison("b", m.verdict, m.label, 2, metrics=[m])],
         )
     )
+    assert "no interval" in page
+    # One flipped answer in ten is far from certifying a 1-point margin: the verdict says how far.
+    assert m.verdict == "inconclusive" and m.n_more is not None
+    assert (
+        f'<span class="t-inconclusive">inconclusive</span><div class="small muted">need ~{m.n_more} more samples</div>'
+        in page
+    )
+    assert f'id="overall-verdict">inconclusive (need ~{m.n_more} more samples)<' in page
 
 
 def test_validation_errors(data: ReportData) -> None:
@@ -539,12 +549,17 @@ def test_validation_errors(data: ReportData) -> None:
 
 
 def test_write_report(tmp_path: Path, data: ReportData) -> None:
-    out = write_report(data, tmp_path)
+    old_umask = os.umask(0o022)
+    try:
+        out = write_report(data, tmp_path)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644  # readable like any other output, not 0600
     assert out == tmp_path / "report.html"
     assert out.read_text(encoding="utf-8") == render_report(data)
     nested = write_report(data, tmp_path / "a" / "b" / "cmp.html")
     assert nested.is_file()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".report-")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(VlmparityError, match="cannot write the report"):

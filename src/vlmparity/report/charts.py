@@ -71,7 +71,7 @@ def grouped_bars(
     title: str,
 ) -> Markup:
     """Horizontal bars: one block per group, one bar per series (backend) inside it."""
-    label_w, plot_w, value_w, bar_h, gap = 190.0, 470.0, 70.0, 11.0, 9.0
+    label_w, plot_w, value_w, bar_h, gap = 250.0, 470.0, 70.0, 11.0, 9.0
     legend_h, axis_h = 24.0, 22.0
     nb = max(1, len(series))
     block = nb * bar_h + gap
@@ -96,7 +96,7 @@ def grouped_bars(
         body.append(_text(gx, top - 8, tick_fmt(t), "middle", fill="#6b7280", font_size="10"))
     for g, group in enumerate(groups):
         y0 = top + g * block
-        body.append(_text(label_w - 8, y0 + nb * bar_h / 2 + 4, _clip(group, 30), "end"))
+        body.append(_text(label_w - 8, y0 + nb * bar_h / 2 + 4, _clip(group, 38), "end"))
         for i, (_, values) in enumerate(series):
             v = values[g] if g < len(values) else None
             y = y0 + i * bar_h

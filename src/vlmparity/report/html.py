@@ -14,7 +14,6 @@ import hashlib
 import math
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -98,6 +97,17 @@ def _fmt_scalar(value: Any) -> str:
 
 def _verdict_class(verdict: str, prefix: str) -> str:
     return prefix + verdict.replace(" ", "-")
+
+
+def _bare(text: str) -> str:
+    return text.removesuffix(" pp")
+
+
+def _verdict_note(label: str, verdict: str) -> str:
+    """What a label adds to its verdict: "inconclusive (need ~900 more samples)" -> "need ~900 more samples"."""
+    if label.startswith(verdict):
+        return label[len(verdict) :].strip().removeprefix("(").removesuffix(")")
+    return label
 
 
 def _unit_of(metric: str) -> str:
@@ -192,8 +202,8 @@ def _ordered_backends(data: ReportData) -> list[Backend]:
 def _comparison_view(c: Comparison, colour: str) -> dict[str, Any]:
     metrics = []
     for m in c.metrics:
-        ci = (
-            f"[{fmt_delta(m.ci_low, m.unit)}, {fmt_delta(m.ci_high, m.unit)}]"
+        ci = (  # in the unit of Δ, shown beside it
+            f"[{_bare(fmt_delta(m.ci_low, m.unit))}, {_bare(fmt_delta(m.ci_high, m.unit))}]"
             if m.ci_low is not None and m.ci_high is not None
             else "–"
         )
@@ -212,7 +222,8 @@ def _comparison_view(c: Comparison, colour: str) -> dict[str, Any]:
                 "p_mcnemar": fmt_p(m.p_mcnemar),
                 "p_diff": fmt_p(m.p_diff_holm),
                 "p_tost": fmt_p(m.p_tost_holm),
-                "label": m.label or m.verdict,
+                "verdict": m.verdict,
+                "note": _verdict_note(m.label, m.verdict),
                 "tcls": _verdict_class(m.verdict, "t-"),
             }
         )
@@ -519,20 +530,22 @@ def write_report(data: ReportData, path: str | os.PathLike[str]) -> Path:
     if target.is_dir():
         target = target / REPORT_FILENAME
     html = render_report(data)
+    # A sibling temporary file created with the usual permissions (mkstemp would make it 0600).
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".tmp", dir=target.parent)
+        tmp.unlink(missing_ok=True)  # left by a crashed process that had our pid
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            with open(tmp, "x", encoding="utf-8") as fh:
                 fh.write(html)
             os.replace(tmp, target)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
     except OSError as exc:
         raise VlmparityError(
             f"cannot write the report to {target}: {exc.strerror or exc}",
-            hint="choose a writable --output path",
+            hint="choose a writable place for the report",
             exit_code=3,
         ) from exc
     return target
