@@ -406,3 +406,10 @@ def test_full_mmmu_has_30_subjects_of_30(synth_full: dict[str, Path]) -> None:
     assert len(set(hashes)) == len(hashes)
     sizes = [len(b) for r in data for c in IMAGE_COLS if (b := image_bytes(r[c])) is not None]
     assert max(sizes) > 200_000 and np.median(sizes) > 10_000
+
+
+def test_in_memory_rows_match_the_files(synth_mme_small: Path, synth_mmmu_small: Path) -> None:
+    from vlmparity.data.sources import load_rows
+
+    assert synth.mme_rows(56, seed=0) == load_rows(synth_mme_small, split="test")
+    assert synth.mmmu_rows(60, seed=0) == load_rows(synth_mmmu_small, split="validation")

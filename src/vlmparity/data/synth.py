@@ -39,15 +39,27 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def mme_rows(n: int | None = None, seed: int = 0, *, workers: int | None = None) -> list[dict[str, Any]]:
+    """Rows of a synthetic MME test split in storage order (image as encoded bytes), without writing files."""
+    _check(n, seed)
+    pairs = _map(_mme_pair, [(seed, c, i) for c, i in synth_mme.pair_specs(n)], workers)
+    _check_distinct(pair.image for pair in pairs)
+    return [row for pair in pairs for row in synth_mme.rows_for_pair(pair)]
+
+
+def mmmu_rows(n: int | None = None, seed: int = 0, *, workers: int | None = None) -> list[dict[str, Any]]:
+    """Rows of a synthetic MMMU validation split in storage order (images as bytes or None), without files."""
+    _check(n, seed)
+    rows = _map(_mmmu_row, [(seed, s, k) for s, k in synth_mmmu.question_specs(n)], workers)
+    _check_distinct(r[c] for r in rows for c in MMMU_IMAGE_COLUMNS if r[c] is not None)
+    return rows
+
+
 def write_mme(
     out_dir: str | Path, n: int | None = None, seed: int = 0, *, workers: int | None = None
 ) -> Path:
     """Write a synthetic `lmms-lab/MME` test split (n questions, default all 2374) under out_dir; return it."""
-    _check(n, seed)
-    specs = [(seed, c, i) for c, i in synth_mme.pair_specs(n)]
-    pairs = _map(_mme_pair, specs, workers)
-    rows = [row for pair in pairs for row in synth_mme.rows_for_pair(pair)]
-    _check_distinct(pair.image for pair in pairs)
+    rows = mme_rows(n, seed, workers=workers)
     for row in rows:
         row["image"] = {"bytes": row["image"], "path": str(row["question_id"]).split("/")[-1]}
     out = Path(out_dir)
@@ -61,10 +73,7 @@ def write_mmmu(
     out_dir: str | Path, n: int | None = None, seed: int = 0, *, workers: int | None = None
 ) -> Path:
     """Write a synthetic `lmms-lab/MMMU` validation split (n questions, default all 900) under out_dir."""
-    _check(n, seed)
-    specs = [(seed, s, k) for s, k in synth_mmmu.question_specs(n)]
-    rows = _map(_mmmu_row, specs, workers)
-    _check_distinct(r[c] for r in rows for c in MMMU_IMAGE_COLUMNS if r[c] is not None)
+    rows = mmmu_rows(n, seed, workers=workers)
     for row in rows:
         for i, col in enumerate(MMMU_IMAGE_COLUMNS, start=1):
             if row[col] is not None:
