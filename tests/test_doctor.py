@@ -360,10 +360,18 @@ def _json(doc: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json")
 
 
-def sampling_vllm_app() -> web.Application:
+def sampling_vllm_app(key: str | None = None) -> web.Application:
     """A vLLM-like server that samples even at temperature 0 and ignores `seed` (each answer differs),
-    reports no usage, and ends streams without [DONE]; the sim has no such knobs."""
+    reports no usage, and ends streams without [DONE]; the sim has no such knobs. With `key`, /v1 routes
+    need `Authorization: Bearer <key>` (vLLM --api-key)."""
     counter = {"n": 0}
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
+        authorised = request.headers.get("Authorization") == f"Bearer {key}"
+        if key is not None and request.path.startswith("/v1") and not authorised:
+            return _json({"error": "Unauthorized"}, 401)
+        return await handler(request)
 
     async def health(request: web.Request) -> web.Response:
         return web.Response(status=200)
@@ -395,7 +403,7 @@ def sampling_vllm_app() -> web.Application:
         message = {"role": "assistant", "content": text}
         return _json({"choices": [{"index": 0, "message": message, "finish_reason": "length"}]})
 
-    app = web.Application()
+    app = web.Application(middlewares=[auth])
     app.router.add_get("/health", health)
     app.router.add_get("/version", version)
     app.router.add_get("/v1/models", models)
@@ -440,6 +448,18 @@ def test_sampling_server_warns_but_can_be_evaluated() -> None:
     assert stream is not None and stream.mark == "warn" and "no closing data: [DONE]" in stream.detail
     usage = report.check("usage")
     assert usage is not None and usage.mark == "warn"
+
+
+def test_api_key_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    report = doctor_on(sampling_vllm_app(key="sk-doctor-KEY"))
+    assert report.exit_code == 3
+    last = report.checks[-1]
+    assert last.mark == "fail" and "refused the request (401" in last.detail
+    assert last.fix == "pass --api-key KEY or set OPENAI_API_KEY"
+    report = doctor_on(sampling_vllm_app(key="sk-doctor-KEY"), api_key="sk-doctor-KEY")
+    assert report.exit_code == 0 and report.check("chat") is not None
+    assert "sk-doctor-KEY" not in json.dumps(report.to_dict())
 
 
 def test_non_json_server_cannot_be_evaluated() -> None:

@@ -347,6 +347,8 @@ async def diagnose(spec: EndpointSpec, err: EndpointError, waited: float) -> Doc
         report.checks.append(Check(done, Mark.OK, _STEP_TITLES[done], ok_detail[done]))
     if step == "model" and prober.served and len(prober.served) == 1:
         fix = f"pass --model {prober.served[0]!r}"
+    elif hint is not None and "api_key" in hint:  # 401/403 at any step: the client's key hint
+        fix = "pass --api-key KEY or set OPENAI_API_KEY"
     else:
         fix = _gate_fix(step, spec, hint)
     report.checks.append(Check(step, Mark.FAIL, _STEP_TITLES.get(step, step), message, fix))
