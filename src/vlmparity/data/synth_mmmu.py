@@ -445,7 +445,8 @@ def _open_question(rng: random.Random, subject: str, list_kind: str | None) -> Q
     if list_kind == "place":
         items, _ = VOCAB["Geography"]
         city = rng.choice(items)
-        province = f"{rng.choice(('North', 'South', 'East', 'West', 'Upper', 'Lower'))} {rng.choice(('Vale', 'Marsh', 'Ridge', 'Coast'))}"  # fmt: skip
+        direction = rng.choice(("North", "South", "East", "West", "Upper", "Lower"))
+        province = f"{direction} {rng.choice(('Vale', 'Marsh', 'Ridge', 'Coast'))}"
         fig = _map_figure(rng, list(items), city, province)
         q = "Which city is marked with the red star in <image 1>? Give the city or its province."
         return Question(q, [], repr([city, province]), [fig])
@@ -455,7 +456,10 @@ def _open_question(rng: random.Random, subject: str, list_kind: str | None) -> Q
         fig = _shapes_figure(rng, shape, rng.choice(list(D.COLORS)), count, photo=False)
         total = rng.randint(count + 2, count + 6)
         frac = Fraction(count, total)
-        q = f"<image 1> shows {count} {D.PLURAL[shape]}. If a bag holds these and {total - count} other tokens, what fraction of the tokens are {D.PLURAL[shape]}?"  # fmt: skip
+        q = (
+            f"<image 1> shows {count} {D.PLURAL[shape]}. If a bag holds these and {total - count} other tokens, "
+            f"what fraction of the tokens are {D.PLURAL[shape]}?"
+        )
         return Question(q, [], repr([f"{frac.numerator}/{frac.denominator}", f"{float(frac):.3f}"]), [fig])
     if list_kind == "formula":
         cation, anion, formula = rng.choice(_IONS)
@@ -535,7 +539,10 @@ def _out_of_order(rng: random.Random, count: int) -> Question:
     figs = _distinct_values(rng, _expression_figure, count)
     truth = figs[1].value - figs[0].value
     opts, ans = _numeric_choices(rng, truth, _option_count(rng))
-    q = "Compare <image 2> with <image 1>: what is the value of the expression in the first figure mentioned minus the value of the expression in the second?"  # fmt: skip
+    q = (
+        "Compare <image 2> with <image 1>: what is the value of the expression in the first figure mentioned "
+        "minus the value of the expression in the second?"
+    )
     return Question(q, opts, ans, figs)
 
 
@@ -543,7 +550,10 @@ def _repeated(rng: random.Random, count: int) -> Question:
     figs = _distinct_values(rng, _expression_figure, count)
     truth = figs[0].value + figs[1].value
     opts, ans = _numeric_choices(rng, truth, _option_count(rng))
-    q = "<image 1> and <image 2> each show an expression. Add the value of <image 1> to the value of <image 2>. What is the result?"  # fmt: skip
+    q = (
+        "<image 1> and <image 2> each show an expression. "
+        "Add the value of <image 1> to the value of <image 2>. What is the result?"
+    )
     return Question(q, opts, ans, figs)
 
 
