@@ -7,6 +7,7 @@ category of the full set and the output does not depend on how work is spread ov
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
@@ -174,9 +175,8 @@ def _name(rng: random.Random) -> str:
     return f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
 
 
-def _other(rng: random.Random, make: object, avoid: set[str]) -> str:
+def _other(make: Callable[[], str], avoid: set[str]) -> str:
     """A value from `make()` different from everything in `avoid`."""
-    assert callable(make)
     for _ in range(1000):
         value = make()
         if value not in avoid:
@@ -299,11 +299,9 @@ def _poster(rng: random.Random) -> tuple[Image.Image, str, str, str]:
     D.centered_text(img, f"Directed by {director}", int(h * 0.86), max(10, w // 22), (255, 255, 255))
     D.centered_text(img, str(year), int(h * 0.93), max(10, w // 22), (255, 255, 255))
     if rng.random() < 0.5:
-        wrong = _other(
-            rng, lambda: f"{rng.choice(('The ', ''))}{rng.choice(_ADJ)} {rng.choice(_NOUN)}", {title}
-        )
+        wrong = _other(lambda: f"{rng.choice(('The ', ''))}{rng.choice(_ADJ)} {rng.choice(_NOUN)}", {title})
         return img, "JPEG", f"Is this movie titled {title}?", f"Is this movie titled {wrong}?"
-    wrong = _other(rng, lambda: _name(rng), {director})
+    wrong = _other(lambda: _name(rng), {director})
     return img, "JPEG", f"Is this movie directed by {director}?", f"Is this movie directed by {wrong}?"
 
 
@@ -336,7 +334,7 @@ def _celebrity(rng: random.Random) -> tuple[Image.Image, str, str, str]:
             draw.rectangle(
                 (cx - head * 1.8, top - 12, cx + head * 1.8, h * 0.83), outline=(255, 0, 0), width=4
             )
-    wrong = names[(target + 1) % k] if k > 1 else _other(rng, lambda: _name(rng), set(names))
+    wrong = names[(target + 1) % k] if k > 1 else _other(lambda: _name(rng), set(names))
     q = "Is the actor inside the red bounding box named {}?"
     return img, "JPEG", q.format(names[target]), q.format(wrong)
 
@@ -455,7 +453,7 @@ def _landmark(rng: random.Random) -> tuple[Image.Image, str, str, str]:
     fs = max(14, w // 36)
     D.draw_text_box(img, [f"Greetings from the {name}"], (int(w * 0.04), int(h * 0.88)), fs)
     img = D.add_grain(img, rng, rng.randint(6, 16))
-    wrong = _other(rng, lambda: rng.choice([n for names in _LANDMARKS.values() for n in names]), {name})
+    wrong = _other(lambda: rng.choice([n for names in _LANDMARKS.values() for n in names]), {name})
     q = "Is this a photo of {}?"
     return img, "JPEG", q.format(name), q.format(wrong)
 
@@ -487,9 +485,9 @@ def _artwork(rng: random.Random) -> tuple[Image.Image, str, str, str]:
         return img, "JPEG", q.format("painting"), q.format(rng.choice(_FORMS))
     if kind == 1:
         q = "Is this artwork created by {}?"
-        return img, "JPEG", q.format(artist), q.format(_other(rng, lambda: _name(rng), {artist}))
+        return img, "JPEG", q.format(artist), q.format(_other(lambda: _name(rng), {artist}))
     q = "Is this artwork titled {}?"
-    wrong = _other(rng, lambda: f"{rng.choice(_ADJ)} {rng.choice(_NOUN)}", {title})
+    wrong = _other(lambda: f"{rng.choice(_ADJ)} {rng.choice(_NOUN)}", {title})
     return img, "JPEG", q.format(title), q.format(wrong)
 
 
@@ -515,7 +513,7 @@ def _ocr(rng: random.Random) -> tuple[Image.Image, str, str, str]:
         (x0 - fs // 2, y0 - fs // 2, x0 + tw + fs // 2, y0 + th + fs // 2), fs // 3, fill=badge
     )
     draw.text((x0, y0 - fs // 5), word, font=D.font(fs), fill=(255, 255, 255))
-    wrong = _other(rng, lambda: _brand(rng), {word})
+    wrong = _other(lambda: _brand(rng), {word})
     q = 'Is the word in the logo "{}"?'
     return img, "JPEG", q.format(word.lower()), q.format(wrong.lower())
 

@@ -8,6 +8,7 @@ research/lmms-eval.md §2.4 sit at fixed ids that every set of 60 or more questi
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -325,9 +326,8 @@ def _expression_figure(rng: random.Random, value_range: tuple[int, int] = (5, 12
     return Figure(img, "PNG", "Mathematical Notations", value)
 
 
-def _distinct_values(rng: random.Random, make: object, k: int) -> list[Figure]:
+def _distinct_values(rng: random.Random, make: Callable[[random.Random], Figure], k: int) -> list[Figure]:
     """k figures from `make(rng)` with pairwise different values."""
-    assert callable(make)
     figures: list[Figure] = []
     while len(figures) < k:
         f = make(rng)
@@ -509,7 +509,7 @@ def _map_figure(rng: random.Random, cities: list[str], marked: str, province: st
 # ---------------------------------------------------------------- multi-image questions
 
 
-def _value_maker(rng: random.Random) -> object:
+def _value_maker(rng: random.Random) -> Callable[[random.Random], Figure]:
     if rng.random() < 0.5:
         return _expression_figure
     shape, color = rng.choice(D.SHAPES), rng.choice(list(D.COLORS))
