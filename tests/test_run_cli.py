@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from vlmparity.config import (
@@ -91,3 +96,94 @@ def test_mask_argv_and_url() -> None:
     ]
     assert mask_url("http://h:1/v1") == "http://h:1/v1"
     assert mask_url("https://user:secret@h/v1") == "https://user:***@h/v1"
+
+
+# ----- the command itself (subprocess, as a user runs it) ---------------------------------------------
+
+
+def _vlmparity(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vlmparity", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="module")
+def mme_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from vlmparity.data.synth import write_mme
+
+    return write_mme(tmp_path_factory.mktemp("mme"), n=8, seed=2)
+
+
+def test_usage_errors_are_one_line(tmp_path: Path) -> None:
+    out = _vlmparity("run", "-e", "a=http://127.0.0.1:9/v1", "--tasks", "nope", "-o", str(tmp_path))
+    assert out.returncode == 4
+    assert "unknown task 'nope'" in out.stderr and "Traceback" not in out.stderr
+    out = _vlmparity("run", "--tasks", "mme", "-o", str(tmp_path), env={"OPENAI_API_BASE": ""})
+    assert out.returncode == 4 and "no endpoint" in out.stderr
+    out = _vlmparity(
+        "run",
+        "-e",
+        "a=http://127.0.0.1:9/v1",
+        "--tasks",
+        "mme",
+        "-o",
+        str(tmp_path),
+        "--limit",
+        "2",
+        "--sample",
+        "4",
+    )
+    assert out.returncode == 4 and "cannot be combined" in out.stderr
+    out = _vlmparity("run", "-e", "a=http://127.0.0.1:9/v1", "--tasks", "mme")  # no --output-path
+    assert out.returncode == 4 and "Traceback" not in out.stderr
+
+
+def test_dead_port_is_an_endpoint_error(tmp_path: Path, mme_dir: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = _vlmparity(
+        "run", "-e", f"a=http://127.0.0.1:{port}/v1", "--tasks", "mme", "--data", f"mme={mme_dir}",
+        "-o", str(tmp_path / "o"), "--ready-timeout", "1",
+    )  # fmt: skip
+    assert out.returncode == 3
+    assert out.stderr.strip().splitlines()[-1].startswith("vlmparity: error: cannot connect")
+    assert "Traceback" not in out.stderr
+
+
+def test_run_from_openai_api_base_and_resume(tmp_path: Path, mme_dir: Path) -> None:
+    from vlmparity.sim import SimConfig, SimServer
+
+    with SimServer(SimConfig(personality="vllm", data=[mme_dir])) as sim:
+        args = ("run", "--tasks", "mme", "--data", str(mme_dir), "-o", str(tmp_path / "o"), "--log-samples")
+        env = {"OPENAI_API_BASE": sim.base_url, "OPENAI_API_KEY": "sk-cli-test-key"}
+        first = _vlmparity(*args, env=env)
+        assert first.returncode == 0, first.stderr
+        rows = [
+            line.replace(" ", "")
+            for line in first.stdout.splitlines()
+            if line.startswith("|mme") and "|none" in line
+        ]
+        assert [r.split("|")[1:5] for r in rows] == [
+            ["mme", "none", "0", "mme_cognition_score"],
+            ["mme", "none", "0", "mme_perception_score"],
+        ]
+        assert "errors excluded" in first.stdout and "req/s" in first.stdout
+        n_chat = sum(1 for e in sim.chat_log if e.sample_id)
+        assert n_chat == 8
+        again = _vlmparity(*args, env=env)
+        assert again.returncode == 0, again.stderr
+        assert sum(1 for e in sim.chat_log if e.sample_id) == 8  # resumed: nothing sent again
+        assert "nothing to send" in again.stdout
+        # the same numbers both times
+        table = [line for line in first.stdout.splitlines() if line.startswith("|mme ")]
+        assert table == [line for line in again.stdout.splitlines() if line.startswith("|mme ")]
+    files = sorted(p.name for p in (tmp_path / "o").rglob("*") if p.is_file())
+    assert "run.json" in files and "vlmparity.sqlite" in files
+    assert sum(1 for f in files if f.endswith("_samples_mme.jsonl")) == 2

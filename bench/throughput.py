@@ -1,0 +1,266 @@
+"""How fast does `vlmparity run` evaluate an endpoint, and how much client CPU does it spend?
+
+Runs the whole pipeline (`vlmparity.runner.run`: load, plan, encode each distinct image once as PNG,
+build byte-identical requests, dispatch, commit every answer to the store, score, write outputs)
+against the simulator started in a separate process (`vlmparity sim`), on an MME-style set shaped like
+the one lmms-eval was measured on (research/lmms-eval-bench.md: 500 questions, 250 distinct photo-like
+JPEGs of ~90-400 KB, ~230 KB on average; the pixels on the wire are lossless PNG of them, as lmms-eval).
+
+1. Capacity C, service time L (`--capacity`, `--latency`): achieved req/s over the ideal C/L, at fixed
+   concurrency C and 2C and with the adaptive controller (goal >= 0.95).
+2. Zero-latency simulator: the client's own ceiling in req/s and CPU ms per request (client process only,
+   all threads), next to lmms-eval 0.7.3's 3.6 req/s and ~280 ms/request (goal >= 10x its ceiling).
+
+    python bench/throughput.py [--n 500] [--capacity 16] [--latency 0.5] [--data-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+LMMS_EVAL_REQ_S = 3.6  # research/lmms-eval-bench.md, answers-instantly server, 2 vCPUs
+LMMS_EVAL_CPU_MS = 280.0
+
+
+def photo_jpeg(seed: int) -> bytes:
+    """A photo-like JPEG (smooth structure at several scales + grain), 500-1500 px a side."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    w, h = int(rng.integers(500, 1400)), int(rng.integers(400, 1100))
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([x / w * rng.uniform(60, 200), y / h * rng.uniform(60, 200), (x + y) / (w + h) * 120], -1)
+    for cell in (160, 40, 10, 3):
+        small = rng.normal(0, 40 * cell / 160 + 8, (h // cell + 2, w // cell + 2, 3))
+        tile = Image.fromarray(np.clip(small + 128, 0, 255).astype(np.uint8))
+        up = np.asarray(
+            tile.resize(((w // cell + 2) * cell, (h // cell + 2) * cell), Image.Resampling.BICUBIC)
+        )
+        img += up[:h, :w].astype(np.float32) - 128
+    img += rng.normal(0, 3, (h, w, 3)).astype(np.float32)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=93)
+    return buf.getvalue()
+
+
+def write_dataset(folder: Path, n: int) -> dict[str, float]:
+    """An MME-schema parquet with n questions on n/2 distinct photo JPEGs (two questions per image)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    target = folder / "data" / "test-00000-of-00001.parquet"
+    meta = folder / "bench.json"
+    if (
+        target.exists()
+        and meta.exists()
+        and json.loads(meta.read_text()).get("version") == 2
+        and json.loads(meta.read_text()).get("n") == n
+    ):
+        return json.loads(meta.read_text())
+    images = [photo_jpeg(i) for i in range(n // 2)]
+    rows = []
+    for i, img in enumerate(images):
+        qid = f"scene/{i:04d}.jpg"
+        for answer, word in (("Yes", "a tree"), ("No", "a submarine")):
+            rows.append(
+                {
+                    "question_id": qid,
+                    "image": {"bytes": img, "path": qid.split("/")[-1]},
+                    "question": f"Is there {word} in this image? Please answer yes or no.",
+                    "answer": answer,
+                    "category": "scene",
+                }
+            )
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema(
+        [("question_id", pa.string()), ("image", image_type), ("question", pa.string()), ("answer", pa.string()),
+         ("category", pa.string())]
+    )  # fmt: skip
+    target.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), target)
+    sizes = [len(b) for b in images]
+    info = {"version": 2, "n": n, "images": len(images), "mean_kb": sum(sizes) / len(sizes) / 1000,
+            "min_kb": min(sizes) / 1000, "max_kb": max(sizes) / 1000}  # fmt: skip
+    meta.write_text(json.dumps(info))
+    return info
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Sim:
+    """`vlmparity sim` in its own process (its CPU is not the client's)."""
+
+    def __init__(self, workdir: Path, capacity: int, latency: float, zero: bool) -> None:
+        self.port = free_port()
+        cfg = {
+            "personality": "vllm",
+            "port": self.port,
+            "image_limit": None,
+            "load": {"capacity": capacity, "base_latency": latency, "per_image": 0.0, "per_token": 0.0,
+                     "time_scale": 0.0 if zero else 1.0},
+        }  # fmt: skip
+        path = workdir / f"sim-{self.port}.json"
+        path.write_text(json.dumps(cfg))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vlmparity", "sim", "--config", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+ANSWER = (
+    b'{"id":"x","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,'
+    b'"message":{"role":"assistant","content":"Yes"},"finish_reason":"stop"}],'
+    b'"usage":{"prompt_tokens":600,"completion_tokens":1,"total_tokens":601}}'
+)
+
+
+def serve_instant(port: int) -> None:
+    """A server that reads each body and answers at once, doing nothing else (isolates the client)."""
+    from aiohttp import web
+
+    async def chat(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=ANSWER, content_type="application/json")
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "m", "object": "model"}]})
+
+    app = web.Application(client_max_size=256 * 1024 * 1024)
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/v1/models", models)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+class Instant(Sim):
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve-instant", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+
+def cpu_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def one_run(data: Path, url: str, out: Path, concurrency: int | str, kind: str = "auto") -> dict[str, float]:
+    """One full `vlmparity run` of the set; returns wall, dispatch wall, req/s and CPU ms per request."""
+    from vlmparity import runner
+    from vlmparity.config import RunConfig, RunOptions, parse_endpoints
+
+    cfg = RunConfig(
+        endpoints=parse_endpoints([f"sim={url}"], kinds=[kind], models=["m"] if kind == "openai" else []),
+        tasks=("mme",),
+        data={"mme": str(data)},
+        options=RunOptions(output_path=out, concurrency=concurrency, ready_timeout=120),  # type: ignore[arg-type]
+    )
+    plans = runner.prepare(cfg)  # data loading is not part of the sending rate (lmms-eval's neither)
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
+    outcome = runner.run(cfg, plans=plans)
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+    session = outcome.sessions[0]
+    assert not outcome.errors, outcome.errors
+    return {
+        "sent": session.sent,
+        "wall_s": wall,
+        "dispatch_s": session.wall_s,
+        "req_s": session.sent / session.wall_s,
+        "req_s_total": session.sent / wall,
+        "cpu_ms_per_req": cpu / session.sent * 1000,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=500, help="questions (two per image)")
+    ap.add_argument("--capacity", type=int, default=16)
+    ap.add_argument("--latency", type=float, default=0.5, help="service time per request, seconds")
+    ap.add_argument(
+        "--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "vlmparity-bench-throughput"
+    )
+    ap.add_argument("--skip-capacity", action="store_true", help="only the zero-latency ceiling")
+    ap.add_argument("--serve-instant", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve_instant is not None:
+        serve_instant(args.serve_instant)
+        return
+
+    info = write_dataset(args.data_dir, args.n)
+    print(
+        f"data: {info['n']} questions on {info['images']} distinct JPEGs, {info['min_kb']:.0f}-{info['max_kb']:.0f} KB "
+        f"(mean {info['mean_kb']:.0f} KB); sent as lossless PNG (level 1); {os.cpu_count()} CPUs"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if not args.skip_capacity:
+            ideal = args.capacity / args.latency
+            print(
+                f"\n1. simulator capacity C={args.capacity}, service time L={args.latency}s: ideal C/L = {ideal:.1f} req/s"
+            )
+            sim = Sim(work, args.capacity, args.latency, zero=False)
+            try:
+                for conc in (args.capacity, 2 * args.capacity, "auto"):
+                    r = one_run(args.data_dir, sim.url, work / f"cap-{conc}", conc)
+                    print(
+                        f"   concurrency {conc!s:>4}: {r['req_s']:6.1f} req/s while sending = {r['req_s'] / ideal:.3f} of C/L "
+                        f"(whole run incl. scoring/outputs {r['wall_s']:.1f}s: {r['req_s_total'] / ideal:.3f}); "
+                        f"client CPU {r['cpu_ms_per_req']:.1f} ms/request"
+                    )
+            finally:
+                sim.stop()
+        print("\n2. zero-latency simulator: the client's own ceiling")
+        sim = Sim(work, 1024, 0.0, zero=True)
+        try:
+            for conc in (16, 32, "auto"):
+                r = one_run(args.data_dir, sim.url, work / f"zero-{conc}", conc)
+                print(
+                    f"   concurrency {conc!s:>4}: {r['req_s']:6.1f} req/s while sending "
+                    f"({r['req_s'] / LMMS_EVAL_REQ_S:.1f}x lmms-eval's {LMMS_EVAL_REQ_S}), whole run {r['wall_s']:.1f}s; "
+                    f"client CPU {r['cpu_ms_per_req']:.1f} ms/request (lmms-eval ~{LMMS_EVAL_CPU_MS:.0f})"
+                )
+        finally:
+            sim.stop()
+        print("\n3. instant server (reads the body, answers 'Yes', nothing else): the client alone")
+        sim = Instant()
+        try:
+            for conc in (16, "auto"):
+                r = one_run(args.data_dir, sim.url, work / f"instant-{conc}", conc, kind="openai")
+                print(
+                    f"   concurrency {conc!s:>4}: {r['req_s']:6.1f} req/s while sending "
+                    f"({r['req_s'] / LMMS_EVAL_REQ_S:.1f}x lmms-eval's {LMMS_EVAL_REQ_S}), whole run {r['wall_s']:.1f}s; "
+                    f"client CPU {r['cpu_ms_per_req']:.1f} ms/request (lmms-eval ~{LMMS_EVAL_CPU_MS:.0f})"
+                )
+        finally:
+            sim.stop()
+
+
+if __name__ == "__main__":
+    main()
