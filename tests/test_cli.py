@@ -24,3 +24,24 @@ def test_unknown_command_is_a_usage_error() -> None:
     out = run("no-such-command")
     assert out.returncode == 4
     assert "Traceback" not in out.stderr
+
+
+def test_typer_exit_code_is_kept() -> None:
+    # `vlmparity tasks --help` exits 0; a command raising typer.Exit(3) must exit 3, which click's
+    # non-standalone mode would otherwise turn into a return value and lose.
+    import typer
+
+    from vlmparity.cli import app, main
+
+    @app.command("_exit3", hidden=True)
+    def _exit3() -> None:
+        raise typer.Exit(3)
+
+    try:
+        main(["_exit3"])
+    except SystemExit as exc:
+        assert exc.code == 3
+    else:
+        raise AssertionError("main() did not exit with the command's code")
+    finally:
+        app.registered_commands[:] = [c for c in app.registered_commands if c.name != "_exit3"]

@@ -77,7 +77,10 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.get("VLMPARITY_DEBUG")
     )
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode click returns a typer.Exit's code instead of exiting with it.
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except VlmparityError as err:
         if debug:
             raise
