@@ -11,6 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import unquote
 
 import orjson
 from aiohttp import web
@@ -380,7 +381,7 @@ class OvmsPersonality(Personality):
             return json_response({"error": "Server is not ready"}, 503)
 
         async def model_ready(request: web.Request) -> web.Response:
-            if request.match_info["name"] != cfg.model:
+            if unquote(request.match_info["name"]) != cfg.model:
                 return json_response({"error": "Model with requested name is not found"}, 404)
             if not status.is_ready():
                 return json_response({"error": "Model with requested version is not loaded yet"}, 404)
@@ -404,8 +405,9 @@ class OvmsPersonality(Personality):
 
         app.router.add_get("/v2/health/live", live)
         app.router.add_get("/v2/health/ready", ready)
-        app.router.add_get("/v2/models/{name}/ready", model_ready)
-        app.router.add_get("/v2/models/{name}/versions/{version}/ready", model_ready)
+        # Model names such as "org/model" hold a slash: accept it raw or percent-encoded.
+        app.router.add_get("/v2/models/{name:.+}/versions/{version:[0-9]+}/ready", model_ready)
+        app.router.add_get("/v2/models/{name:.+}/ready", model_ready)
         app.router.add_get("/v1/config", config_status)
         if self.version >= (2025, 3):
             app.router.add_get("/v3/models", models)

@@ -36,6 +36,8 @@ from vlmparity.sim.request import ChatRequest, parse_chat
 from vlmparity.tasks.base import request_hash
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# aiohttp >= 3.12 wants typed request keys; older versions take plain strings.
+ENTRY: Any = web.RequestKey("sim_entry", LogEntry) if hasattr(web, "RequestKey") else "sim_entry"
 SHUTDOWN_TIMEOUT = 0.25  # seconds given to in-flight handlers (e.g. injected hangs) when stopping
 
 
@@ -97,7 +99,7 @@ class AsyncSimServer:
         self.personality.add_routes(app, self)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await runner.setup()
-        site = web.TCPSite(runner, cfg.host, cfg.port, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        site = web.TCPSite(runner, cfg.host, cfg.port)
         try:
             await site.start()
         except OSError as err:
@@ -173,7 +175,7 @@ class AsyncSimServer:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         entry = LogEntry(time=time.time(), method=request.method, path=request.path)
-        request["sim_entry"] = entry
+        request[ENTRY] = entry
         self.request_log.add(entry)
         task = asyncio.current_task()
         if task is not None:
@@ -207,7 +209,7 @@ class AsyncSimServer:
         return response
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        entry: LogEntry = request["sim_entry"]
+        entry: LogEntry = request[ENTRY]
         cfg = self.config
         ovms = cfg.personality == "ovms"
         raw = await request.read()
@@ -312,7 +314,7 @@ class AsyncSimServer:
 
     async def _send_truncated(self, request: web.Request, payload: bytes) -> None:
         """Headers announce the full body, half of it is sent, then the connection is cut."""
-        entry: LogEntry = request["sim_entry"]
+        entry: LogEntry = request[ENTRY]
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         response.content_length = len(payload)
         await response.prepare(request)
@@ -332,7 +334,7 @@ class AsyncSimServer:
         n_images: int,
         fault: str | None,
     ) -> web.StreamResponse:
-        entry: LogEntry = request["sim_entry"]
+        entry: LogEntry = request[ENTRY]
         persona = self.personality
         assert self.load is not None
         response = web.StreamResponse(
