@@ -35,6 +35,7 @@ from vlmparity.tasks.base import (
     Answer,
     ImageData,
     ImagePart,
+    Part,
     Prompt,
     Sample,
     SampleScore,
@@ -294,7 +295,7 @@ def prepare(config: RunConfig) -> list[TaskPlan]:
 def merge_prompt(prompt: Prompt) -> Prompt:
     """The prompt for a sample whose images were tiled into one: the first image part stays (as image 0),
     the others go; every text part stays where it was."""
-    parts = []
+    parts: list[Part] = []
     seen_image = False
     for part in prompt.parts:
         if isinstance(part, ImagePart):

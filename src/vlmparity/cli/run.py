@@ -160,8 +160,18 @@ def run(
         lines = plan.plan.describe()
         _err(f"{plan.task.name}: {lines[0]}" + (f" ({lines[1]})" if plan.plan.note else ""))
     progress = RichProgress() if sys.stderr.isatty() else PlainProgress()
-    with progress:
-        outcome = runner.run(config, argv=["vlmparity", *sys.argv[1:]], progress=progress, plans=plans)
+    try:
+        with progress:
+            outcome = runner.run(config, argv=["vlmparity", *sys.argv[1:]], progress=progress, plans=plans)
+    except KeyboardInterrupt:
+        # Typer swallows Ctrl-C into a bare exit code; say what happened to the work done so far.
+        from vlmparity.errors import VlmparityError
+
+        raise VlmparityError(
+            f"interrupted; every answer received so far is saved in {output_path}",
+            hint="rerun the same command to resume",
+            exit_code=130,
+        ) from None
     _print_outcome(outcome)
     if outcome.errors:
         from vlmparity.errors import EndpointError
@@ -184,14 +194,21 @@ def _print_outcome(outcome: RunOutcome) -> None:
             continue
         r = ep.resolved
         version = f" {r.server_version}" if r.server_version else ""
-        typer.echo(f"\n{ep.name} ({r.kind.value}{version}, model={r.model})")
+        typer.echo(f"\n{ep.name}: {r.kind.value}{version} at {r.chat_url}")
+        # lmms-eval's header line before its table
+        gen = ",".join(f"{k}={v}" for k, v in outcome.config.generation.model_dump().items() if v is not None)
+        limit = outcome.config.plan.limit
+        typer.echo(
+            f"openai (model_version={r.model}), gen_kwargs: ({gen}), limit: {limit}, offset: 0, "
+            "num_fewshot: None, batch_size: 1"
+        )
         typer.echo(tables.results_table([s.parity.result for s in scores]))
         typer.echo("\n" + run_summary.policies_table(scores))
         for s in scores:
             typer.echo(run_summary.outcomes_line(s))
     typer.echo("")
-    for s in outcome.sessions:
-        typer.echo(run_summary.summary_line(s))
+    for session in outcome.sessions:
+        typer.echo(run_summary.summary_line(session))
     files = [f for paths in outcome.files.values() for f in paths]
     typer.echo(
         f"\nwrote {outcome.run_json} and {len(files)} lmms-eval file(s) under {outcome.config.options.output_path}"

@@ -291,6 +291,7 @@ def policies_record(score: TaskScore) -> dict[str, Any]:
             "accuracy": pol.accuracy.as_dict() if pol.accuracy else None,
             "intervals": _interval_dict(pol.intervals),
             "counts": dict(pol.result.counts),
+            "breakdown": dict(pol.result.breakdown),
         }
     out["outcomes"] = dict(score.outcomes)
     out["skipped"] = score.skipped
