@@ -964,6 +964,7 @@ def run(
                 errors[ep.name] = (
                     ep.error.one_line() if isinstance(ep.error, VlmparityError) else str(ep.error)
                 )
+                continue  # unfinished: no lmms-eval files that would count its missing answers as wrong
             scores[ep.name] = score_endpoint(store, ep.run_id, ep.name, plans, seed=config.options.score_seed)
             files[ep.name] = [
                 str(p)
