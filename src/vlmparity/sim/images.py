@@ -123,3 +123,8 @@ class PrintCache:
 def fingerprint_url(url: str) -> ImagePrint:
     """Decode one image URL (base64 data URL) and fingerprint it; raises ImageError."""
     return fingerprint_bytes(decode_base64(payload_of(url)))
+
+
+# One cache for every simulator in the process: a fingerprint depends only on the payload, and two
+# simulated engines given the same request (a paired comparison) then decode each image once.
+SHARED_PRINTS = PrintCache(max_items=16384)

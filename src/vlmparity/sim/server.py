@@ -28,7 +28,7 @@ from vlmparity.sim.answers import choose_answer, count_tokens, truncate
 from vlmparity.sim.config import SimConfig
 from vlmparity.sim.dataset import DatasetIndex, build_index, recognise
 from vlmparity.sim.faults import FaultSchedule
-from vlmparity.sim.images import ImageError, ImagePrint, PrintCache, fingerprint_url
+from vlmparity.sim.images import SHARED_PRINTS, ImageError, ImagePrint, PrintCache, fingerprint_url
 from vlmparity.sim.load import LoadModel, LoadStats
 from vlmparity.sim.personality import Personality, SimError, json_response, make_personality, usage_dict
 from vlmparity.sim.reqlog import LogEntry, RequestLog
@@ -76,7 +76,7 @@ class AsyncSimServer:
         self.config = merge_config(config, overrides) if overrides else (config or SimConfig())
         self.personality: Personality = make_personality(self.config)
         self.index = DatasetIndex()
-        self.prints = PrintCache()
+        self.prints = SHARED_PRINTS
         self.faults = FaultSchedule(self.config.faults)
         self.load: LoadModel | None = None
         self.request_log = RequestLog()
