@@ -361,6 +361,11 @@ def build_one(
     )
 
 
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class RequestBook:
     """Builds each sample's request once, a few samples ahead, on worker threads, for every endpoint.
 
@@ -523,7 +528,7 @@ class Engine:
         self.samples: list[Sample] = [s for p in plans for s in p.samples]
         self.tasks: dict[str, Task] = {p.task.name: p.task for p in plans}
         self.stored: dict[tuple[str, str], SampleRecord] = store.samples()
-        self._pending: list[SampleRecord] = []
+        self._registering: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._accepted: set[tuple[int, str, str]] = set()
         self.workers = workers or max(1, min(4, os.cpu_count() or 1))
         self.writer: ResultWriter | None = None
@@ -545,31 +550,28 @@ class Engine:
 
     # -- samples: hash guard and registration -------------------------------------------------------------
 
-    def accept(self, built: Built) -> None:
-        """Check a built request against the store and register it (once per build)."""
+    def accept(self, built: Built) -> asyncio.Future[None] | None:
+        """Check a built request against the store and register it; returns what to await (if anything)
+        before sending it: the commit of its registration, so that a stored answer always has its
+        sample's request hash and a killed run's answers are recognised as done when it resumes."""
+        key = (built.sample.task, built.sample.id)
         mark = (built.index, built.request_hash, built.treatment)
         if mark in self._accepted:
-            return
+            return self._registering.get(key)
         self._accepted.add(mark)
-        key = (built.sample.task, built.sample.id)
         rec = built.record()
         stored = self.stored.get(key)
         if stored is None:
-            # Registered before the request leaves: a stored answer always has its sample's hash, so a
-            # killed run's answers are recognised as done when it resumes.
             self.stored[key] = rec
-            self._pending.append(rec)
-            self.flush()
-            return
+            return self._register(key, rec)
         if stored.request_hash == rec.request_hash and stored.treatment == rec.treatment:
-            return
+            return self._registering.get(key)
         policy = self.options.multi_image
         if stored.treatment == "full" and rec.treatment != "full" and policy in ("skip", "merge"):
             # a limit learned since this sample was sent whole: deliberately change how it is sent
-            self.flush()
             self.store.retreat_samples([rec])
             self.stored[key] = rec
-            return
+            return None
         raise ConfigError(
             f"{self.store.path} holds a different request for {built.sample.task} {built.sample.id!r} "
             f"({stored.treatment}, {stored.request_hash[:12]} vs {rec.treatment}, {rec.request_hash[:12]}): "
@@ -578,11 +580,18 @@ class Engine:
             hint="use a new --output-path, or rerun with the original options",
         )
 
-    def flush(self) -> None:
-        """Register the samples built since the last flush."""
-        if self._pending:
-            self.store.register_samples(self._pending)
-            self._pending = []
+    def _register(self, key: tuple[str, str], rec: SampleRecord) -> asyncio.Future[None]:
+        """Queue a registration on the writer thread (group-committed with the answers)."""
+        assert self.writer is not None
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._registering[key] = fut
+
+        def done() -> None:
+            loop.call_soon_threadsafe(_resolve, fut)
+
+        self.writer.register([rec], done)
+        return fut
 
     # -- what to send -----------------------------------------------------------------------------------
 
@@ -653,7 +662,6 @@ class Engine:
                 await self._pass(book)
                 book.close()
                 book = None
-                self.flush()
                 await asyncio.to_thread(self.writer.flush)  # the next pass reads the store
                 fatal = [ep.error for ep in self.endpoints if isinstance(ep.error, ConfigError)]
                 if fatal:
@@ -661,10 +669,7 @@ class Engine:
         finally:
             if book is not None:
                 book.close()
-            try:
-                self.flush()
-            finally:
-                self.writer.close()
+            self.writer.close()
 
     async def _pass(self, book: RequestBook) -> None:
         ticker = asyncio.create_task(self._tick())
@@ -715,7 +720,9 @@ class Engine:
             if self.stop_requested:
                 return
             built = await book.take(index, todo[pos + 1 : pos + 1 + ahead])
-            self.accept(built)
+            registered = self.accept(built)
+            if registered is not None and not registered.done():
+                await registered
             if built.treatment == "skipped" or built.payload is None:
                 ep.not_sent += 1
                 ep.done += 1

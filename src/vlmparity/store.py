@@ -418,11 +418,12 @@ class Store:
             sql += " AND task = ?"
             args = (run_id, task)
         out: dict[tuple[str, str], ResultRecord] = {}
+        t = _RESULT_COLUMNS.index("transient")
         for row in self._conn.execute(sql, args):
-            rec = ResultRecord(*row)
-            out[(rec.task, rec.sample_id)] = ResultRecord(
-                **{**{c: getattr(rec, c) for c in _RESULT_COLUMNS}, "transient": bool(rec.transient)}
-            )
+            values = list(row)
+            values[t] = bool(values[t])
+            rec = ResultRecord(*values)
+            out[(rec.task, rec.sample_id)] = rec
         return out
 
     def to_send(
@@ -458,12 +459,27 @@ def is_done(rec: ResultRecord, *, rerun_errors: bool = False) -> bool:
     return not rec.transient and not rerun_errors
 
 
+@dataclass(frozen=True)
+class Registration:
+    """Samples to register through the writer; `on_commit` runs (writer thread) once they are durable."""
+
+    records: tuple[SampleRecord, ...]
+    on_commit: Callable[[], None] | None = None
+
+
+_INSERT_SAMPLE = (
+    "INSERT INTO samples (task, sample_id, doc_id, request_hash, image_count, treatment) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (task, sample_id) DO NOTHING"
+)
+
+
 class ResultWriter:
     """The single writer of answers: a thread that commits each answer as soon as it is queued.
 
-    Answers that arrive while a commit is in flight go together in the next transaction (group commit),
-    so a slow disk lowers the number of commits rather than the request rate. `on_commit` is called on
-    the writer thread with each committed batch: only then is an answer acknowledged.
+    Answers (and sample registrations) that arrive while a commit is in flight go together in the next
+    transaction (group commit), so a slow disk lowers the number of commits rather than the request
+    rate. `on_commit` is called on the writer thread with each committed batch of answers: only then is
+    an answer acknowledged.
     """
 
     def __init__(
@@ -476,7 +492,7 @@ class ResultWriter:
         self._path = path
         self._on_commit = on_commit
         self._max_batch = max_batch
-        self._queue: queue.Queue[ResultRecord | None] = queue.Queue()
+        self._queue: queue.Queue[ResultRecord | Registration | None] = queue.Queue()
         self._error: BaseException | None = None
         self.committed = 0
         self.commits = 0
@@ -485,23 +501,29 @@ class ResultWriter:
 
     def put(self, rec: ResultRecord) -> None:
         """Queue one answer for commit (never blocks)."""
+        self._check()
+        self._queue.put(rec)
+
+    def register(self, records: Sequence[SampleRecord], on_commit: Callable[[], None] | None = None) -> None:
+        """Queue sample registrations (first registration of a sample wins); `on_commit` once durable."""
+        self._check()
+        self._queue.put(Registration(tuple(records), on_commit))
+
+    def _check(self) -> None:
         if self._error is not None:
             raise DataError(f"cannot write to the run store {self._path}: {self._error}")
-        self._queue.put(rec)
 
     def flush(self) -> None:
         """Wait until everything queued so far is committed."""
         if self._thread.is_alive():
             self._queue.join()
-        if self._error is not None:
-            raise DataError(f"cannot write to the run store {self._path}: {self._error}")
+        self._check()
 
     def close(self) -> None:
         """Commit everything queued, then stop."""
         self._queue.put(None)
         self._thread.join()
-        if self._error is not None:
-            raise DataError(f"cannot write to the run store {self._path}: {self._error}")
+        self._check()
 
     def _loop(self) -> None:
         conn = _connect(self._path)
@@ -509,7 +531,7 @@ class ResultWriter:
             stop = False
             while not stop:
                 first = self._queue.get()
-                batch: list[ResultRecord] = []
+                batch: list[ResultRecord | Registration] = []
                 if first is None:
                     stop = True
                 else:
@@ -526,13 +548,7 @@ class ResultWriter:
                 taken = len(batch) + (1 if stop else 0)
                 try:
                     if batch:
-                        conn.execute("BEGIN IMMEDIATE")
-                        conn.executemany(_UPSERT_RESULT, [_result_row(r) for r in batch])
-                        conn.execute("COMMIT")
-                        self.committed += len(batch)
-                        self.commits += 1
-                        if self._on_commit is not None:
-                            self._on_commit(batch)
+                        self._commit(conn, batch)
                 except sqlite3.Error as exc:  # disk full, locked for too long: surface, never swallow
                     self._error = exc
                     return
@@ -542,6 +558,34 @@ class ResultWriter:
         finally:
             conn.close()
             self._drain_unfinished()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[ResultRecord | Registration]) -> None:
+        regs = [b for b in batch if isinstance(b, Registration)]
+        results = [b for b in batch if isinstance(b, ResultRecord)]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for reg in regs:  # samples first: an answer is never stored before its sample's request hash
+                conn.executemany(
+                    _INSERT_SAMPLE,
+                    [
+                        (r.task, r.sample_id, r.doc_id, r.request_hash, r.image_count, r.treatment)
+                        for r in reg.records
+                    ],
+                )
+            if results:
+                conn.executemany(_UPSERT_RESULT, [_result_row(r) for r in results])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.commits += 1
+        for reg in regs:
+            if reg.on_commit is not None:
+                reg.on_commit()
+        if results:
+            self.committed += len(results)
+            if self._on_commit is not None:
+                self._on_commit(results)
 
     def _drain_unfinished(self) -> None:
         # After a failure nothing more is committed: release any flush() waiting on the queue.
