@@ -189,3 +189,19 @@ def test_sigkill_loses_no_acknowledged_answer(tmp_path: Path) -> None:
     with Store.open(tmp_path) as st:
         stored = {sid for (_, sid) in st.results(st.runs()[0].run_id)}
     assert set(acked) <= stored
+
+
+def test_writer_registers_samples_before_answers(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as st:
+        rid = st.upsert_run("a", model="m").run_id
+    done: list[str] = []
+    writer = ResultWriter(store_path(tmp_path))
+    writer.register([_sample(0), _sample(1)], lambda: done.append("registered"))
+    writer.put(ResultRecord(rid, "mme", "s0", "h0", "ok", text="Yes"))
+    writer.register([SampleRecord("mme", "s0", 0, "other", 1)])  # the first registration wins
+    writer.flush()
+    assert done == ["registered"]
+    writer.close()
+    with Store.open(tmp_path) as st:
+        assert st.samples()[("mme", "s0")].request_hash == "h0"
+        assert st.to_send(rid, {("mme", "s0"): "h0", ("mme", "s1"): "h1"}) == [("mme", "s1")]
