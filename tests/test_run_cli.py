@@ -184,6 +184,16 @@ def test_run_from_openai_api_base_and_resume(tmp_path: Path, mme_dir: Path) -> N
         # the same numbers both times
         table = [line for line in first.stdout.splitlines() if line.startswith("|mme ")]
         assert table == [line for line in again.stdout.splitlines() if line.startswith("|mme ")]
+        # `vlmparity score` on the exported samples file prints the same lmms-eval rows
+        first_samples = sorted((tmp_path / "o").rglob("*_samples_mme.jsonl"))[0]
+        scored = _vlmparity("score", "--lmms-samples", str(first_samples))
+        assert scored.returncode == 0, scored.stderr
+        offline_rows = [
+            line.replace(" ", "")
+            for line in scored.stdout.splitlines()
+            if line.startswith("|mme") and "|none" in line
+        ]
+        assert offline_rows == rows
     files = sorted(p.name for p in (tmp_path / "o").rglob("*") if p.is_file())
     assert "run.json" in files and "vlmparity.sqlite" in files
     assert sum(1 for f in files if f.endswith("_samples_mme.jsonl")) == 2
