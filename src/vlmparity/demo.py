@@ -95,18 +95,22 @@ def sim_configs(data: list[Path], divergence: float) -> tuple[SimConfig, SimConf
 
     # image_limit None: a vLLM started with a multi-image limit, so MMMU's multi-image questions are
     # answered by both (the single-image default of llava would make them `unsupported`).
-    ref = SimConfig(
-        personality="vllm",
-        data=data,
-        image_limit=None,
-        answers={"model_seed": 0, "engine_seed": 0, "divergence": 0.0},
-        load=LOAD,
+    ref = SimConfig.model_validate(
+        {
+            "personality": "vllm",
+            "data": data,
+            "image_limit": None,
+            "answers": {"model_seed": 0, "engine_seed": 0, "divergence": 0.0},
+            "load": LOAD,
+        }
     )
-    cand = SimConfig(
-        personality="ovms",
-        data=data,
-        answers={"model_seed": 0, "engine_seed": 1, "divergence": divergence},
-        load=LOAD,
+    cand = SimConfig.model_validate(
+        {
+            "personality": "ovms",
+            "data": data,
+            "answers": {"model_seed": 0, "engine_seed": 1, "divergence": divergence},
+            "load": LOAD,
+        }
     )
     return ref, cand
 

@@ -362,10 +362,10 @@ def _task_summary(task: str, runs: Sequence[LoadedRun], analyses: Sequence[Analy
         score = run.scores.get(task)
         if score is None:
             continue
-        values = {k: float(x) for k, x in score.parity.result.metrics.items()}
+        own = {k: float(x) for k, x in score.parity.result.metrics.items()}
         if score.parity.accuracy is not None:
-            values["question accuracy"] = score.parity.accuracy.estimate
-        metrics[run.label] = values
+            own["question accuracy"] = score.parity.accuracy.estimate
+        metrics[run.label] = own
     for m in {m for vals in metrics.values() for m in vals}:
         units[m] = "points" if m.endswith("_score") else "fraction"
     values: dict[str, dict[str, float]] = {}
