@@ -325,6 +325,11 @@ def test_cli_compare_json_report_and_usage_errors(
     html = report.read_text(encoding="utf-8")
     assert script not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
+    # --json -: stdout is the JSON alone, the tables go to stderr
+    assert _main(["compare", str(out), "--json", "-", "--no-report"]) == code
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["exit_code"] == code and "VERDICT cand vs ref:" in captured.err
+
     # `report` regenerates it from the stores, elsewhere
     assert _main(["report", str(out), "--out", str(tmp_path / "r.html")]) == 0
     assert (tmp_path / "r.html").is_file()

@@ -167,7 +167,9 @@ def register(app: typer.Typer) -> None:
             "json_out",
             kw,
             default=typer.Option(
-                None, "--json", help="Write the verdict as JSON to this file ('-': stdout)."
+                None,
+                "--json",
+                help="Write the verdict as JSON to this file ('-': stdout, and the tables go to stderr).",
             ),
             annotation=str | None,
         ),
@@ -273,16 +275,21 @@ def finish(
     from vlmparity.compare.to_report import render_terminal
 
     analyses = [analyse(j, settings) for j in joins]
+    # With --json - stdout carries the JSON alone; the human text goes to stderr.
+    to_stderr = options.get("json_out") == "-"
     for a in analyses:
-        typer.echo(render_terminal(a, top))
+        typer.echo(render_terminal(a, top), err=to_stderr)
     code = overall_exit_code(analyses)
     if len(analyses) > 1:
-        typer.echo(f"overall exit code {code} (the worst of the candidates; infrastructure failures first)")
-    if options.get("json_out"):
-        write_json(analyses, str(options["json_out"]))
+        typer.echo(
+            f"overall exit code {code} (the worst of the candidates; infrastructure failures first)",
+            err=to_stderr,
+        )
     if not options.get("no_report"):
         path = write_html(analyses, joins, options.get("report") or default_report)
-        typer.echo(f"report: {path}")
+        typer.echo(f"report: {path}", err=to_stderr)
+    if options.get("json_out"):
+        write_json(analyses, str(options["json_out"]))
     return code
 
 
