@@ -252,6 +252,14 @@ def test_names_folders_and_plans(
     assert len(t.pairs) == 20 and len(t.only_reference) == 36 and t.only_candidate == ()
     result = an.analyse(joined, an.Settings(n_boot=0))
     assert result.problems == () and any("36 sample(s) only in A:x" in n for n in result.notes)
+    # a run of MME only: MMMU is not compared, and said so
+    c = make_store(tmp_path / "C", {"mme": data["mme"]}, samples, {"z": right})
+    (joined,) = jn.load_joins([a, c], candidates=["z"])
+    assert [t.task for t in joined.tasks] == ["mme"] and joined.unpaired_tasks == ("mmmu_val",)
+    assert (
+        "mmmu_val: evaluated by only one of the two runs"
+        in an.analyse(joined, an.Settings(n_boot=0)).notes[0]
+    )
 
 
 def test_other_data_is_refused(

@@ -434,7 +434,10 @@ def analyse(joined: Joined, settings: Settings | None = None) -> Analysis:
         health_a=ha,
         health_b=hb,
         problems=tuple(issues),
-        notes=tuple(notes(joined.tasks, a_label, b_label)),
+        notes=tuple(
+            [f"{t}: evaluated by only one of the two runs, not compared" for t in joined.unpaired_tasks]
+            + notes(joined.tasks, a_label, b_label)
+        ),
     )
 
 

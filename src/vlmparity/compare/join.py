@@ -96,6 +96,7 @@ class Joined:
     reference: LoadedRun
     candidate: LoadedRun
     tasks: tuple[TaskJoin, ...]
+    unpaired_tasks: tuple[str, ...] = ()  # evaluated by one of the two runs only: not compared
 
 
 # ----- finding runs ---------------------------------------------------------------------------------
@@ -354,7 +355,8 @@ def join(a: LoadedRun, b: LoadedRun) -> Joined:
             f"({', '.join(b.scores) or 'no task'}) share no task",
             hint="compare runs of the same tasks",
         )
-    return Joined(a, b, tuple(join_task(t, a, b) for t in tasks))
+    unpaired = tuple(t for t in [*a.scores, *b.scores] if t not in tasks)
+    return Joined(a, b, tuple(join_task(t, a, b) for t in tasks), tuple(dict.fromkeys(unpaired)))
 
 
 def load_joins(
