@@ -11,7 +11,8 @@ from __future__ import annotations
 import ast
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -302,9 +303,18 @@ def test_divergence_rate_on_small_sets(small_data: list[Path], small_rows: list[
 # ------------------------------------------------------------------ full-size sets (slow)
 
 
-def _judge_all(sim: SimServer, rows: list[Row]) -> Iterator[bool]:
-    for row in rows:
-        yield is_right(row, ask(sim, row)[0])
+def _judge_all(sim: SimServer, rows: list[Row]) -> list[bool]:
+    """Ask every row (four client threads, so the simulator decodes on both cores) and judge the answers."""
+
+    def one(row: Row) -> bool:
+        response = httpx.post(
+            sim.base_url + "/chat/completions", json=body_for(row, original_url), timeout=120
+        )
+        assert response.status_code == 200, response.text
+        return is_right(row, response.json()["choices"][0]["message"]["content"])
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(one, rows))
 
 
 @pytest.mark.slow
@@ -320,8 +330,8 @@ def test_full_sets_accuracy_per_group_and_divergence(synth_full: dict[str, Path]
         sim_for(data, **base, engine_seed=2, divergence=divergence) as b,
     ):
         rows = mme + mmmu
-        right_a = list(_judge_all(a, rows))
-        right_b = list(_judge_all(b, rows))
+        right_a = _judge_all(a, rows)
+        right_b = _judge_all(b, rows)
     groups = [r.get("category") or re.match(r"validation_(.+?)_\d+$", r["id"]).group(1) for r in rows]  # type: ignore[union-attr]
     by_group: dict[float, list[bool]] = {}
     for group, right in zip(groups, right_a, strict=True):

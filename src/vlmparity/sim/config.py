@@ -32,9 +32,9 @@ class _Strict(BaseModel):
 class StyleWeights(_Strict):
     """Relative weights of the answer styles (normalised; see `answers.py` for how they combine with accuracy)."""
 
-    terse: float = Field(0.7, ge=0)
-    verbose: float = Field(0.2, ge=0)
-    unparseable: float = Field(0.1, ge=0)
+    terse: float = Field(default=0.7, ge=0)
+    verbose: float = Field(default=0.2, ge=0)
+    unparseable: float = Field(default=0.1, ge=0)
 
     @model_validator(mode="after")
     def _some_parseable(self) -> StyleWeights:
@@ -52,11 +52,11 @@ class AnswerConfig(_Strict):
 
     model_seed: int = 0  # the simulated model: which questions it gets right
     engine_seed: int = 0  # the simulated engine: which answers diverge from the model's reference
-    accuracy: float = Field(0.8, ge=0, le=1)
+    accuracy: float = Field(default=0.8, ge=0, le=1)
     accuracy_by_group: dict[str, float] = Field(default_factory=dict)  # MME category / MMMU subject
-    divergence: float = Field(0.0, ge=0, le=1)  # share of samples where this engine flips correctness
-    styles: StyleWeights = Field(default_factory=StyleWeights)
-    temperature_noise: float = Field(0.5, ge=0)  # at T>0: P(answer redrawn) = min(1, T * noise)
+    divergence: float = Field(default=0.0, ge=0, le=1)  # share of samples where this engine flips correctness
+    styles: StyleWeights = Field(default_factory=lambda: StyleWeights())
+    temperature_noise: float = Field(default=0.5, ge=0)  # at T>0: P(answer redrawn) = min(1, T * noise)
 
     @model_validator(mode="after")
     def _groups_in_range(self) -> AnswerConfig:
@@ -73,11 +73,11 @@ class AnswerConfig(_Strict):
 class LoadConfig(_Strict):
     """Continuous-batching load model: service time = (base + per_image*images + per_token*tokens) * time_scale."""
 
-    capacity: int = Field(8, ge=1)  # concurrent sequences served at once; more requests queue (FIFO)
-    base_latency: float = Field(0.02, ge=0)
-    per_image: float = Field(0.01, ge=0)
-    per_token: float = Field(0.002, ge=0)
-    time_scale: float = Field(1.0, ge=0)  # 0 = zero-latency mode (no sleeping, no queueing)
+    capacity: int = Field(default=8, ge=1)  # concurrent sequences served at once; more requests queue (FIFO)
+    base_latency: float = Field(default=0.02, ge=0)
+    per_image: float = Field(default=0.01, ge=0)
+    per_token: float = Field(default=0.002, ge=0)
+    time_scale: float = Field(default=1.0, ge=0)  # 0 = zero-latency mode (no sleeping, no queueing)
 
     @property
     def zero_latency(self) -> bool:
@@ -88,16 +88,18 @@ class FaultConfig(_Strict):
     """Probabilities of injected faults per chat request, drawn reproducibly from `fault_seed`."""
 
     fault_seed: int = 0
-    p_500: float = Field(0.0, ge=0, le=1)
-    p_503: float = Field(0.0, ge=0, le=1)
-    p_429: float = Field(0.0, ge=0, le=1)
-    p_reset: float = Field(0.0, ge=0, le=1)  # connection reset before any response byte
-    p_hang: float = Field(0.0, ge=0, le=1)  # no answer for `hang_seconds` (longer than the client's timeout)
-    p_truncated: float = Field(0.0, ge=0, le=1)  # connection closed in the middle of the body
-    p_non_json: float = Field(0.0, ge=0, le=1)  # 200 with a body that is not JSON
-    p_html: float = Field(0.0, ge=0, le=1)  # 502 text/html error page, as a proxy would send
-    retry_after: int = Field(1, ge=0)  # seconds, sent with 429 (and 503) as Retry-After
-    hang_seconds: float = Field(30.0, ge=0)
+    p_500: float = Field(default=0.0, ge=0, le=1)
+    p_503: float = Field(default=0.0, ge=0, le=1)
+    p_429: float = Field(default=0.0, ge=0, le=1)
+    p_reset: float = Field(default=0.0, ge=0, le=1)  # connection reset before any response byte
+    p_hang: float = Field(
+        default=0.0, ge=0, le=1
+    )  # no answer for `hang_seconds` (longer than the client's timeout)
+    p_truncated: float = Field(default=0.0, ge=0, le=1)  # connection closed in the middle of the body
+    p_non_json: float = Field(default=0.0, ge=0, le=1)  # 200 with a body that is not JSON
+    p_html: float = Field(default=0.0, ge=0, le=1)  # 502 text/html error page, as a proxy would send
+    retry_after: int = Field(default=1, ge=0)  # seconds, sent with 429 (and 503) as Retry-After
+    hang_seconds: float = Field(default=30.0, ge=0)
 
     @model_validator(mode="after")
     def _total(self) -> FaultConfig:
@@ -124,22 +126,22 @@ class SimConfig(_Strict):
 
     personality: Personality = "vllm"
     host: str = "127.0.0.1"
-    port: int = Field(0, ge=0, le=65535)  # 0 = any free port (read it back from `SimServer.url`)
+    port: int = Field(default=0, ge=0, le=65535)  # 0 = any free port (read it back from `SimServer.url`)
     model: str = "llava-hf/llava-1.5-7b-hf"  # the served model name
     data: list[Path] = Field(default_factory=list)  # local parquet folders/files (MME test, MMMU validation)
-    startup_delay: float = Field(0.0, ge=0)  # seconds during which the server is up but not ready
-    tokens_per_image: int = Field(576, ge=0)  # llava-1.5: 24x24 patches
-    max_model_len: int = Field(4096, ge=1)
+    startup_delay: float = Field(default=0.0, ge=0)  # seconds during which the server is up but not ready
+    tokens_per_image: int = Field(default=576, ge=0)  # llava-1.5: 24x24 patches
+    max_model_len: int = Field(default=4096, ge=1)
     # vLLM personality
     vllm_version: str = "0.11.0"
     vllm_error_format: Literal["auto", "nested", "flat"] = "auto"  # auto: flat before 0.10.1
-    image_limit: int | None = Field(1, ge=0)  # vLLM --limit-mm-per-prompt image=N; None = unlimited
+    image_limit: int | None = Field(default=1, ge=0)  # vLLM --limit-mm-per-prompt image=N; None = unlimited
     # OVMS personality
     ovms_version: str = "2025.4"
     ovms_node_name: str = "LLMExecutor"  # the graph node named in MediaPipe-wrapped errors
-    answers: AnswerConfig = Field(default_factory=AnswerConfig)
-    load: LoadConfig = Field(default_factory=LoadConfig)
-    faults: FaultConfig = Field(default_factory=FaultConfig)
+    answers: AnswerConfig = Field(default_factory=lambda: AnswerConfig())
+    load: LoadConfig = Field(default_factory=lambda: LoadConfig())
+    faults: FaultConfig = Field(default_factory=lambda: FaultConfig())
     log_file: Path | None = None  # append one JSON line per request
 
     @model_validator(mode="after")

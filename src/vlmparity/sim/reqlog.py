@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
+
+MAX_ENTRIES = 200_000  # newest entries kept in memory (a long CLI session must not grow forever)
 
 
 @dataclass
@@ -45,8 +48,8 @@ class LogEntry:
 class RequestLog:
     """Thread-safe list of `LogEntry`; with `path`, one JSON line per finished request is appended there."""
 
-    def __init__(self, path: Path | None = None) -> None:
-        self.entries: list[LogEntry] = []
+    def __init__(self, path: Path | None = None, keep: int = MAX_ENTRIES) -> None:
+        self.entries: deque[LogEntry] = deque(maxlen=keep)
         self._lock = threading.Lock()
         self._file: IO[bytes] | None = None
         if path is not None:
