@@ -249,7 +249,8 @@ def samples_from_source(path: str | Path) -> Indexed:
 # ---- caches: in-process by file stamp, and on disk so that a later sim start skips decoding --------
 
 INDEX_FORMAT = 1  # bump when SimSample, fingerprints or the recognition text rules change
-CACHE_MIN_SECONDS = 2.0  # only sets slow to index are kept on disk (not every small temporary set)
+CACHE_MIN_SECONDS = 2.0  # only sets slow to index are kept on disk
+CACHE_KEEP = 16  # most recently used entries kept on disk
 _CACHE: dict[tuple[Any, ...], DatasetIndex] = {}
 _CACHE_LOCK = threading.Lock()
 
@@ -269,34 +270,58 @@ def cache_dir() -> Path | None:
     return Path.home() / ".cache" / "vlmparity" / "sim-index"
 
 
+def _content_stamp(path: Path) -> tuple[Any, ...]:
+    """Names, sizes and sha256 of a source's parquet files: the same data anywhere hits the same entry."""
+    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+    stamp = []
+    for f in files:
+        digest = hashlib.sha256()
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        stamp.append((f.name, f.stat().st_size, digest.hexdigest()))
+    return tuple(stamp)
+
+
+def _prune(folder: Path, keep: int = CACHE_KEEP) -> None:
+    entries = sorted(folder.glob("*.pkl"), key=lambda f: f.stat().st_mtime, reverse=True)
+    for old in entries[keep:]:
+        old.unlink(missing_ok=True)
+
+
 def _indexed_source(path: Path) -> Indexed:
     folder = cache_dir()
-    stamp = repr((INDEX_FORMAT, _source_stamp(path)))
-    file = folder / f"{hashlib.sha256(stamp.encode()).hexdigest()[:32]}.pkl" if folder else None
-    if file is not None and file.is_file():
+    if folder is None or not path.exists():
+        return samples_from_source(path)
+    stamp = repr((INDEX_FORMAT, _content_stamp(path)))
+    file = folder / f"{hashlib.sha256(stamp.encode()).hexdigest()[:32]}.pkl"
+    if file.is_file():
         try:
             with file.open("rb") as fh:
-                stored = pickle.load(fh)  # our own cache file, keyed by the dataset files' stamp
+                stored = pickle.load(fh)  # our own cache file, keyed by the dataset files' content
             if stored[0] == stamp:
+                os.utime(file)  # recently used entries survive pruning
                 return list(stored[1])
         except Exception:  # a stale or damaged cache entry is rebuilt
             pass
     started = time.monotonic()
     indexed = samples_from_source(path)
-    if file is not None and time.monotonic() - started > CACHE_MIN_SECONDS:
+    if time.monotonic() - started > CACHE_MIN_SECONDS:
         try:
-            file.parent.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
             tmp = file.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
             with tmp.open("wb") as fh:
                 pickle.dump((stamp, indexed), fh, protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(tmp, file)
+            _prune(folder)
         except OSError:  # a read-only home is no reason to fail
             pass
     return indexed
 
 
 def build_index(paths: Sequence[str | Path]) -> DatasetIndex:
-    """Index every dataset in `paths`; cached in-process and on disk by the files' names, sizes and mtimes."""
+    """Index every dataset in `paths`; cached in-process (by file names, sizes and mtimes) and on disk
+    (by file contents, see `cache_dir`)."""
     stamp = tuple(_source_stamp(Path(p)) for p in paths)
     with _CACHE_LOCK:
         cached = _CACHE.get(stamp)
