@@ -10,8 +10,9 @@ limit, a 400 `At most 1 image(s) may be provided in one prompt.` beyond it, gree
 ../shared/research/real-vllm.md §B) and from the run contract (every answer stored as it arrives; a rerun
 sends only what is missing) — never from running the code under test.
 
-Cost with the shared server already up: ~25 s for the two runs; the kill/resume test ~3 min (two starts of
-a second vLLM, ~45-80 s each, plus the killed run waiting ~60 s for its circuit breaker to give up).
+Cost with the shared server already up (measured on 2 shared cores): 10-30 s for the two runs; the
+kill/resume test 115-215 s (two starts of a second vLLM, 20-60 s each, the killed run waiting ~60 s for its
+circuit breaker to give up, the resume ~12 s).
 """
 
 from __future__ import annotations
