@@ -6,10 +6,14 @@ How an answer is decided for a recognised sample (all draws are hashes, so they 
 2. Correctness: an unparseable answer is wrong; a parseable one is right with probability
    `accuracy / (1 - w_unparseable)`, so the share of right answers is exactly `accuracy` (as long as
    `w_unparseable <= 1 - accuracy`). Steps 1-2 give the *model's* reference answer (`model_seed`).
-3. Divergence: with probability `divergence` (`hash(engine_seed, "diverge", id)`) this engine flips the
-   correctness (a right answer becomes wrong in the same style; a wrong one becomes right, terse if it was
-   unparseable). Two engines of one model (same `model_seed`) therefore differ only on diverged samples;
-   give the reference engine `divergence: 0`. An engine's expected accuracy is `a + d(1 - 2a)`.
+3. Divergence: this engine flips the correctness of a share `divergence` = d of the samples (a right
+   answer becomes wrong in the same style; a wrong one becomes right, terse if it was unparseable), in
+   both directions in equal mass so that its accuracy stays `a`: a right answer is flipped with
+   probability d/(2a), a wrong one with d/(2(1 - a)) (`hash(engine_seed, "diverge", id)`). Two engines of
+   one model (same `model_seed`) therefore have the same expected accuracy and differ on a share d of the
+   samples (exactly while d <= 2 min(a, 1 - a); beyond that the flip probabilities cap at 1). To make an
+   engine *less* accurate, give it a lower `accuracy`: with the same `model_seed` its right answers are a
+   subset of the reference's.
 4. At temperature > 0 the answer is redrawn (same probabilities, random source) with probability
    `min(1, temperature * temperature_noise)`; the random source is seeded by the request's `seed` when
    given, else fresh entropy. At temperature 0 the answer is fixed.
@@ -93,10 +97,19 @@ def reference_draw(sample: SimSample, cfg: AnswerConfig) -> Draw:
     return Draw(unit(cfg.model_seed, "correct", sample.id) < p_right, style)
 
 
+def flip_probability(correct: bool, accuracy: float, divergence: float) -> float:
+    """Chance that an engine flips a sample, chosen so that flips balance and accuracy is unchanged."""
+    if divergence <= 0:
+        return 0.0
+    mass = accuracy if correct else 1.0 - accuracy
+    return 1.0 if mass <= 0 else min(1.0, divergence / (2.0 * mass))
+
+
 def engine_draw(sample: SimSample, cfg: AnswerConfig) -> Draw:
     """This engine's answer: the reference, with correctness flipped on diverged samples."""
     ref = reference_draw(sample, cfg)
-    if unit(cfg.engine_seed, "diverge", sample.id) >= cfg.divergence:
+    p_flip = flip_probability(ref.correct, cfg.accuracy_for(sample.group), cfg.divergence)
+    if unit(cfg.engine_seed, "diverge", sample.id) >= p_flip:
         return ref
     if ref.correct:
         return Draw(False, ref.style)
