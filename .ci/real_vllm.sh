@@ -166,6 +166,7 @@ cmd_up() {
 
 run_tests() {
   VLMPARITY_VLLM_URL=$(cat "$URL_FILE") VLMPARITY_VLLM_MODEL=$SERVED_NAME \
+    VLMPARITY_VLLM_VENV=$VENV VLMPARITY_TINY_LLAVA=$MODEL_DIR \
     "$PROJECT_PYTHON" -m pytest -m realengine "$REPO/tests/realengine" "$@"
 }
 
