@@ -200,7 +200,9 @@ def policies_table(scores: Sequence[TaskScore]) -> str:
     rows = []
     for s in sorted(scores, key=lambda x: x.task):
         for metric in sorted(s.parity.result.metrics):
-            ex_value = s.excluded.result.metrics.get(metric)
+            ex_value = (
+                s.excluded.result.metrics.get(metric) if s.excluded.n else None
+            )  # nothing left to score
             rows.append(
                 [
                     s.task,
