@@ -194,6 +194,7 @@ def one_run(data: Path, url: str, out: Path, concurrency: int | str, kind: str =
         "req_s": session.sent / session.wall_s,
         "req_s_total": session.sent / wall,
         "cpu_ms_per_req": cpu / session.sent * 1000,
+        "cores": cpu / wall,  # client CPU seconds per wall second over the whole run
     }
 
 
@@ -247,7 +248,8 @@ def main() -> None:
                 print(
                     f"   concurrency {conc!s:>4}: {r['req_s']:6.1f} req/s while sending "
                     f"({r['req_s'] / LMMS_EVAL_REQ_S:.1f}x lmms-eval's {LMMS_EVAL_REQ_S}), whole run {r['wall_s']:.1f}s; "
-                    f"client CPU {r['cpu_ms_per_req']:.1f} ms/request (lmms-eval ~{LMMS_EVAL_CPU_MS:.0f})"
+                    f"client CPU {r['cpu_ms_per_req']:.1f} ms/request (lmms-eval ~{LMMS_EVAL_CPU_MS:.0f}), "
+                    f"{r['cores']:.2f} cores busy"
                 )
         finally:
             sim.stop()
@@ -259,7 +261,8 @@ def main() -> None:
                 print(
                     f"   concurrency {conc!s:>4}: {r['req_s']:6.1f} req/s while sending "
                     f"({r['req_s'] / LMMS_EVAL_REQ_S:.1f}x lmms-eval's {LMMS_EVAL_REQ_S}), whole run {r['wall_s']:.1f}s; "
-                    f"client CPU {r['cpu_ms_per_req']:.1f} ms/request (lmms-eval ~{LMMS_EVAL_CPU_MS:.0f})"
+                    f"client CPU {r['cpu_ms_per_req']:.1f} ms/request (lmms-eval ~{LMMS_EVAL_CPU_MS:.0f}), "
+                    f"{r['cores']:.2f} cores busy"
                 )
         finally:
             sim.stop()

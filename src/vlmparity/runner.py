@@ -54,6 +54,7 @@ POLICY_PARITY = "lmms_eval"
 POLICY_EXCLUDED = "errors_excluded"
 MISSING = "missing"  # no stored result (an interrupted run): scored as a failure
 N_BOOT = 2000
+PREFETCH_SAMPLES = 24  # how far ahead of sending images are encoded (MME: 12 distinct images)
 
 
 # ----- scoring ---------------------------------------------------------------------------------------
@@ -381,12 +382,18 @@ class RequestBook:
         build: Callable[[int, Sample, Task], Built],
         *,
         workers: int,
+        prefetch: Callable[[Sequence[Sample]], object] | None = None,
         max_entries: int = 256,
     ) -> None:
         self._samples = samples
         self._tasks = tasks
         self._build = build
         self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="vlmparity-build")
+        # Image encoding runs ahead of the builds on the encoder's own pool: the two questions of an MME
+        # image sit side by side, so parallel builds alone would wait on the same image one at a time.
+        self._prefetch = prefetch
+        self._prefetch_pool = ThreadPoolExecutor(1, thread_name_prefix="vlmparity-prefetch")
+        self._prefetching = 0
         self._entries: dict[int, asyncio.Future[Built]] = {}
         self._refs: dict[int, int] = {}
         self._max_entries = max_entries
@@ -414,8 +421,24 @@ class RequestBook:
         for i in done[: max(0, len(self._entries) - self._max_entries)]:
             del self._entries[i]
 
-    async def take(self, index: int, ahead: Sequence[int] = ()) -> Built:
-        """The request of sample `index`, starting the builds of `ahead` meanwhile."""
+    def prefetch(self, indices: Sequence[int]) -> None:
+        """Encode the images of `indices` in the background (at most two batches queued)."""
+        if self._prefetch is None or not indices or self._prefetching >= 2:
+            return
+        self._prefetching += 1
+        batch = [self._samples[i] for i in indices]
+        fut = asyncio.get_running_loop().run_in_executor(self._prefetch_pool, self._prefetch, batch)
+        fut.add_done_callback(self._prefetched)
+
+    def _prefetched(self, fut: asyncio.Future[object]) -> None:
+        self._prefetching -= 1
+        if not fut.cancelled():
+            fut.exception()  # a bad image is reported (naming its sample) by the build that needs it
+
+    async def take(self, index: int, ahead: Sequence[int] = (), prefetch: Sequence[int] = ()) -> Built:
+        """The request of sample `index`, starting the builds of `ahead` and the image encoding of
+        `prefetch` meanwhile."""
+        self.prefetch(prefetch)
         fut = self._start(index)
         for j in ahead:
             self._start(j)
@@ -432,6 +455,7 @@ class RequestBook:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._prefetch_pool.shutdown(wait=True, cancel_futures=True)
 
 
 class ProgressSink(Protocol):
@@ -656,7 +680,13 @@ class Engine:
                     ep.todo = self.compute_todo(ep, first_pass=pass_no == 0) if ep.error is None else []
                 if not any(ep.todo for ep in self.endpoints) or self.stop_requested:
                     break
-                book = RequestBook(self.samples, self.tasks, self._build, workers=self.workers)
+                book = RequestBook(
+                    self.samples,
+                    self.tasks,
+                    self._build,
+                    workers=self.workers,
+                    prefetch=self.encoder.prefetch,
+                )
                 for ep in self.endpoints:
                     book.want(ep.todo)
                 await self._pass(book)
@@ -719,7 +749,9 @@ class Engine:
         for pos, index in enumerate(todo):
             if self.stop_requested:
                 return
-            built = await book.take(index, todo[pos + 1 : pos + 1 + ahead])
+            built = await book.take(
+                index, todo[pos + 1 : pos + 1 + ahead], todo[pos + 1 : pos + 1 + PREFETCH_SAMPLES]
+            )
             registered = self.accept(built)
             if registered is not None and not registered.done():
                 await registered
