@@ -173,9 +173,10 @@ def sample_line(
 ) -> dict[str, Any]:
     """One `--log_samples` line, keys in lmms-eval's order (`resps` only when it differs)."""
     line: dict[str, Any] = {"doc_id": doc_id, "target": str(target)}
+    # lmms-eval 0.7.3's writer unwraps the one-response lists of a generate_until doc: both are strings.
     if raw_text is not None and raw_text != filtered_text:
-        line["resps"] = [[raw_text]]
-    line["filtered_resps"] = [filtered_text]
+        line["resps"] = raw_text
+    line["filtered_resps"] = filtered_text
     counts = {k: v for k, v in (token_counts or {}).items() if v is not None}
     line["token_counts"] = [counts] if counts else []
     line["doc_hash"] = doc_hash_value
