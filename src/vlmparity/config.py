@@ -6,6 +6,7 @@ passes what it found in). Secrets live in `SecretStr` fields that never serialis
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ MultiImagePolicy = Literal["error", "skip", "merge"]
 ImageFormat = Literal["png", "jpeg"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_MAX_INT = 2**63 - 1
+_URL_PASSWORD = re.compile(r"(https?://[^\s/@:]*:)[^\s/@]*@")
 
 
 class _Model(BaseModel):
@@ -48,7 +51,11 @@ class EndpointConfig(_Model):
     @field_validator("url")
     @classmethod
     def _check_url(cls, v: str) -> str:
-        parts = urlsplit(v)
+        try:
+            parts = urlsplit(v)
+            parts.port  # noqa: B018 -- raises ValueError for a port out of range or not a number
+        except ValueError as exc:
+            raise ValueError(f"endpoint URL {mask_url(v)!r} is not a valid URL ({exc})") from None
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"endpoint URL {mask_url(v)!r} must look like http://HOST:PORT[/v1]")
         return v.rstrip("/")
@@ -94,10 +101,15 @@ class SamplingPlan(_Model):
     def _one_mode(self) -> SamplingPlan:
         if self.limit is not None and self.sample is not None:
             raise ValueError("--limit and --sample cannot be combined: choose first-N or a stratified sample")
-        if self.limit is not None and self.limit < 0:
-            raise ValueError("--limit must be >= 0")
+        if self.limit is not None and not (math.isfinite(self.limit) and self.limit >= 0):
+            raise ValueError("--limit must be a number >= 0")
         if self.sample is not None and self.sample <= 0:
             raise ValueError("--sample must be > 0")
+        # the plan is stored as JSON, whose integers (SQLite's too) stop at 64 bits
+        if self.sample is not None and self.sample > _MAX_INT:
+            raise ValueError(f"--sample must be at most {_MAX_INT}")
+        if not -_MAX_INT <= self.seed <= _MAX_INT:
+            raise ValueError(f"--seed must be between {-_MAX_INT} and {_MAX_INT}")
         return self
 
     @property
@@ -134,6 +146,21 @@ class RunOptions(_Model):
     def _check_max_images(cls, v: int | None) -> int | None:
         if v is not None and v < 1:
             raise ValueError("--max-images must be >= 1")
+        return v
+
+    @field_validator("timeout")
+    @classmethod
+    def _check_timeout(cls, v: float) -> float:
+        # 0 or less would fail every request at once (each recorded as a timeout) rather than the command
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError("--timeout must be a number of seconds > 0")
+        return v
+
+    @field_validator("max_retries")
+    @classmethod
+    def _check_max_retries(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("--max-retries must be >= 0")
         return v
 
 
@@ -181,21 +208,26 @@ def mask_url(url: str) -> str:
     """The URL with any password in it replaced by ***."""
     try:
         parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
+        if parts.password is None:
+            return url
+        port = parts.port
+    except ValueError:  # a URL urllib cannot take apart (bad port, bracket): mask by pattern
+        return _URL_PASSWORD.sub(r"\1***@", url)
     host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    if port is not None:
+        host = f"{host}:{port}"
     netloc = f"{parts.username}:***@{host}" if parts.username else f"***@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def default_endpoint_name(url: str) -> str:
     """A name for an endpoint given without one: its host and port."""
-    parts = urlsplit(url)
-    name = f"{parts.hostname or 'endpoint'}_{parts.port}" if parts.port else (parts.hostname or "endpoint")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a malformed URL: the endpoint's own validation names the problem
+        return "endpoint"
+    name = f"{parts.hostname or 'endpoint'}_{port}" if port else (parts.hostname or "endpoint")
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64]
 
 
@@ -302,7 +334,7 @@ def mask_argv(argv: Sequence[str], secrets: Iterable[str] = ()) -> list[str]:
                 out.append(arg)
                 hide_next = True
             continue
-        masked = re.sub(r"(https?://[^\s/@:]*:)[^\s/@]*@", r"\1***@", arg)
+        masked = _URL_PASSWORD.sub(r"\1***@", arg)
         for secret in secrets:
             masked = masked.replace(secret, "***")
         out.append(masked)
@@ -314,8 +346,13 @@ def _first_error(exc: ValueError) -> str:
     if callable(errors):
         try:
             first = errors()[0]
-            msg = str(first.get("msg", exc))
-            return msg.removeprefix("Value error, ")
+            msg = str(first.get("msg", exc)).removeprefix("Value error, ")
+            # pydantic's own messages ("Input should be 'error', 'skip' or 'merge'") do not say which
+            # option they are about; ours do (they start with the option or the thing named)
+            fields = [p for p in first.get("loc", ()) if isinstance(p, str)]
+            if fields and not first.get("type", "").startswith("value_error"):
+                return f"--{fields[-1].replace('_', '-')}: {msg}"
+            return msg
         except (IndexError, TypeError):
             pass
     return str(exc)
