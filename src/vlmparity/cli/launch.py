@@ -31,7 +31,7 @@ def launch_vllm(
     served_model_name: str | None = typer.Option(
         None, "--served-model-name", help="Name clients send as `model` (default: --model)."
     ),
-    port: int = typer.Option(8000, "--port", help="Port to listen on; 0 picks a free one."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on; 0 picks a free one."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
     python: str | None = typer.Option(
         None,
@@ -141,7 +141,9 @@ def launch_ovms(
     ovms_binary: str | None = typer.Option(
         None, "--ovms-binary", help="Run this local ovms binary instead of docker."
     ),
-    port: int = typer.Option(8000, "--port", help="REST port (--rest_port); 0 picks a free one."),
+    port: int = typer.Option(
+        8000, "--port", min=0, max=65535, help="REST port (--rest_port); 0 picks a free one."
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
     log: Path | None = typer.Option(
         None, "--log", help="Server log file (default: ~/.cache/vlmparity/servers/)."
