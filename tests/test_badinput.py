@@ -30,6 +30,8 @@ BASES: dict[str, list[str]] = MANIFEST["bases"]
 CASES: list[dict[str, Any]] = MANIFEST["cases"]
 KINDS = {"data", "server", "probe", "sim", "config", "cli"}
 EXPECTS = {"error", "usage", "checklist", "ok"}
+# Cases against a live server take 1-6 s each (a run, then its resume); the rest well under a second.
+SLOW_KINDS = {"server", "sim"}
 ERROR_PREFIX = "vlmparity: error:"
 COMMAND_TIMEOUT_S = 120
 EXIT_INTERNAL = 70
@@ -48,7 +50,7 @@ FORBIDDEN = (
 def _params() -> Iterator[Any]:
     for case in CASES:
         marks = []
-        if case.get("slow"):
+        if case.get("slow") or case["kind"] in SLOW_KINDS:
             marks.append(pytest.mark.slow)
         if case.get("xfail"):
             marks.append(pytest.mark.xfail(reason=case["xfail"], strict=True))
