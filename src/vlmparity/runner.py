@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from vlmparity.config import RunConfig
-from vlmparity.errors import ConfigError, VlmparityError
+from vlmparity.errors import ConfigError, DataError, VlmparityError
 from vlmparity.store import (
     ANSWERED,
     ResultRecord,
@@ -362,6 +362,13 @@ def build_one(
     )
 
 
+def _mark_retrieved(fut: asyncio.Future[Any]) -> None:
+    """A failed build nobody awaits any more (its endpoint stopped first) is not worth asyncio's "Future
+    exception was never retrieved" traceback; whoever awaits it still gets the exception."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -410,6 +417,7 @@ class RequestBook:
             sample = self._samples[index]
             loop = asyncio.get_running_loop()
             fut = loop.run_in_executor(self._pool, self._build, index, sample, self._tasks[sample.task])
+            fut.add_done_callback(_mark_retrieved)
             self._entries[index] = fut
             self.builds += 1
             if len(self._entries) > self._max_entries:
@@ -749,9 +757,15 @@ class Engine:
         for pos, index in enumerate(todo):
             if self.stop_requested:
                 return
-            built = await book.take(
-                index, todo[pos + 1 : pos + 1 + ahead], todo[pos + 1 : pos + 1 + PREFETCH_SAMPLES]
-            )
+            try:
+                built = await book.take(
+                    index, todo[pos + 1 : pos + 1 + ahead], todo[pos + 1 : pos + 1 + PREFETCH_SAMPLES]
+                )
+            except DataError as exc:
+                # A request that cannot be built (an undecodable image): stop feeding this endpoint, but
+                # end the feed normally so the requests already in flight finish and are stored.
+                ep.error = exc
+                return
             registered = self.accept(built)
             if registered is not None and not registered.done():
                 await registered
