@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from vlmparity.errors import ConfigError
-from vlmparity.tasks.base import GenerationParams
+from vlmparity.tasks.base import GenerationParams, task_names
 
 Kind = Literal["auto", "vllm", "ovms", "sglang", "openai"]
 KINDS: tuple[str, ...] = ("auto", "vllm", "ovms", "sglang", "openai")
@@ -304,6 +304,11 @@ def parse_task_data(values: Sequence[str], tasks: Sequence[str]) -> dict[str, st
         key, sep, rest = value.partition("=")
         if sep and key in tasks:
             out[key] = rest
+        elif sep and key in task_names():  # not a source with "=" in it: data for a task not asked for
+            raise ConfigError(
+                f"--data {value!r} is for task {key!r}, which is not in --tasks",
+                hint=f"add {key} to --tasks or drop that --data",
+            )
         elif len(tasks) == 1:
             out[tasks[0]] = value
         else:
