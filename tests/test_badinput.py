@@ -134,6 +134,8 @@ def _vlmparity(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProc
         [sys.executable, "-m", "vlmparity", *argv],
         capture_output=True,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=COMMAND_TIMEOUT_S,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -228,7 +230,13 @@ def test_case(case: dict[str, Any], tmp_path: Path) -> None:
         values["file"] = str(CORPUS / build["file"])
     for name, where in case.get("setup", {}).items():
         DATA[name](Path(_fill(where, values)))
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **case.get("env", {})}
+    env = {
+        **os.environ,
+        "COLUMNS": "200",
+        "NO_COLOR": "1",
+        "PYTHONIOENCODING": "utf-8",
+        **case.get("env", {}),
+    }
     env.pop("VLMPARITY_DEBUG", None)
     with _server(build, values) as server:
         argv = [_fill(a, values) for a in _command(case)]
