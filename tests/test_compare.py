@@ -8,6 +8,7 @@ images of acc + acc_plus; MMMU: accuracy = right / questions).
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -188,6 +189,48 @@ def test_failures_policies_and_error_gate(
     assert "1 of 116 requests failed" in strict.problems[0] and "timeout=1" in strict.problems[0]
     parity = an.analyse(joined, an.Settings(n_boot=0, policy="parity"))
     assert metric(parity.tasks[0], "mme_cognition_score").delta == pytest.approx(-150.0)
+
+
+def test_identical_unparseable_answers_get_identical_random_letters(
+    tmp_path: Path, data: dict[str, Path], samples: dict[str, list[Sample]]
+) -> None:
+    """Same raw answers, one extra failure: lmms-eval's one draw sequence would shift after it; pairs must not."""
+    from vlmparity.tasks.mmmu_parse import multi_choice_info
+
+    mc = [s for s in samples["mmmu_val"] if s.fields["question_type"] == "multiple-choice"]
+    failed = mc[0].id
+
+    def ref(s: Sample) -> Reply:
+        return ("ok", "I cannot tell from the image") if s in mc else right(s)
+
+    def cand(s: Sample) -> Reply:
+        return ("http_error", None) if s.id == failed else ref(s)
+
+    out = make_store(tmp_path / "runs", data, samples, {"ref": ref, "cand": cand})
+    (joined,) = jn.load_joins([out])
+    result = an.analyse(joined, an.Settings(n_boot=0))
+    t = next(t for t in result.tasks if t.task == "mmmu_val")
+    assert [(d.kind, d.sample_id) for d in t.disagreements] == [(an.FAILURE, failed)]
+    assert t.raw_agreement is not None and t.raw_agreement.rate == 1.0
+    assert t.parsed_agreement is not None and t.parsed_agreement.rate == 1.0
+    assert t.random_fallbacks == (len(mc), len(mc) - 1)
+    # the letter each side got is random.Random("<score seed 0>:<sample id>").choice(letters)
+    sides = {p.sample.id: p for p in next(j for j in joined.tasks if j.task == "mmmu_val").pairs}
+    for s in mc[1:]:
+        _, letters = multi_choice_info(list(s.fields["options"]))
+        expected = random.Random(f"0:{s.id}").choice(letters)
+        assert sides[s.id].a.parsed == sides[s.id].b.parsed == expected
+    assert metric(t, "mmmu_acc").delta == 0.0
+    text = to_report.render_terminal(result)
+    assert "drawn per sample" in text and "lmms-eval's sequential draw" in text
+    doc = to_report.json_document([result])
+    assert doc["settings"]["random_fallback"] == "per_sample"
+    # the runs' own scores keep lmms-eval's sequence: one random.Random(0) over the unparsed answers in order
+    own = joined.candidate.scores["mmmu_val"]
+    rng = random.Random(0)
+    for s, sc in zip(own.samples, own.scores, strict=True):
+        if s in mc[1:]:
+            assert sc.parsed == rng.choice(multi_choice_info(list(s.fields["options"]))[1])
 
 
 def test_missing_answers_are_an_infrastructure_failure(

@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 
 from vlmparity.errors import DataError
-from vlmparity.tasks.base import Answer, GenerationParams, ImageData, TextPart, build_request, get_task
+from vlmparity.tasks.base import (
+    Answer,
+    GenerationParams,
+    ImageData,
+    Sample,
+    TextPart,
+    build_request,
+    get_task,
+)
 from vlmparity.tasks.mmmu import MMMUTask, interleave, make_sample
 from vlmparity.tasks.mmmu_parse import (
     DOMAIN_CAT2SUB_CAT,
@@ -184,6 +192,43 @@ def test_score_draws_one_rng_in_order_and_failures_draw_nothing() -> None:
     assert [s.random_fallback for s in scores] == [True, False, False, True]
     assert scores[1].correct is False
     assert scores[0].correct == (first == "A")
+
+
+def _fallback_case() -> tuple[list[Sample], list[Answer], list[Answer]]:
+    """Twelve MC samples answered without a letter; the second list parses sample 0 instead ("(C)")."""
+    opts = ["cat", "dog", "fish", "bird"]
+    samples = [make_sample(i, f"validation_Art_{i}", "Q", opts, "A", "multiple-choice") for i in range(12)]
+    unparsed = [Answer(s.id, "I cannot tell") for s in samples]
+    one_parsed = [Answer(samples[0].id, "(C)"), *unparsed[1:]]
+    return samples, unparsed, one_parsed
+
+
+def test_per_sample_fallback_depends_on_the_sample_only() -> None:
+    samples, unparsed, one_parsed = _fallback_case()
+    a = MMMUTask().score(samples, unparsed, seed=5, fallback="per_sample")
+    b = MMMUTask().score(samples, one_parsed, seed=5, fallback="per_sample")
+    expected = [random.Random(f"5:{s.id}").choice(CHOICES) for s in samples]
+    assert [s.parsed for s in a] == expected
+    assert [s.parsed for s in b] == ["C", *expected[1:]]  # identical raw answers → identical letters
+    assert all(s.random_fallback for s in a) and not b[0].random_fallback
+
+
+def test_sequential_fallback_shifts_when_one_sample_parses() -> None:
+    """Why compare needs per_sample: under lmms-eval's one sequence, parsing sample 0 shifts every later draw."""
+    samples, unparsed, one_parsed = _fallback_case()
+    a = MMMUTask().score(samples, unparsed, seed=0)
+    b = MMMUTask().score(samples, one_parsed, seed=0)
+    rng = random.Random(0)
+    draws = [rng.choice(CHOICES) for _ in samples]
+    assert [s.parsed for s in a] == draws
+    assert [s.parsed for s in b] == ["C", *draws[:-1]]
+    assert [s.parsed for s in a[1:]] != [s.parsed for s in b[1:]]
+
+
+def test_unknown_fallback_rejected() -> None:
+    samples, unparsed, _ = _fallback_case()
+    with pytest.raises(ValueError, match="fallback"):
+        MMMUTask().score(samples, unparsed, fallback="shuffled")
 
 
 def test_reasoning_block_stripped_before_parsing() -> None:

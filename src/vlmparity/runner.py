@@ -55,6 +55,10 @@ POLICY_EXCLUDED = "errors_excluded"
 MISSING = "missing"  # no stored result (an interrupted run): scored as a failure
 N_BOOT = 2000
 PREFETCH_SAMPLES = 24  # how far ahead of sending images are encoded (MME: 12 distinct images)
+# The random-fallback mode of paired comparisons (a task's `score(..., fallback=)`, MMMU's): the letter
+# drawn for an unparseable multiple-choice answer depends on (seed, sample_id) only, so two endpoints
+# that gave the same raw answer get the same letter. Reported per-run scores keep lmms-eval's sequence.
+PAIRED_FALLBACK = "per_sample"
 
 
 # ----- scoring ---------------------------------------------------------------------------------------
@@ -101,10 +105,17 @@ class TaskScore:
     skipped: int = 0  # not sent under --multi-image skip
     merged: int = 0  # images tiled into one under --multi-image merge
     treatments: Mapping[str, str] = field(default_factory=dict)  # sample_id -> full|merged
+    # The same answers scored for paired comparisons (PAIRED_FALLBACK); empty unless asked for.
+    paired: tuple[SampleScore, ...] = ()
 
     @property
     def random_fallbacks(self) -> int:
         return sum(1 for s in self.scores if s.random_fallback)
+
+    @property
+    def paired_scores(self) -> tuple[SampleScore, ...]:
+        """The per-sample scores paired statistics use (the parity scores when not computed)."""
+        return self.paired or self.scores
 
     @property
     def failures(self) -> int:
@@ -127,6 +138,15 @@ def _aggregate(
     if "allow_partial_pairs" in params:
         return task.aggregate(samples, scores, allow_partial_pairs=partial)  # type: ignore[call-arg]
     return task.aggregate(samples, scores)
+
+
+def _paired_scores(
+    task: Task, samples: Sequence[Sample], answers: Sequence[Answer], seed: int
+) -> list[SampleScore] | None:
+    """The answers scored with PAIRED_FALLBACK, or None when the task has no such option (no fallback)."""
+    if "fallback" not in inspect.signature(task.score).parameters:
+        return None
+    return task.score(samples, answers, seed=seed, fallback=PAIRED_FALLBACK)  # type: ignore[call-arg]
 
 
 def _wilson(k: int, n: int) -> Bounds | None:
@@ -191,11 +211,13 @@ def score_task(
     results: Mapping[str, ResultRecord],
     *,
     seed: int = 0,
+    paired: bool = False,
 ) -> TaskScore:
     """Score one endpoint's stored results for one task under both policies.
 
     `samples` are the planned samples in document order; `sample_records` and `results` are keyed by
     sample id. A result for another request than the sample's current one does not count (it is stale).
+    `paired` also scores them for paired comparisons (`TaskScore.paired`: MMMU fallbacks per sample).
     """
     kept: list[Sample] = []
     records: list[ResultRecord | None] = []
@@ -226,6 +248,7 @@ def score_task(
         sc if a.text is not None else replace(sc, scored=False)
         for sc, a in zip(parity_scores, answers, strict=True)
     ]
+    paired_scores = _paired_scores(task, kept, answers, seed) if paired and kept else None
     return TaskScore(
         endpoint=endpoint,
         task=task.name,
@@ -239,6 +262,7 @@ def score_task(
         skipped=skipped,
         merged=merged,
         treatments=treatments,
+        paired=tuple(paired_scores or ()),
     )
 
 
@@ -946,15 +970,26 @@ def _check_fingerprints(store: Store, plans: Sequence[TaskPlan]) -> None:
 
 
 def score_endpoint(
-    store: Store, run_id: int, endpoint: str, plans: Sequence[TaskPlan], *, seed: int = 0
+    store: Store,
+    run_id: int,
+    endpoint: str,
+    plans: Sequence[TaskPlan],
+    *,
+    seed: int = 0,
+    paired: bool = False,
 ) -> list[TaskScore]:
-    """Score one endpoint's stored results on every planned task (no request is sent)."""
+    """Score one endpoint's stored results on every planned task (no request is sent).
+
+    `paired` adds the scores paired comparisons use (see `score_task`).
+    """
     out = []
     for plan in plans:
         name = plan.task.name
         sample_records = {sid: rec for (_, sid), rec in store.samples(name).items()}
         results = {sid: rec for (_, sid), rec in store.results(run_id, name).items()}
-        out.append(score_task(plan.task, endpoint, plan.samples, sample_records, results, seed=seed))
+        out.append(
+            score_task(plan.task, endpoint, plan.samples, sample_records, results, seed=seed, paired=paired)
+        )
     return out
 
 

@@ -12,6 +12,11 @@ Failures (an endpoint error, a timeout, a sample the run never answered) are han
   error-rate gate, so an infrastructure problem never reads as an accuracy difference;
 - `parity`: a failure is a wrong answer, as lmms-eval scores it.
 Both are computed; the other policy's verdict is shown for information.
+
+MMMU's random letter for a multiple-choice answer without one is drawn per sample here (seeded by the
+sample id, `runner.PAIRED_FALLBACK`), not from lmms-eval's one sequence: identical raw answers then get
+identical letters, so the fallback adds no spurious disagreement. The runs' own reported `mmmu_acc`
+keeps lmms-eval's sequence and can differ from the paired value by a few fallback letters.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from vlmparity.compare import stats
 from vlmparity.compare import verdict as v
 from vlmparity.compare.join import Joined, Pair, Side, TaskJoin, is_missing
 from vlmparity.errors import ConfigError
+from vlmparity.runner import PAIRED_FALLBACK
 from vlmparity.tasks.base import Sample
 
 POLICY_EXCLUDED = "excluded"
@@ -136,6 +142,7 @@ class TaskAnalysis:
     only_reference: tuple[str, ...]
     only_candidate: tuple[str, ...]
     skipped: tuple[str, ...]
+    random_fallbacks: tuple[int, int] = (0, 0)  # answers given a random letter (reference, candidate)
 
 
 @dataclass(frozen=True)
@@ -354,7 +361,19 @@ def notes(joined_tasks: Sequence[TaskJoin], a: str, b: str) -> list[str]:
             )
         if t.skipped:
             out.append(f"{t.task}: {len(t.skipped)} sample(s) skipped (--multi-image skip): not compared")
+        fa, fb = fallback_counts(t.pairs)
+        if fa or fb:
+            out.append(
+                f"{t.task}: {fa} answer(s) of {a} and {fb} of {b} had no option letter; their random letter "
+                f"is drawn per sample ({PAIRED_FALLBACK}: seeded by the sample id), so identical answers get identical letters (the runs' own "
+                "reported scores use lmms-eval's sequential draw and may differ slightly)"
+            )
     return out
+
+
+def fallback_counts(pairs: Sequence[Pair]) -> tuple[int, int]:
+    """Answers given a random letter on each side (MMMU multiple choice without a parseable letter)."""
+    return sum(p.a.random_fallback for p in pairs), sum(p.b.random_fallback for p in pairs)
 
 
 # ----- the whole comparison ----------------------------------------------------------------------------
@@ -422,6 +441,7 @@ def analyse(joined: Joined, settings: Settings | None = None) -> Analysis:
                 only_reference=t.only_reference,
                 only_candidate=t.only_candidate,
                 skipped=t.skipped,
+                random_fallbacks=fallback_counts(t.pairs),
             )
         )
     return Analysis(

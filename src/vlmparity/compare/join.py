@@ -3,7 +3,9 @@
 A run is one endpoint inside one output folder's store. Its samples are rebuilt from the data the run
 used (the store keeps answers and request hashes, not the dataset), checked against the store's
 dataset fingerprint, and scored from the store exactly as `vlmparity run` scores them
-(`runner.score_endpoint`). Two runs are then joined on (task, sample_id): a sample counts only when both
+(`runner.score_endpoint`), plus once more for the pairing: there MMMU's random letter for an answer
+without one is drawn per sample (`runner.PAIRED_FALLBACK`), so identical answers get identical letters
+whatever the other samples parsed to. Two runs are then joined on (task, sample_id): a sample counts only when both
 runs sent it the same request (same `request_hash`); the others are reported, never compared.
 """
 
@@ -53,7 +55,10 @@ class LoadedRun:
 
 @dataclass(frozen=True)
 class Side:
-    """One endpoint's answer to one sample, as scored (lmms-eval parity: a failure is wrong)."""
+    """One endpoint's answer to one sample, as paired statistics score it.
+
+    A failure is wrong (lmms-eval parity); an MMMU random fallback is drawn per sample (`PAIRED_FALLBACK`).
+    """
 
     outcome: str  # ok | length | empty | a failure class | missing
     text: str | None  # None unless answered
@@ -255,7 +260,10 @@ def load_run(
             plan = _prepare(task, str(source), plan_cfg, cache, ref)
             _check_fingerprint(store, plan, ref)
             plans[task] = plan
-        scored = score_endpoint(store, ref.run.run_id, ref.endpoint, list(plans.values()), seed=score_seed)
+        # Paired statistics draw MMMU fallbacks per sample; the run's own scores keep lmms-eval's sequence.
+        scored = score_endpoint(
+            store, ref.run.run_id, ref.endpoint, list(plans.values()), seed=score_seed, paired=True
+        )
         records = {t: {sid: rec for (_, sid), rec in store.samples(t).items()} for t in plans}
     return LoadedRun(
         ref=ref,
@@ -298,7 +306,7 @@ def _session(ref: RunRef) -> dict[str, Any]:
 def _sides(score: TaskScore) -> dict[str, Side]:
     out = {}
     for sample, rec, answer, sc in zip(
-        score.samples, score.records, score.answers, score.scores, strict=True
+        score.samples, score.records, score.answers, score.paired_scores, strict=True
     ):
         out[sample.id] = Side(
             outcome=answer.outcome,

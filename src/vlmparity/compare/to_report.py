@@ -24,6 +24,7 @@ from vlmparity.compare.analysis import (
 )
 from vlmparity.compare.join import Joined, LoadedRun, Side
 from vlmparity.report.tables import markdown_table
+from vlmparity.runner import PAIRED_FALLBACK
 
 if TYPE_CHECKING:
     from vlmparity.report.model import AnswerView, Backend, Performance, ReportData, TaskSummary
@@ -265,6 +266,10 @@ def json_document(analyses: Sequence[Analysis]) -> dict[str, Any]:
                         "only_reference": len(t.only_reference),
                         "only_candidate": len(t.only_candidate),
                         "skipped": len(t.skipped),
+                        "random_fallbacks": {
+                            "reference": t.random_fallbacks[0],
+                            "candidate": t.random_fallbacks[1],
+                        },
                         "disagreements": {
                             k: sum(1 for d in t.disagreements if d.kind == k)
                             for k in sorted({d.kind for d in t.disagreements})
@@ -291,6 +296,7 @@ def json_document(analyses: Sequence[Analysis]) -> dict[str, Any]:
             "max_error_rate": s.max_error_rate,
             "n_boot": s.n_boot,
             "seed": s.seed,
+            "random_fallback": PAIRED_FALLBACK,
         },
         "candidates": candidates,
     }

@@ -42,6 +42,13 @@ from vlmparity.tasks.reasoning import DEFAULT_REASONING_TAGS, TagPair, postproce
 METRIC = "mmmu_acc"
 MAX_TOKENS = 128
 MULTIPLE_CHOICE = "multiple-choice"
+# Where a multiple-choice answer without a letter gets its random letter from:
+# - sequential: one `random.Random(seed)` drawn in document order, as lmms-eval does (its reported score);
+# - per_sample: `random.Random(f"{seed}:{sample_id}")`, so the letter depends on the sample alone and two
+#   endpoints that gave the same unparseable answer get the same letter (paired comparisons).
+FALLBACK_SEQUENTIAL = "sequential"
+FALLBACK_PER_SAMPLE = "per_sample"
+FALLBACKS = (FALLBACK_SEQUENTIAL, FALLBACK_PER_SAMPLE)
 
 _PLACEHOLDER = re.compile(r"<image \d+>")
 _COLUMNS = ("id", "question", "options", "answer", "question_type")
@@ -211,11 +218,21 @@ class MMMUTask:
         return Prompt(parts=interleave(ctx, len(sample.images)), max_tokens=MAX_TOKENS, text=ctx)
 
     def score(
-        self, samples: Sequence[Sample], answers: Sequence[Answer], *, seed: int = 0
+        self,
+        samples: Sequence[Sample],
+        answers: Sequence[Answer],
+        *,
+        seed: int = 0,
+        fallback: str = FALLBACK_SEQUENTIAL,
     ) -> list[SampleScore]:
-        """Parse and judge each answer; one `random.Random(seed)` serves the MC fallbacks in the order given."""
+        """Parse and judge each answer; MC fallbacks draw from one `random.Random(seed)` in the order given.
+
+        `fallback="per_sample"` draws each from `random.Random(f"{seed}:{sample_id}")` instead.
+        """
         if len(samples) != len(answers):
             raise ValueError("score() needs one answer per sample")
+        if fallback not in FALLBACKS:
+            raise ValueError(f"unknown fallback {fallback!r}; choose one of {', '.join(FALLBACKS)}")
         rng = random.Random(seed)
         out = []
         for sample, answer in zip(samples, answers, strict=True):
@@ -226,7 +243,8 @@ class MMMUTask:
                     )
                 )
                 continue
-            out.append(score_text(sample, postprocess_response(answer.text, self.reasoning_tags), rng))
+            own = rng if fallback == FALLBACK_SEQUENTIAL else random.Random(f"{seed}:{sample.id}")
+            out.append(score_text(sample, postprocess_response(answer.text, self.reasoning_tags), own))
         return out
 
     def aggregate(
