@@ -169,6 +169,13 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back a failed transaction, unless SQLite already did: after SQLITE_FULL or an I/O error it may
+    have, and a ROLLBACK then fails with "no transaction is active", hiding the error that matters."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
 def store_path(output_dir: Path) -> Path:
     """The store file of an output directory."""
     return Path(output_dir) / STORE_FILENAME
@@ -217,7 +224,7 @@ class Store:
         try:
             yield self._conn
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            _rollback(self._conn)
             raise
         self._conn.execute("COMMIT")
 
@@ -511,7 +518,10 @@ class ResultWriter:
 
     def _check(self) -> None:
         if self._error is not None:
-            raise DataError(f"cannot write to the run store {self._path}: {self._error}")
+            raise DataError(
+                f"cannot write to the run store {self._path}: {self._error}",
+                hint="every answer acknowledged so far is kept; fix the cause, then rerun the same command",
+            )
 
     def flush(self) -> None:
         """Wait until everything queued so far is committed."""
@@ -576,7 +586,7 @@ class ResultWriter:
                 conn.executemany(_UPSERT_RESULT, [_result_row(r) for r in results])
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         self.commits += 1
         for reg in regs:
