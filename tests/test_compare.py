@@ -233,6 +233,39 @@ def test_identical_unparseable_answers_get_identical_random_letters(
             assert sc.parsed == rng.choice(multi_choice_info(list(s.fields["options"]))[1])
 
 
+def test_unsupported_failures_say_why_and_what_to_do(
+    tmp_path: Path, data: dict[str, Path], samples: dict[str, list[Sample]]
+) -> None:
+    multi = [s for s in samples["mmmu_val"] if len(s.images) > 1]
+    most = max(len(s.images) for s in multi)
+    timed_out = samples["mme"][0].id
+
+    def cand(s: Sample) -> Reply:
+        if s.id == timed_out:
+            return ("timeout", None)
+        return ("unsupported", None) if s in multi else right(s)
+
+    out = make_store(tmp_path / "runs", data, samples, {"ref": right, "cand": cand})
+    (joined,) = jn.load_joins([out])
+    # no limit recorded (the run never saw the server's message): say so, and what to do
+    (generic, advice) = an.analyse(joined, an.Settings(n_boot=0)).problems
+    assert generic.startswith(f"cand: {len(multi) + 1} of 116 requests failed")
+    assert "timeout=1" in generic and f"unsupported={len(multi)}" in generic
+    assert advice.startswith(
+        f"cand: {len(multi)} of 60 mmmu_val samples unsupported (the server refused them"
+    )
+    assert f"raise the server's limit to {most} images per request" in advice
+    assert "--multi-image skip" in advice
+
+    # the vLLM server reported a one-image limit: the restart flag with the images the data needs
+    with Store.open(out) as st:
+        st.set_image_limit(next(r.run_id for r in st.runs() if r.endpoint == "cand"), 1)
+    (joined,) = jn.load_joins([out])
+    advice = an.analyse(joined, an.Settings(n_boot=0)).problems[1]
+    assert "(the server accepts 1 image per request, they have up to" in advice
+    assert f"""restart it with --limit-mm-per-prompt '{{"image": {most}}}'""" in advice
+
+
 def test_missing_answers_are_an_infrastructure_failure(
     tmp_path: Path, data: dict[str, Path], samples: dict[str, list[Sample]]
 ) -> None:

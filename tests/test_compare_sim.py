@@ -99,39 +99,60 @@ def test_equal_accuracy_is_never_not_equivalent(
     assert main(["compare", str(out), "--reference", "ref", "--no-report"]) == code
 
 
-def _multi_image_count(path: Path) -> int:
+def _image_counts(path: Path) -> list[int]:
+    """Images per MMMU question of the data set (what the prompt refers to)."""
     from vlmparity.data.sources import load_rows
     from vlmparity.tasks.base import get_task
 
     samples = get_task("mmmu_val").samples_from_rows(load_rows(path, split="validation"))
-    return sum(1 for s in samples if len(s.images) > 1)
+    return [len(s.images) for s in samples]
 
 
-def test_error_rate_above_the_gate_exits_3(
+def test_one_image_vllm_exits_3_saying_why_and_skip_compares_cleanly(
     small: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # llava on vLLM accepts one image per prompt: MMMU's multi-image questions come back `unsupported`
     data = {"mmmu_val": small["mmmu_val"]}
-    multi = _multi_image_count(small["mmmu_val"])
-    assert multi / 60 > 0.02
-    with serving(sim_config("ovms", data), sim_config("vllm", data, image_limit=1)) as (ovms, vllm):
-        code = main(
-            [
-                "compare",
-                "-e",
-                f"ovms={ovms.url}",
-                "-e",
-                f"vllm={vllm.url}",
-                *data_args(data),
-                "-o",
-                str(tmp_path / "o"),
-            ]
-        )
+    counts = _image_counts(small["mmmu_val"])
+    multi, most = sum(1 for n in counts if n > 1), max(counts)
+    assert multi / 60 > 0.02 and most > 1
+    out, verdict_file = tmp_path / "o", tmp_path / "v.json"
+    with serving(sim_config("vllm", data, image_limit=1), sim_config("ovms", data)) as (vllm, ovms):
+        args = [
+            "compare",
+            "-e",
+            f"vllm={vllm.url}",
+            "-e",
+            f"ovms={ovms.url}",
+            *data_args(data),
+            "-o",
+            str(out),
+        ]
+        code = main([*args, "--no-report"])
+        printed = capsys.readouterr().out
+        assert code == 3
+        (problem,) = [line for line in printed.splitlines() if line.startswith("INFRASTRUCTURE:")]
+        assert problem.startswith(f"INFRASTRUCTURE: vllm: {multi} of 60 mmmu_val samples unsupported (")
+        assert "the server accepts 1 image per request" in problem and f"up to {most}" in problem
+        assert f"""--limit-mm-per-prompt '{{"image": {most}}}'""" in problem
+        assert "--multi-image skip" in problem and "--multi-image merge" in problem
+        # a gate above the failure rate lets the verdict through
+        assert main(["compare", str(out), "--max-error-rate", "0.9", "--no-report"]) in (0, 1, 2)
+        capsys.readouterr()
+
+        # the same command with --multi-image skip: the refused questions leave the comparison for both
+        # endpoints (counted and reported), nothing counts as an error
+        code = main([*args, "--multi-image", "skip", "--json", str(verdict_file), "--no-report"])
     printed = capsys.readouterr().out
-    assert code == 3
-    assert f"vllm: {multi} of 60 requests failed" in printed and f"unsupported={multi}" in printed
-    # a gate above the failure rate lets the verdict through
-    assert main(["compare", str(tmp_path / "o"), "--max-error-rate", "0.9", "--no-report"]) in (0, 1, 2)
+    assert code in (0, 2), printed
+    assert "INFRASTRUCTURE" not in printed
+    assert f"mmmu_val: {60 - multi} paired samples" in printed
+    assert f"mmmu_val: {multi} sample(s) skipped (--multi-image skip): not compared" in printed
+    assert f"vllm: {60 - multi}/{60 - multi} answered; ovms: {60 - multi}/{60 - multi} answered" in printed
+    (cand,) = json.loads(verdict_file.read_text())["candidates"]
+    assert cand["tasks"]["mmmu_val"]["skipped"] == multi and cand["tasks"]["mmmu_val"]["paired"] == 60 - multi
+    for side in ("reference", "candidate"):
+        assert cand["health"][side]["failures"] == 0
 
 
 def _config(data: dict[str, Path], urls: dict[str, str], out: Path, **options: Any) -> RunConfig:

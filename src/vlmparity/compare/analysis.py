@@ -28,7 +28,7 @@ from typing import Any
 
 from vlmparity.compare import stats
 from vlmparity.compare import verdict as v
-from vlmparity.compare.join import Joined, Pair, Side, TaskJoin, is_missing
+from vlmparity.compare.join import Joined, LoadedRun, Pair, Side, TaskJoin, is_missing
 from vlmparity.errors import ConfigError
 from vlmparity.runner import PAIRED_FALLBACK
 from vlmparity.tasks.base import Sample
@@ -323,8 +323,84 @@ def _failure_detail(h: Health) -> str:
     return ", ".join(parts)
 
 
-def problems(joined_tasks: Sequence[TaskJoin], ha: Health, hb: Health, s: Settings) -> list[str]:
-    """Infrastructure failures that make the comparison untrustworthy (exit 3)."""
+@dataclass(frozen=True)
+class ImageLimit:
+    """What one run knows about its image limit: the server kind, the limit it reported, `--max-images`."""
+
+    kind: str = ""
+    server_limit: int | None = None
+    max_images: int | None = None
+
+
+def image_limit_of(run: LoadedRun) -> ImageLimit:
+    """The run's backend kind, the image limit its server reported and its `--max-images`, from the store."""
+    options = run.ref.run.config.get("options") or {}
+    max_images = options.get("max_images") if isinstance(options, dict) else None
+    return ImageLimit(
+        kind=run.ref.run.kind,
+        server_limit=run.ref.run.image_limit,
+        max_images=max_images if isinstance(max_images, int) else None,
+    )
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """One endpoint's `unsupported` samples (too many images): how many, why, and what to do."""
+
+    n: int
+    what: str  # "vllm: 46 of 900 mmmu_val samples"
+    why: str
+    remedy: str
+
+    def text(self, extra: str = "") -> str:
+        return f"{self.what} unsupported ({extra}{self.why}): {self.remedy}"
+
+
+def unsupported_advice(
+    label: str, joined_tasks: Sequence[TaskJoin], side: str, limit: ImageLimit
+) -> Unsupported | None:
+    """Why one endpoint's samples (side "a" or "b") were `unsupported` and what to do, if any were."""
+    parts, n, most = [], 0, 0
+    for t in joined_tasks:
+        refused = [p for p in t.pairs if getattr(p, side).outcome == "unsupported"]
+        if refused:
+            parts.append(f"{len(refused)} of {len(t.pairs)} {t.task} samples")
+            n += len(refused)
+            most = max([most, *(len(p.sample.images) for p in refused)])
+    if not parts:
+        return None
+    many = f"{most} image{'s' if most != 1 else ''}"
+    rerun = (
+        "or rerun with --multi-image skip (those samples left out for every endpoint, and counted) or "
+        "--multi-image merge (their images tiled into one)"
+    )
+    k = limit.server_limit
+    if k is not None and (limit.max_images is None or k <= limit.max_images):
+        why = f"the server accepts {k} image{'s' if k != 1 else ''} per request, they have up to {most}"
+        if limit.kind == "vllm":
+            fix = f"restart it with --limit-mm-per-prompt '{{\"image\": {most}}}'"
+        else:
+            fix = f"raise the server's limit to {many} per request"
+    elif limit.max_images is not None:
+        why = f"--max-images {limit.max_images}, they have up to {most}"
+        fix = f"rerun with --max-images {most} (or without it) if the server accepts {many}"
+    else:
+        why = f"the server refused them as having too many images, they have up to {most}"
+        fix = f"raise the server's limit to {many} per request"
+    return Unsupported(n, f"{label}: {', '.join(parts)}", why, f"{fix}, {rerun}")
+
+
+def problems(
+    joined_tasks: Sequence[TaskJoin],
+    ha: Health,
+    hb: Health,
+    s: Settings,
+    limits: tuple[ImageLimit, ImageLimit] = (ImageLimit(), ImageLimit()),
+) -> list[str]:
+    """Infrastructure failures that make the comparison untrustworthy (exit 3).
+
+    `limits` (reference, candidate) explain `unsupported` failures: the limit and what to do about it.
+    """
     out = []
     mismatched = sum(len(t.mismatched) for t in joined_tasks)
     if mismatched:
@@ -333,17 +409,25 @@ def problems(joined_tasks: Sequence[TaskJoin], ha: Health, hb: Health, s: Settin
             f"{mismatched} sample(s) were sent different requests (request_hash differs; first: {first}): "
             "excluded from the comparison; rerun both with the same data, generation and image options"
         )
-    for h in (ha, hb):
+    for h, side, limit in ((ha, "a", limits[0]), (hb, "b", limits[1])):
         if h.missing:
             out.append(
                 f"{h.label} has no answer for {h.missing} of {h.n} sample(s) (an interrupted run?): "
                 "rerun its `vlmparity run` command to finish it"
             )
         if h.n and h.error_rate > s.max_error_rate:
+            gate = f"above --max-error-rate {100 * s.max_error_rate:g}%"
+            advice = unsupported_advice(h.label, joined_tasks, side, limit)
+            if advice is not None and advice.n == h.failures:
+                # every failure is an image-limit refusal: one line saying so and what to do
+                out.append(advice.text(f"{100 * h.error_rate:.1f}% of requests, {gate}; "))
+                continue
             out.append(
                 f"{h.label}: {h.failures} of {h.n} requests failed ({100 * h.error_rate:.1f}%: "
-                f"{_failure_detail(h)}), above --max-error-rate {100 * s.max_error_rate:g}%"
+                f"{_failure_detail(h)}), {gate}"
             )
+            if advice is not None:
+                out.append(advice.text())
     for t in joined_tasks:
         if not t.pairs:
             out.append(f"{t.task}: no sample of the two runs can be paired")
@@ -365,7 +449,7 @@ def notes(joined_tasks: Sequence[TaskJoin], a: str, b: str) -> list[str]:
         if fa or fb:
             out.append(
                 f"{t.task}: {fa} answer(s) of {a} and {fb} of {b} had no option letter; their random letter "
-                f"is drawn per sample ({PAIRED_FALLBACK}: seeded by the sample id), so identical answers get identical letters (the runs' own "
+                f"is drawn per sample (seeded by the sample id: {PAIRED_FALLBACK}), so identical answers get identical letters (the runs' own "
                 "reported scores use lmms-eval's sequential draw and may differ slightly)"
             )
     return out
@@ -405,7 +489,8 @@ def analyse(joined: Joined, settings: Settings | None = None) -> Analysis:
     all_pairs = [p for t in joined.tasks for p in t.pairs]
     ha = health(a_label, [p.a for p in all_pairs])
     hb = health(b_label, [p.b for p in all_pairs])
-    issues = problems(joined.tasks, ha, hb, s)
+    limits = (image_limit_of(joined.reference), image_limit_of(joined.candidate))
+    issues = problems(joined.tasks, ha, hb, s, limits)
 
     chosen = _policy_metrics(joined, s.policy, s)
     verdict, chosen = _judged(chosen, s.alpha)
