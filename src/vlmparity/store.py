@@ -468,10 +468,12 @@ def is_done(rec: ResultRecord, *, rerun_errors: bool = False) -> bool:
 
 @dataclass(frozen=True)
 class Registration:
-    """Samples to register through the writer; `on_commit` runs (writer thread) once they are durable."""
+    """Samples to register through the writer; `on_commit` runs (writer thread) once they are durable,
+    `on_error` instead if the writer failed before committing them (so nobody waits for them forever)."""
 
     records: tuple[SampleRecord, ...]
     on_commit: Callable[[], None] | None = None
+    on_error: Callable[[BaseException], None] | None = None
 
 
 _INSERT_SAMPLE = (
@@ -511,17 +513,28 @@ class ResultWriter:
         self._check()
         self._queue.put(rec)
 
-    def register(self, records: Sequence[SampleRecord], on_commit: Callable[[], None] | None = None) -> None:
-        """Queue sample registrations (first registration of a sample wins); `on_commit` once durable."""
+    def register(
+        self,
+        records: Sequence[SampleRecord],
+        on_commit: Callable[[], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        """Queue sample registrations (first registration of a sample wins); `on_commit` once durable,
+        `on_error(DataError)` if the writer fails first."""
         self._check()
-        self._queue.put(Registration(tuple(records), on_commit))
+        self._queue.put(Registration(tuple(records), on_commit, on_error))
+        if self._error is not None:  # the writer failed meanwhile and may have drained the queue already
+            self._drain_unfinished()
+
+    def _failure(self) -> DataError:
+        return DataError(
+            f"cannot write to the run store {self._path}: {self._error}",
+            hint="every answer acknowledged so far is kept; fix the cause, then rerun the same command",
+        )
 
     def _check(self) -> None:
         if self._error is not None:
-            raise DataError(
-                f"cannot write to the run store {self._path}: {self._error}",
-                hint="every answer acknowledged so far is kept; fix the cause, then rerun the same command",
-            )
+            raise self._failure()
 
     def flush(self) -> None:
         """Wait until everything queued so far is committed."""
@@ -561,6 +574,8 @@ class ResultWriter:
                         self._commit(conn, batch)
                 except sqlite3.Error as exc:  # disk full, locked for too long: surface, never swallow
                     self._error = exc
+                    for item in batch:
+                        _fail(item, self._failure())
                     return
                 finally:
                     for _ in range(taken):
@@ -598,10 +613,17 @@ class ResultWriter:
                 self._on_commit(results)
 
     def _drain_unfinished(self) -> None:
-        # After a failure nothing more is committed: release any flush() waiting on the queue.
+        # After a failure nothing more is committed: release any flush() or registration waiting on it.
         while True:
             try:
-                self._queue.get_nowait()
+                item = self._queue.get_nowait()
             except queue.Empty:
                 return
+            if self._error is not None:
+                _fail(item, self._failure())
             self._queue.task_done()
+
+
+def _fail(item: ResultRecord | Registration | None, error: BaseException) -> None:
+    if isinstance(item, Registration) and item.on_error is not None:
+        item.on_error(error)
