@@ -197,3 +197,23 @@ def test_run_from_openai_api_base_and_resume(tmp_path: Path, mme_dir: Path) -> N
     files = sorted(p.name for p in (tmp_path / "o").rglob("*") if p.is_file())
     assert "run.json" in files and "vlmparity.sqlite" in files
     assert sum(1 for f in files if f.endswith("_samples_mme.jsonl")) == 2
+
+
+def test_unfinished_endpoints_are_named_once() -> None:
+    from vlmparity.cli.run import unfinished_error
+    from vlmparity.errors import EndpointError
+
+    breaker = EndpointError(
+        "vllm: 15 consecutive connection failures (refused) at http://127.0.0.1:9/v1/chat/completions; "
+        "stopped after 30 results",
+        hint="is the server still running? results so far are kept; run again to resume",
+    )
+    err = unfinished_error({"vllm": breaker.one_line(), "ovms": "the image of row 3 cannot be decoded"})
+    text = err.one_line()
+    assert text.startswith("not every endpoint finished: vllm: 15 consecutive connection failures (refused)")
+    assert text.count("vllm:") == 1 and text.count("ovms:") == 1
+    assert "; ovms: the image of row 3 cannot be decoded (rerun the same command to resume)" in text
+    # every endpoint's own error already says how to resume: not said twice
+    only = unfinished_error({"vllm": breaker.one_line()})
+    assert only.hint is None and only.one_line().count("resume") == 1
+    assert only.exit_code == 3

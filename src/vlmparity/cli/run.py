@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
 if TYPE_CHECKING:
+    from vlmparity.errors import EndpointError
     from vlmparity.runner import RunOutcome
 
 
@@ -174,10 +176,18 @@ def run(
         ) from None
     _print_outcome(outcome)
     if outcome.errors:
-        from vlmparity.errors import EndpointError
+        raise unfinished_error(outcome.errors)
 
-        names = ", ".join(f"{k}: {v}" for k, v in outcome.errors.items())
-        raise EndpointError(f"not every endpoint finished ({names})", hint="rerun the same command to resume")
+
+def unfinished_error(errors: Mapping[str, str]) -> EndpointError:
+    """One error for the endpoints that did not finish: each named once, with its own one-line error."""
+    from vlmparity.errors import EndpointError
+
+    # Endpoint errors usually start with the endpoint's name already (the dispatcher's do).
+    details = [text if text.startswith(f"{name}:") else f"{name}: {text}" for name, text in errors.items()]
+    # The endpoints' own hints usually say how to resume; say it once.
+    resume = None if all("resume" in d for d in details) else "rerun the same command to resume"
+    return EndpointError(f"not every endpoint finished: {'; '.join(details)}", hint=resume)
 
 
 def _err(text: str) -> None:
