@@ -745,11 +745,12 @@ def print_timing(setting: Setting, runs: Sequence[ToolRun]) -> None:
         f"   wall time ratio lmms-eval / vlmparity: {a.stats.wall_s / b.stats.wall_s:.1f}x; "
         f"after the first request: {(a.sending_s or 0) / (b.sending_s or 1):.1f}x"
     )
-    print(
-        f"   the server alone needs {ideal:.1f} s for {n} requests ({setting.describe()}); at the real "
-        f"{setting.latency:g} s per request it would need {setting.ideal_s(n) / setting.time_scale / 60:.1f} min "
-        "whichever the client"
-    )
+    print(f"   the server alone needs {ideal:.1f} s for {n} requests ({setting.describe()})")
+    if setting.time_scale not in (0, 1):
+        real = setting.ideal_s(n) / setting.time_scale
+        print(
+            f"   unscaled ({setting.latency:g} s per request) it would need {real / 60:.1f} min, whichever the client"
+        )
 
 
 def print_scores(lmms: ToolRun, ours: ToolRun) -> bool:
