@@ -228,6 +228,74 @@ def test_temperature_with_and_without_seed(small_data: list[Path], small_rows: l
     assert len(by_seed) > 1
 
 
+def open_body(**extra: Any) -> dict[str, Any]:
+    """An unrecognised request with an open prompt (no yes/no, no options): the generic answer is a
+    sentence, and a random draw of it is a string of meaningless words (sim/answers.py)."""
+    content = [image_part(original_url(drawn_png(11))), text_part("Describe this picture.")]
+    return {"model": MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": 16, **extra}
+
+
+def answer_to(sim: SimServer, body: dict[str, Any]) -> str:
+    response = httpx.post(sim.base_url + "/chat/completions", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    return str(response.json()["choices"][0]["message"]["content"])
+
+
+def test_nondeterminism_one_redraws_every_temperature_zero_answer() -> None:
+    with sim_for([]) as steady, sim_for([], nondeterminism=1.0) as noisy:
+        fixed = {answer_to(steady, open_body(temperature=0)) for _ in range(5)}
+        drawn = [answer_to(noisy, open_body(temperature=0)) for _ in range(20)]
+        seeded = [answer_to(noisy, open_body(temperature=0, seed=7)) for _ in range(5)]
+    assert len(fixed) == 1  # the default (nondeterminism 0): one text
+    # 2**30 possible random texts: twenty draws are all different, none is the deterministic answer
+    assert len(set(drawn)) == len(drawn) and not fixed & set(drawn)
+    assert len(set(seeded)) == len(seeded)  # a seed does not pin batch-dependent numerics
+    for text in drawn:
+        assert yes_no(text) == "other" and mc_letter(text) is None
+
+
+def test_nondeterminism_rate() -> None:
+    p, n = 0.3, 200
+    with sim_for([]) as steady, sim_for([], nondeterminism=p) as noisy:
+        fixed = answer_to(steady, open_body(temperature=0))
+        changed = sum(answer_to(noisy, open_body(temperature=0)) != fixed for _ in range(n))
+    assert within(changed, n, p)
+
+
+def test_nondeterminism_keeps_accuracy(small_data: list[Path], small_rows: list[Row]) -> None:
+    # A redrawn answer comes from the same distribution: at accuracy 1 it is still right; at accuracy 0.5
+    # one question asked again and again is answered right and wrong (P(all 30 alike) = 2 * 0.5**30).
+    rows = small_rows[::6]
+    with sim_for(small_data, accuracy=1.0, styles=TERSE, nondeterminism=1.0) as sim:
+        for row in rows:
+            text, entry = ask(sim, row)
+            assert entry.sample_id == expected_id(row) and is_right(row, text), text
+    row = small_rows[3]
+    with sim_for(small_data, accuracy=0.5, styles=TERSE, nondeterminism=1.0) as sim:
+        verdicts = {is_right(row, ask(sim, row)[0]) for _ in range(30)}
+    assert verdicts == {True, False}
+
+
+def test_seed_ignored_when_not_honoured(small_data: list[Path], small_rows: list[Row]) -> None:
+    # temperature_noise 2: at temperature 1 every answer is a random draw
+    with (
+        sim_for([], temperature_noise=2.0) as honoured,
+        sim_for([], temperature_noise=2.0, honour_seed=False) as ignored,
+    ):
+        same = {answer_to(honoured, open_body(temperature=1.0, seed=7)) for _ in range(5)}
+        other = answer_to(honoured, open_body(temperature=1.0, seed=8))
+        free = [answer_to(ignored, open_body(temperature=1.0, seed=7)) for _ in range(8)]
+        # the seed is only read when sampling: temperature 0 stays deterministic
+        zero = {answer_to(ignored, open_body(temperature=0, seed=7)) for _ in range(5)}
+    assert len(same) == 1 and other not in same
+    assert len(set(free)) == len(free)
+    assert len(zero) == 1
+    row = small_rows[3]
+    with sim_for(small_data, temperature_noise=1.0, honour_seed=False) as sim:
+        seeded = {ask(sim, row, temperature=1.0, seed=7)[0] for _ in range(30)}
+    assert len(seeded) > 1
+
+
 # ------------------------------------------------------------------ accuracy, styles, divergence
 
 

@@ -33,11 +33,26 @@ def test_yaml_and_json_files(tmp_path: Path) -> None:
     assert not SimConfig().vllm_flat_errors()  # default 0.11.0 uses the nested shape
 
 
+def test_misbehaviour_knobs_from_a_file(tmp_path: Path) -> None:
+    file = tmp_path / "sim.yaml"
+    file.write_text("usage: false\nstream_done: false\nanswers: {nondeterminism: 0.25, honour_seed: false}\n")
+    cfg = load_config(file)
+    assert (cfg.usage, cfg.stream_done) == (False, False)
+    assert (cfg.answers.nondeterminism, cfg.answers.honour_seed) == (0.25, False)
+    # the defaults are the well-behaved server
+    default = SimConfig()
+    assert (default.usage, default.stream_done) == (True, True)
+    assert (default.answers.nondeterminism, default.answers.honour_seed) == (0.0, True)
+
+
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
         ("answers: [", "not valid YAML"),
         ("answers: {accuracy: 2}", "answers.accuracy"),
+        ("answers: {nondeterminism: 1.5}", "answers.nondeterminism"),
+        ("answers: {honour_seed: maybe}", "answers.honour_seed"),
+        ("stream_done: sometimes", "stream_done"),
         ("personality: sglang", "personality"),
         ("colour: red", "colour"),
         ("faults: {p_500: 0.7, p_503: 0.7}", "more than 1"),

@@ -202,6 +202,45 @@ def test_stream_without_usage_has_no_usage_chunk(vllm: SimServer, mme_rows: list
     assert all(e["choices"] for e in events[:-1])
 
 
+@pytest.mark.parametrize("personality", ["vllm", "ovms"])
+def test_usage_off_leaves_usage_out(personality: str, tiny_mme: Path, mme_rows: list[dict[str, Any]]) -> None:
+    answers = {"accuracy": 1.0, **TERSE}
+    with SimServer(personality=personality, data=[tiny_mme], load=FAST, answers=answers, usage=False) as sim:
+        unary = post(sim, body_for(mme_rows[0])).json()
+        events = collect_sse(
+            post(sim, body_for(mme_rows[0], stream=True, stream_options={"include_usage": True}))
+        )
+        client = openai.OpenAI(base_url=sim.base_url, api_key="unused", max_retries=0)
+        done = client.chat.completions.create(model=MODEL, messages=body_for(mme_rows[0])["messages"])
+    assert unary["choices"][0]["message"]["content"] == "Yes" and "usage" not in unary
+    assert done.usage is None
+    # the stream still answers and ends with [DONE], but no usage chunk although include_usage asked
+    assert events[-1] == "[DONE]"
+    assert all(e["choices"] and "usage" not in e for e in events[:-1])
+    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1]) == "Yes"
+
+
+@pytest.mark.parametrize("personality", ["vllm", "ovms"])
+def test_stream_done_off_ends_without_done(
+    personality: str, tiny_mme: Path, mme_rows: list[dict[str, Any]]
+) -> None:
+    answers = {"accuracy": 1.0, **TERSE}
+    with SimServer(
+        personality=personality, data=[tiny_mme], load=FAST, answers=answers, stream_done=False
+    ) as sim:
+        body = body_for(mme_rows[0], stream=True, stream_options={"include_usage": True})
+        response = post(sim, body)
+        unary = post(sim, body_for(mme_rows[0])).json()
+    assert response.status_code == 200
+    assert b"[DONE]" not in response.content
+    events = collect_sse(response)
+    # everything else is sent: the answer, its finish_reason, then the usage chunk last
+    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1]) == "Yes"
+    assert events[-2]["choices"][0]["finish_reason"] == "stop"
+    assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == 1
+    assert unary["usage"]["completion_tokens"] == 1  # unary responses are unchanged
+
+
 def test_max_tokens_cuts_answer_with_length(tiny_mme: Path, mme_rows: list[dict[str, Any]]) -> None:
     verbose = {"accuracy": 1.0, "styles": {"terse": 0, "verbose": 1, "unparseable": 0}}
     with SimServer(data=[tiny_mme], load=FAST, answers=verbose) as sim:

@@ -16,7 +16,13 @@ How an answer is decided for a recognised sample (all draws are hashes, so they 
    subset of the reference's.
 4. At temperature > 0 the answer is redrawn (same probabilities, random source) with probability
    `min(1, temperature * temperature_noise)`; the random source is seeded by the request's `seed` when
-   given, else fresh entropy. At temperature 0 the answer is fixed.
+   given (and `honour_seed` is true), else fresh entropy. At temperature 0 the answer is fixed, except
+   that with probability `nondeterminism` it is redrawn from fresh entropy (an engine whose numerics
+   depend on the batch): answers then vary from request to request but the expected accuracy does not.
+
+An unrecognised request gets a generic answer shaped by its prompt (an option letter, Yes/No, or a
+sentence the parsers cannot read); when it is drawn at random, the sentence is a string of meaningless
+words (like a sampled model's), so two random draws practically never give the same text.
 
 Tokens are whitespace-separated words: completion_tokens = words in the answer, and `max_tokens` keeps
 the first N words (finish_reason "length").
@@ -48,6 +54,14 @@ _UNPARSEABLE_MC = (
     "unable to decide between the choices.",
 )
 _WRONG_WORDS = ("unknown", "none of these", "zebra", "blue", "triangle", "seventeen")
+# Sampled babble: lower-case words holding neither "yes" nor "no" (unparseable for both benchmarks).
+_BABBLE = (
+    "blurry", "soft", "pixel", "light", "shade", "warm", "quiet", "edge",
+    "patch", "bright", "dim", "grey", "pale", "deep", "faint", "curve",
+    "line", "round", "flat", "small", "wide", "thin", "dark", "clear",
+    "smooth", "rough", "plain", "sharp", "dull", "vivid", "still", "calm",
+)  # fmt: skip
+BABBLE_WORDS = 6  # 32**6 = 2**30 texts: fits the doctor's 8-token answers
 
 
 def unit(*parts: object) -> float:
@@ -176,10 +190,17 @@ def render(sample: SimSample, draw: Draw, cfg: AnswerConfig, u: float | None = N
     return value if draw.style == TERSE else f"The answer is {value}."
 
 
-def generic_answer(text: str, image_keys: Sequence[str], cfg: AnswerConfig, u: float | None = None) -> str:
-    """A deterministic answer to a request the simulator does not recognise, shaped by the prompt."""
-    if u is None:
-        u = unit(cfg.model_seed, "generic", text, *image_keys)
+def babble(rng: random.Random) -> str:
+    """A sampled answer of meaningless words, as a randomly initialised model gives."""
+    return " ".join(rng.choice(_BABBLE) for _ in range(BABBLE_WORDS)) + "."
+
+
+def generic_answer(
+    text: str, image_keys: Sequence[str], cfg: AnswerConfig, rng: random.Random | None = None
+) -> str:
+    """The answer to a request the simulator does not recognise, shaped by the prompt; deterministic
+    unless `rng` (a random draw) is given."""
+    u = rng.random() if rng is not None else unit(cfg.model_seed, "generic", text, *image_keys)
     low = text.lower()
     if "option's letter" in low or "\na. " in low or "(a)" in low:
         return _pick("ABCD", u)
@@ -189,7 +210,7 @@ def generic_answer(text: str, image_keys: Sequence[str], cfg: AnswerConfig, u: f
         or low.lstrip().startswith(("is ", "are ", "does "))
     ):
         return "Yes" if u < 0.5 else "No"
-    return _pick(_UNPARSEABLE_YESNO, u)
+    return babble(rng) if rng is not None else _pick(_UNPARSEABLE_YESNO, u)
 
 
 def choose_answer(
@@ -201,17 +222,21 @@ def choose_answer(
     temperature: float,
     seed: int | None,
 ) -> SimAnswer:
-    """The answer to one request: engine draw at temperature 0, possibly redrawn when sampling."""
+    """The answer to one request: the engine's draw, or a random one when sampling (temperature > 0) or,
+    at temperature 0, with probability `nondeterminism`."""
     rng: random.Random | None = None
     if temperature > 0:
         key = sample.id if sample else "|".join([text, *image_keys])
-        rng = random.Random(f"{cfg.model_seed}|{seed}|{key}") if seed is not None else random.Random()
+        seeded = seed is not None and cfg.honour_seed
+        rng = random.Random(f"{cfg.model_seed}|{seed}|{key}") if seeded else random.Random()
         if rng.random() >= min(1.0, temperature * cfg.temperature_noise):
             rng = None
+    elif cfg.nondeterminism > 0:
+        rng = random.Random()  # batch-dependent numerics: not reproducible, whatever the seed
+        if rng.random() >= cfg.nondeterminism:
+            rng = None
     if sample is None:
-        return SimAnswer(
-            generic_answer(text, image_keys, cfg, rng.random() if rng else None), None, None, "generic"
-        )
+        return SimAnswer(generic_answer(text, image_keys, cfg, rng), None, None, "generic")
     if rng is not None:
         draw = random_draw(sample, cfg, rng)
         return SimAnswer(render(sample, draw, cfg, rng.random()), sample, draw.correct, draw.style)

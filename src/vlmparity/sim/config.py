@@ -1,4 +1,16 @@
-"""Settings of the simulator (one pydantic model) and the loader for its JSON/YAML file."""
+"""Settings of the simulator (one pydantic model) and the loader for its JSON/YAML file.
+
+Besides accuracy, load and faults, a few knobs make the simulator behave like a less well-behaved server
+(every default is the well-behaved one):
+
+- `answers.nondeterminism` (0..1, default 0): probability that a temperature-0 request is answered from a
+  fresh random draw instead of the deterministic one, like an engine whose numerics depend on the batch.
+- `answers.honour_seed` (default true): false ignores the request's `seed` at temperature > 0 (answers are
+  drawn from fresh entropy as if no seed was given).
+- `usage` (default true): false leaves `usage` out of unary responses and never sends the usage chunk of a
+  stream, even when `stream_options.include_usage` asks for it.
+- `stream_done` (default true): false ends streams without the closing `data: [DONE]` line.
+"""
 
 from __future__ import annotations
 
@@ -57,6 +69,8 @@ class AnswerConfig(_Strict):
     divergence: float = Field(default=0.0, ge=0, le=1)  # share of samples where this engine flips correctness
     styles: StyleWeights = Field(default_factory=lambda: StyleWeights())
     temperature_noise: float = Field(default=0.5, ge=0)  # at T>0: P(answer redrawn) = min(1, T * noise)
+    nondeterminism: float = Field(default=0.0, ge=0, le=1)  # at T=0: P(answer redrawn from fresh entropy)
+    honour_seed: bool = True  # False: at T>0 a request's `seed` is ignored (fresh entropy instead)
 
     @model_validator(mode="after")
     def _groups_in_range(self) -> AnswerConfig:
@@ -139,6 +153,9 @@ class SimConfig(_Strict):
     # OVMS personality
     ovms_version: str = "2025.4"
     ovms_node_name: str = "LLMExecutor"  # the graph node named in MediaPipe-wrapped errors
+    # response shape (both engines send these; False imitates servers that do not)
+    usage: bool = True  # `usage` in unary responses and the usage chunk of streams that ask for it
+    stream_done: bool = True  # the closing `data: [DONE]` line of a stream
     answers: AnswerConfig = Field(default_factory=lambda: AnswerConfig())
     load: LoadConfig = Field(default_factory=lambda: LoadConfig())
     faults: FaultConfig = Field(default_factory=lambda: FaultConfig())

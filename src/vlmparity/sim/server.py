@@ -7,6 +7,8 @@
         sim.fault_counts   # injected faults by kind
 
 `AsyncSimServer` is the same server for code already inside an event loop (`async with`).
+Response shape knobs (`SimConfig`): `usage=False` leaves `usage` out of unary responses and drops the
+usage chunk of streams; `stream_done=False` ends streams without `data: [DONE]`.
 """
 
 from __future__ import annotations
@@ -284,7 +286,10 @@ class AsyncSimServer:
                 return await self._stream(request, chat, model, text, finish, usage, n_images, fault)
             await self.load.prefill(n_images)
             await self.load.decode(completion_tokens)
-        payload = orjson.dumps(self.personality.completion(model, text, finish, usage))
+        completion = self.personality.completion(model, text, finish, usage)
+        if not cfg.usage:
+            completion.pop("usage", None)
+        payload = orjson.dumps(completion)
         if fault == "truncated":
             await self._send_truncated(request, payload)
         if fault == "non_json":
@@ -366,9 +371,10 @@ class AsyncSimServer:
         if fault == "truncated":  # a one-word answer: cut before the end of the stream
             _abort(request, reset=False)
             raise _Aborted
-        if chat.include_usage:
+        if chat.include_usage and self.config.usage:
             await send(persona.usage_chunk(stream_id, model, usage))
-        await response.write(b"data: [DONE]\n\n")
+        if self.config.stream_done:
+            await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
 
