@@ -393,6 +393,20 @@ def test_wants_stream() -> None:
     assert wants_stream(orjson.dumps({"messages": [], "stream": True}))
 
 
+def test_wants_stream_on_big_bodies() -> None:
+    # a 2 MB image between the keys: the flag is found after it (build_request's order) or before it
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 2_000_000}}
+    messages = [{"role": "user", "content": [{"type": "text", "text": 'say "stream":true'}, image]}]
+    after = {"messages": messages, "max_tokens": 16, "temperature": 0.0, "stream": True}
+    assert wants_stream(orjson.dumps(after))
+    assert wants_stream(orjson.dumps({"stream": True, **after}))
+    assert wants_stream(b'{"stream": true, "messages": []}')
+    # a prompt quoting the key is no flag (its quotes are escaped), nor is stream false
+    assert not wants_stream(orjson.dumps({**after, "stream": False}))
+    assert not wants_stream(orjson.dumps({"messages": [{"role": "user", "content": '"stream":true'}]}))
+    assert not wants_stream(bytearray(orjson.dumps({"messages": messages})))
+
+
 # -- retry backoff and concurrency controllers (pure) ----------------------------------------------------
 
 

@@ -484,14 +484,20 @@ async def _streams(sample: str, n: int, request: web.Request) -> web.StreamRespo
     raise AssertionError(sample)
 
 
-def test_streaming_results() -> None:
+@pytest.mark.parametrize("told", [False, True])
+def test_streaming_results(told: bool) -> None:
+    """Streaming read from each body's flag, or told (`stream=True`): then the bodies are not even looked at."""
     samples = ["vllm", "ovms", "ovms-error-before-first-chunk", "midstream"]
 
     async def main() -> tuple[FakeServer, list[Result]]:
         fake = FakeServer(_streams)
         async with serve(fake) as (root, _):
-            dispatcher = Dispatcher(endpoint(root), concurrency=2, retry=FAST_RETRY)
-            items = [(s, body(s, stream=True, stream_options={"include_usage": True})) for s in samples]
+            dispatcher = Dispatcher(endpoint(root), concurrency=2, retry=FAST_RETRY, stream=told or None)
+            items: list[tuple[str, Any]] = [
+                (s, body(s, stream=True, stream_options={"include_usage": True})) for s in samples
+            ]
+            if told:  # pre-serialised bodies without the flag (this server streams regardless)
+                items = [(s, orjson.dumps(body(s))) for s in samples]
             results = await collect(dispatcher, items)
         return fake, results
 

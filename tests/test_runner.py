@@ -302,6 +302,27 @@ def test_multi_image_policies(
     assert treated == multi
 
 
+def test_streaming_run_reads_the_stream(
+    data: dict[str, Path], sims: dict[str, SimServer], tmp_path: Path
+) -> None:
+    from vlmparity.config import GenerationConfig
+
+    out = tmp_path / "out"
+    cfg = _config(data, {"ovms": sims["ovms"].url}, out).model_copy(
+        update={"generation": GenerationConfig(stream=True)}
+    )
+    outcome = runner.run(cfg)
+    assert outcome.errors == {}
+    assert [s.outcomes for s in outcome.scores["ovms"]] == [{"ok": 24}, {"ok": 30}]
+    # every sample was asked to stream, and answered by a stream (time to first token recorded)
+    asked = [e.stream for e in sims["ovms"].chat_log if e.sample_id]
+    assert len(asked) == 54 and all(asked)
+    conn = sqlite3.connect(out / "vlmparity.sqlite")
+    ttfts = [row[0] for row in conn.execute("SELECT ttft FROM results")]
+    conn.close()
+    assert len(ttfts) == 54 and all(t is not None for t in ttfts)
+
+
 def test_max_images_known_in_advance_sends_no_multi_image_request(
     data: dict[str, Path], sims: dict[str, SimServer], tmp_path: Path
 ) -> None:

@@ -752,6 +752,7 @@ class Engine:
             attempt_timeout_s=opts.timeout,
             retry=RetryPolicy(max_attempts=opts.max_retries + 1),
             keep_response=False,
+            stream=self.gen.stream,  # known here: the dispatcher need not look into megabyte bodies
         )
         ep.pass_base = ep.done
         self.progress.begin(ep.name, len(ep.todo))

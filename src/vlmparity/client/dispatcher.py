@@ -131,7 +131,9 @@ class Dispatcher:
         client: httpx.AsyncClient | None = None,
         keep_response: bool = True,
         seed: int | None = None,
+        stream: bool | None = None,
     ) -> None:
+        """`stream`: whether the bodies ask for SSE streaming, when the caller knows (None: read each body)."""
         if controller is None:
             controller = (
                 FixedController(concurrency)
@@ -145,6 +147,7 @@ class Dispatcher:
         self.retry = retry or RetryPolicy()
         self.breaker = breaker or BreakerPolicy()
         self.keep_response = keep_response
+        self.stream = stream
         self._pool_size = concurrency if concurrency is not None else max_concurrency
         self._client = client
         self._rng = random.Random(seed)  # private: the global random sequence belongs to MMMU scoring
@@ -277,7 +280,7 @@ class Dispatcher:
         assert self._gate is not None
         gate = self._gate
         payload = encode_body(body, self.endpoint.model)
-        stream = wants_stream(body)
+        stream = self.stream if self.stream is not None else wants_stream(body)
         started_at = time.time()
         t0 = time.perf_counter()
         deadline = t0 + self.sample_timeout_s if self.sample_timeout_s else None

@@ -63,12 +63,21 @@ def encode_body(body: Mapping[str, Any] | bytes, model: str | None) -> bytes:
     return orjson.dumps({"model": model, **body})
 
 
+STREAM_FLAG_WINDOW = 512  # bytes at each end of a pre-serialised body searched for the stream flag
+
+
 def wants_stream(body: Mapping[str, Any] | bytes) -> bool:
-    """True when the body asks for SSE streaming (`"stream": true`)."""
+    """True when the body asks for SSE streaming (`"stream": true`); O(1) whatever the body's size.
+
+    A pre-serialised body is searched only near its ends: the megabytes are the messages' images, and
+    the small top-level keys (the flag among them) sit before or after them. Callers that know whether
+    they stream say so instead (`Dispatcher(stream=...)`).
+    """
     if isinstance(body, bytes | bytearray | memoryview):
-        # Cheap check on pre-serialised bodies: the flag is a top-level key, images never contain it.
-        raw = bytes(body)
-        return b'"stream":true' in raw or b'"stream": true' in raw
+        view = memoryview(body)
+        ends = (bytes(view[:STREAM_FLAG_WINDOW]), bytes(view[-STREAM_FLAG_WINDOW:]))
+        # Inside a JSON string the quotes would be escaped, so text never matches the key.
+        return any(b'"stream":true' in end or b'"stream": true' in end for end in ends)
     return body.get("stream") is True
 
 
