@@ -316,6 +316,80 @@ def test_wrong_path_lists_every_path_tried() -> None:
     assert "/v1/chat/completions" in str(err) and "/v3/chat/completions" in str(err)
 
 
+def _all_404() -> web.Application:
+    async def not_found(request: web.Request) -> web.Response:
+        return web.Response(status=404, text="404: Not Found")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", not_found)
+    return app
+
+
+@pytest.mark.parametrize("model", [None, "m"])
+def test_no_openai_api_at_all(model: str | None) -> None:
+    """404 on every path: not 'lists no models' but no API there, with the paths tried and the bases."""
+
+    async def main() -> tuple[str, EndpointError]:
+        async with serve(_all_404()) as root:
+            with pytest.raises(EndpointError) as info:
+                await resolve_endpoint(EndpointSpec(url=root, model=model), ready_timeout=0)
+            return root, info.value
+
+    root, err = asyncio.run(main())
+    assert str(err) == (
+        f"no OpenAI-compatible API at {root}: {root} answered 404 on "
+        "/v1/models, /v3/models, /v1/chat/completions and /v3/chat/completions"
+    )
+    assert err.hint == f"give the server's API base URL: {root}/v1 for vLLM, {root}/v3 for OVMS"
+
+
+def test_wrong_path_prefix_suggests_the_base() -> None:
+    app, _ = vllm_app()
+
+    async def main() -> tuple[str, EndpointError]:
+        async with serve(app) as root:
+            with pytest.raises(EndpointError) as info:
+                await resolve_endpoint(EndpointSpec(url=root + "/api/openai"), ready_timeout=0)
+            return root, info.value
+
+    root, err = asyncio.run(main())
+    assert str(err).startswith(
+        f"no OpenAI-compatible API at {root}/api/openai: {root}/api/openai answered 404"
+    )
+    assert err.hint is not None and f"{root}/v1 for vLLM" in err.hint
+
+
+def test_chat_without_model_listing() -> None:
+    """A chat endpoint but no /models: the model must be named (and is then used)."""
+
+    async def chat(request: web.Request) -> web.Response:
+        return _json({"error": {"message": "missing messages", "code": 400}}, 400)
+
+    def app() -> web.Application:
+        a = web.Application()
+        a.router.add_post("/v1/chat/completions", chat)
+        return a
+
+    err = resolve_error(app(), "/v1")
+    assert "has no model listing" in str(err) and "404 on /v1/models and /v3/models" in str(err)
+    assert str(err).endswith("and no model was given")
+    assert err.hint == "name the model to use"
+    root, ep = resolve(app(), "/v1", model="m")
+    assert (ep.chat_url, ep.model, ep.served_models) == (root + "/v1/chat/completions", "m", ())
+
+
+def test_empty_listing_after_a_missing_one() -> None:
+    """/v1/models 404 but /v3/models lists nothing: a listing exists, it is empty."""
+
+    async def models_(request: web.Request) -> web.Response:
+        return _json({"object": "list", "data": []})
+
+    app = web.Application()
+    app.router.add_get("/v3/models", models_)
+    err = resolve_error(app)
+    assert str(err).endswith(" lists no models and none was given")
+
+
 def test_vllm_given_v3_recovers_with_note() -> None:
     app, _ = vllm_app()
     root, ep = resolve(app, "/v3")

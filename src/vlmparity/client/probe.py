@@ -67,6 +67,7 @@ class _Prober:
         self.headers = headers
         self.root, self.api_path = split_url(spec.url)
         self.notes: list[str] = []
+        self.missing_listing: list[str] = []  # `/models` paths that answered 404
 
     async def request(self, method: str, path: str, content: bytes | None = None) -> _Reply:
         url = self.root + path
@@ -209,16 +210,44 @@ class _Prober:
         tried: list[str] = []
         for base in dict.fromkeys(candidates):
             reply = await self.request("POST", base + "/chat/completions", content=b"{}")
-            tried.append(reply.url)
+            tried.append(base + "/chat/completions")
             if reply.status in (404, 405):
                 continue
             self._refuse_auth(reply)
             self._refuse_html(reply)
             return base
+        if self.missing_listing:  # no /models either: nothing OpenAI-like answers at this URL
+            raise EndpointError(
+                f"no OpenAI-compatible API at {self.spec.url}: {self.root} answered 404 on "
+                f"{_enumerate(self.missing_listing + tried)}",
+                hint=self._base_hint(),
+            )
         raise EndpointError(
-            f"no chat completions endpoint at {self.spec.url}: 404 on {', '.join(tried)}",
-            hint="give the server's base URL, e.g. http://host:8000/v1 (vLLM) or http://host:8000/v3 (OVMS)",
+            f"no chat completions endpoint at {self.spec.url}: 404 on "
+            f"{', '.join(self.root + path for path in tried)}",
+            hint=self._base_hint(),
         )
+
+    def _base_hint(self) -> str:
+        parts = urllib.parse.urlsplit(self.spec.url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        return f"give the server's API base URL: {origin}/v1 for vLLM, {origin}/v3 for OVMS"
+
+    async def model_and_base(
+        self, bases: list[str], chat_bases: list[str]
+    ) -> tuple[str, list[str], int | None, str]:
+        """(model, served names, max_model_len, chat base) from the first `/models` listing under `bases`;
+        without any listing the chat path is found first (is there an OpenAI API here at all?) and the
+        model must have been named."""
+        for base in dict.fromkeys(bases):
+            listed = await self.models_openai(base + "/models")
+            if listed is not None:
+                self.missing_listing.clear()  # a listing exists: an empty one is another problem
+                served, max_len = listed
+                return self.choose_model(served), served, max_len, await self.chat_path(chat_bases)
+            self.missing_listing.append(base + "/models")
+        chat_base = await self.chat_path(chat_bases)
+        return self.choose_model([]), [], None, chat_base
 
     # -- model ---------------------------------------------------------------------------------------------
 
@@ -233,6 +262,12 @@ class _Prober:
             return wanted
         if len(served) == 1:
             return served[0]
+        if not served and self.missing_listing:
+            raise EndpointError(
+                f"{self.spec.url} has no model listing ({self.root} answered 404 on "
+                f"{_enumerate(self.missing_listing)}) and no model was given",
+                hint="name the model to use",
+            )
         if not served:
             raise EndpointError(
                 f"{self.spec.url} lists no models and none was given", hint="name the model to use"
@@ -259,21 +294,13 @@ class _Prober:
             version = await self.version_ovms()
         elif kind in (BackendKind.VLLM, BackendKind.SGLANG):
             await self.ready_vllm_like()
-            listed = await self.models_openai("/v1/models")
-            served, max_len = listed if listed is not None else ([], None)
-            model = self.choose_model(served)
-            base = await self.chat_path(([self.api_path] if self.api_path else []) + ["/v1"])
+            model, served, max_len, base = await self.model_and_base(
+                ["/v1"], ([self.api_path] if self.api_path else []) + ["/v1"]
+            )
             version = await (self.version_vllm() if kind is BackendKind.VLLM else self.version_sglang())
         else:
             bases = ([self.api_path] if self.api_path else []) + ["/v1", "/v3"]
-            listed = None
-            for candidate in dict.fromkeys(bases):
-                listed = await self.models_openai(candidate + "/models")
-                if listed is not None:
-                    break
-            served, max_len = listed if listed is not None else ([], None)
-            model = self.choose_model(served)
-            base = await self.chat_path(bases)
+            model, served, max_len, base = await self.model_and_base(bases, bases)
         if self.api_path and base != self.api_path and not self.notes:
             self.notes.append(f"{self.api_path}/chat/completions not found; using {base}")
         return ResolvedEndpoint(
@@ -324,6 +351,11 @@ async def resolve_endpoint(
     finally:
         if owns:
             await http.aclose()
+
+
+def _enumerate(items: list[str]) -> str:
+    """`a`, `a and b`, `a, b and c`."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _not_ready_error(spec: EndpointSpec, err: _NotReady, waited: float) -> EndpointError:
