@@ -1,4 +1,5 @@
-"""`vlmparity doctor` against the in-process simulator (over real HTTP) and small fake servers.
+"""`vlmparity doctor` against the in-process simulator (over real HTTP) and, for what the simulator cannot
+do (require an API key, answer non-JSON, lack a chat path), small fake servers.
 
 Expected values come from what each simulator configuration is documented to do (sim/config.py,
 sim/personality.py, sim/answers.py) and from research/servers.md (§1.1 OVMS paths per release, §1.7 and
@@ -38,8 +39,8 @@ LLAVA = "llava-hf/llava-1.5-7b-hf"  # the simulator's default served name
 
 def sim_config(**overrides: Any) -> SimConfig:
     """Zero latency; at temperature 1 every answer is redrawn from the request's seed (temperature_noise 2),
-    so one seed always gives one text and other seeds pick among several."""
-    answers = {"temperature_noise": 2.0}
+    so one seed always gives one text and other seeds pick among several. `answers` entries are added."""
+    answers = {"temperature_noise": 2.0, **overrides.pop("answers", {})}
     return SimConfig.model_validate({"load": {"time_scale": 0}, "answers": answers, **overrides})
 
 
@@ -353,23 +354,109 @@ def test_usage_errors_exit_4(capsys: pytest.CaptureFixture[str]) -> None:
         assert err.startswith("vlmparity: error: ") and len(err.splitlines()) == 1
 
 
-# ------------------------------------------------------------------------- fake servers (no sim knob)
+# ----------------------------------------------------------------------- misbehaving servers (sim knobs)
+
+
+def non_ok(doc: dict[str, Any]) -> dict[str, str]:
+    return {k: v for k, v in marks(doc).items() if v != "ok"}
+
+
+def test_nondeterministic_at_temperature_zero_warns(capsys: pytest.CaptureFixture[str]) -> None:
+    # answers.nondeterminism 1: every temperature-0 answer is a fresh random draw (batch-dependent numerics)
+    with sim_server(answers={"nondeterminism": 1.0}) as sim:
+        code, doc = doctor_json(capsys, sim.base_url)
+        log = chat_requests(sim)
+    assert code == 0 and doc["evaluable"] is True
+    # what the server did: the one-image temperature-0 request twice, two different texts
+    first, again = [e for e in log if e.status == 200 and e.image_count == 1 and not e.stream][:2]
+    assert first.body_hash == again.body_hash and first.temperature == 0.0
+    assert first.answer != again.answer
+    assert doc["deterministic"] is False
+    determinism = check(doc, "determinism")
+    assert determinism["mark"] == "warn"
+    assert (
+        f"temperature 0 is not deterministic: {first.answer!r} then {again.answer!r}" in determinism["detail"]
+    )
+    assert "--seed parity" in determinism["fix"]
+    # the stream (temperature 0 too) got yet another draw; seeded sampling is untouched
+    assert doc["stream_matches_unary"] is False and check(doc, "streaming")["mark"] == "warn"
+    assert doc["seed"] == "honoured"
+    assert non_ok(doc) == {"images": "warn", "determinism": "warn", "streaming": "warn"}
+
+
+def test_seed_ignored_warns(capsys: pytest.CaptureFixture[str]) -> None:
+    # answers.honour_seed false: at temperature 1 (always redrawn here) the seed is not used
+    with sim_server(answers={"honour_seed": False}) as sim:
+        code, doc = doctor_json(capsys, sim.base_url)
+        seeded = [e for e in chat_requests(sim) if e.seed == 1234]
+    assert code == 0
+    assert len(seeded) == 2 and all(e.temperature == 1.0 for e in seeded)
+    assert seeded[0].answer != seeded[1].answer  # what the server did
+    assert doc["seed"] == "ignored"
+    seed = check(doc, "seed")
+    assert seed["mark"] == "warn"
+    assert seed["detail"].startswith(
+        f"ignored: at temperature 1 seed 1234 twice gave different texts ({seeded[0].answer!r}, "
+        f"{seeded[1].answer!r})"
+    )
+    assert "evaluate at temperature 0" in seed["fix"]
+    assert doc["deterministic"] is True  # temperature 0 does not read the seed
+    assert non_ok(doc) == {"images": "warn", "seed": "warn"}
+
+
+def test_no_usage_warns(capsys: pytest.CaptureFixture[str]) -> None:
+    with sim_server(usage=False) as sim:
+        code, doc = doctor_json(capsys, sim.base_url)
+    assert code == 0
+    assert doc["usage_unary"] is False and doc["usage_stream"] is False
+    usage = check(doc, "usage")
+    assert usage["mark"] == "warn"
+    assert (
+        usage["detail"] == "no token usage in unary answers nor in streams with stream_options.include_usage"
+    )
+    assert doc["streaming"] is True and doc["stream_done"] is True
+    assert non_ok(doc) == {"images": "warn", "usage": "warn"}
+
+
+def test_stream_without_done_warns(capsys: pytest.CaptureFixture[str]) -> None:
+    with sim_server(stream_done=False) as sim:
+        code, doc = doctor_json(capsys, sim.base_url)
+        streamed = [e for e in chat_requests(sim) if e.stream]
+    assert code == 0
+    assert doc["streaming"] is True and doc["stream_done"] is False
+    assert doc["usage_stream"] is True and doc["stream_matches_unary"] is True
+    # the sim streams a role delta, one chunk per word and the usage chunk (sim/server.py)
+    assert len(streamed) == 1
+    events = 1 + len(streamed[0].answer.split()) + 1  # type: ignore[union-attr]
+    streaming = check(doc, "streaming")
+    assert streaming["mark"] == "warn"
+    assert streaming["detail"] == f"{events} SSE events but no closing data: [DONE]"
+    assert non_ok(doc) == {"images": "warn", "streaming": "warn"}
+
+
+def test_ovms_without_usage_nor_done(capsys: pytest.CaptureFixture[str]) -> None:
+    with sim_server(personality="ovms", usage=False, stream_done=False) as sim:
+        code, doc = doctor_json(capsys, sim.base_url)
+    assert code == 0 and doc["kind"] == "ovms"
+    assert doc["usage_unary"] is False and doc["usage_stream"] is False
+    assert doc["streaming"] is True and doc["stream_done"] is False
+    assert non_ok(doc) == {"streaming": "warn", "usage": "warn"}
+
+
+# -------------------------------------------------------------- fake servers (what the sim cannot do)
 
 
 def _json(doc: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json")
 
 
-def sampling_vllm_app(key: str | None = None) -> web.Application:
-    """A vLLM-like server that samples even at temperature 0 and ignores `seed` (each answer differs),
-    reports no usage, and ends streams without [DONE]; the sim has no such knobs. With `key`, /v1 routes
-    need `Authorization: Bearer <key>` (vLLM --api-key)."""
-    counter = {"n": 0}
+def keyed_vllm_app(key: str) -> web.Application:
+    """A vLLM-like server whose /v1 routes need `Authorization: Bearer <key>` (vLLM --api-key). A fake,
+    because the simulator accepts any request whatever its Authorization header."""
 
     @web.middleware
     async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
-        authorised = request.headers.get("Authorization") == f"Bearer {key}"
-        if key is not None and request.path.startswith("/v1") and not authorised:
+        if request.path.startswith("/v1") and request.headers.get("Authorization") != f"Bearer {key}":
             return _json({"error": "Unauthorized"}, 401)
         return await handler(request)
 
@@ -382,7 +469,7 @@ def sampling_vllm_app(key: str | None = None) -> web.Application:
     async def models(request: web.Request) -> web.Response:
         return _json({"object": "list", "data": [{"id": "m", "object": "model", "owned_by": "vllm"}]})
 
-    async def chat(request: web.Request) -> web.StreamResponse:
+    async def chat(request: web.Request) -> web.Response:
         doc = orjson.loads(await request.read())
         if "messages" not in doc:
             return _json({"error": {"message": "messages: Field required", "type": "BadRequestError"}}, 400)
@@ -391,17 +478,8 @@ def sampling_vllm_app(key: str | None = None) -> web.Application:
             return _json(
                 {"error": {"message": msg, "type": "NotFoundError", "param": "model", "code": 404}}, 404
             )
-        counter["n"] += 1
-        text = f"answer number {counter['n']}"
-        if doc.get("stream"):
-            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-            await response.prepare(request)
-            chunk = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": "length"}]}
-            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
-            await response.write_eof()
-            return response
-        message = {"role": "assistant", "content": text}
-        return _json({"choices": [{"index": 0, "message": message, "finish_reason": "length"}]})
+        message = {"role": "assistant", "content": "red"}
+        return _json({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
 
     app = web.Application(middlewares=[auth])
     app.router.add_get("/health", health)
@@ -432,37 +510,20 @@ def doctor_on(app: web.Application, path: str = "/v1", **kwargs: Any) -> DoctorR
     return asyncio.run(go())
 
 
-def test_sampling_server_warns_but_can_be_evaluated() -> None:
-    report = doctor_on(sampling_vllm_app())
-    assert report.exit_code == 0
-    assert report.deterministic is False
-    assert report.seed == "ignored"
-    assert report.usage_unary is False and report.usage_stream is False
-    assert report.streaming is True and report.stream_done is False
-    det = report.check("determinism")
-    assert det is not None and det.mark == "warn" and "not deterministic" in det.detail
-    assert "'answer number 1' then 'answer number 2'" in det.detail
-    seed = report.check("seed")
-    assert seed is not None and seed.mark == "warn" and seed.detail.startswith("ignored")
-    stream = report.check("streaming")
-    assert stream is not None and stream.mark == "warn" and "no closing data: [DONE]" in stream.detail
-    usage = report.check("usage")
-    assert usage is not None and usage.mark == "warn"
-
-
 def test_api_key_required(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    report = doctor_on(sampling_vllm_app(key="sk-doctor-KEY"))
+    report = doctor_on(keyed_vllm_app(key="sk-doctor-KEY"))
     assert report.exit_code == 3
     last = report.checks[-1]
     assert last.mark == "fail" and "refused the request (401" in last.detail
     assert last.fix == "pass --api-key KEY or set OPENAI_API_KEY"
-    report = doctor_on(sampling_vllm_app(key="sk-doctor-KEY"), api_key="sk-doctor-KEY")
+    report = doctor_on(keyed_vllm_app(key="sk-doctor-KEY"), api_key="sk-doctor-KEY")
     assert report.exit_code == 0 and report.check("chat") is not None
     assert "sk-doctor-KEY" not in json.dumps(report.to_dict())
 
 
 def test_non_json_server_cannot_be_evaluated() -> None:
+    # A fake: the simulator always answers JSON on its API routes.
     async def text(request: web.Request) -> web.Response:
         return web.Response(text="hello", content_type="text/plain")
 
@@ -476,6 +537,7 @@ def test_non_json_server_cannot_be_evaluated() -> None:
 
 
 def test_no_chat_path_cannot_be_evaluated() -> None:
+    # A fake: the simulator always serves a chat completions path next to its model list.
     async def models(request: web.Request) -> web.Response:
         return _json({"object": "list", "data": [{"id": "m", "object": "model"}]})
 
