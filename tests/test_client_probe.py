@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from aiohttp import web
@@ -20,6 +21,7 @@ from pydantic import SecretStr, ValidationError
 
 from vlmparity.client import BackendKind, EndpointSpec, ResolvedEndpoint, resolve_endpoint, spec_from_env
 from vlmparity.client.endpoint import split_url
+from vlmparity.client.probe import MIN_PROBE_TIMEOUT_S, PROBE_TIMEOUT_S
 from vlmparity.errors import ConfigError, EndpointError
 
 LLAVA = "llava-hf/llava-1.5-7b-hf"
@@ -444,6 +446,49 @@ def test_not_ready_within_timeout() -> None:
     err = resolve_error(app, ready_timeout=0.2)
     assert "not ready after" in str(err)
     assert "/v2/health/ready answered 503" in str(err)
+
+
+def _timeouts_seen(ready_timeout: float, answer: Any) -> tuple[list[float], EndpointError]:
+    """The read timeout each probe request was given (httpx's per-request `timeout` extension)."""
+    seen: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"]["read"])
+        return answer(request)  # type: ignore[no-any-return]
+
+    async def main() -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            await resolve_endpoint(
+                EndpointSpec(url="http://probe.test/v1"),
+                ready_timeout=ready_timeout,
+                poll_interval=0.02,
+                client=http,
+            )
+
+    with pytest.raises(EndpointError) as info:
+        asyncio.run(main())
+    return seen, info.value
+
+
+def test_probe_requests_are_capped_by_the_ready_timeout() -> None:
+    """A probe request never waits longer than the readiness budget left (not its own 10 s)."""
+    page = b"<html><head><title>UI</title></head></html>"
+    seen, err = _timeouts_seen(
+        3.0, lambda r: httpx.Response(200, content=page, headers={"Content-Type": "text/html"})
+    )
+    assert "answered an HTML page" in str(err)  # one attempt: detection, then /v1/models refused
+    assert len(seen) == 3 and all(0 < t <= 3.0 for t in seen)
+
+
+def test_hung_server_is_given_up_within_the_budget() -> None:
+    def hang(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    seen, err = _timeouts_seen(0.2, hang)
+    assert str(err).endswith(": read timeout")
+    # a budget below the floor: each request gets the floor, never the full probe timeout
+    assert seen and all(t == MIN_PROBE_TIMEOUT_S for t in seen)
+    assert MIN_PROBE_TIMEOUT_S < PROBE_TIMEOUT_S
 
 
 def test_dead_port_is_polled_until_timeout() -> None:

@@ -28,6 +28,9 @@ from vlmparity.errors import EndpointError
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 10.0
+# The least time a probe request gets even when the readiness budget is (nearly) spent, so that the last
+# poll reports what the server said rather than our own impatience.
+MIN_PROBE_TIMEOUT_S = 1.0
 
 
 class _NotReady(Exception):
@@ -68,12 +71,20 @@ class _Prober:
         self.root, self.api_path = split_url(spec.url)
         self.notes: list[str] = []
         self.missing_listing: list[str] = []  # `/models` paths that answered 404
+        self.deadline: float | None = None  # time.monotonic() when the readiness budget ends
+
+    def timeout(self) -> float:
+        """Seconds one request may take: PROBE_TIMEOUT_S, capped by what is left of the readiness budget."""
+        if self.deadline is None:
+            return PROBE_TIMEOUT_S
+        left = self.deadline - time.monotonic()
+        return min(PROBE_TIMEOUT_S, max(left, MIN_PROBE_TIMEOUT_S))
 
     async def request(self, method: str, path: str, content: bytes | None = None) -> _Reply:
         url = self.root + path
         try:
             response = await self.client.request(
-                method, url, headers=self.headers, content=content, timeout=PROBE_TIMEOUT_S
+                method, url, headers=self.headers, content=content, timeout=self.timeout()
             )
         except (httpx.HTTPError, OSError) as exc:
             reason = describe_exception(exc)
@@ -326,7 +337,10 @@ async def resolve_endpoint(
     poll_interval: float = 1.0,
     client: httpx.AsyncClient | None = None,
 ) -> ResolvedEndpoint:
-    """Wait up to `ready_timeout` seconds for the endpoint to be ready, detect it, and resolve the model."""
+    """Wait up to `ready_timeout` seconds for the endpoint to be ready, detect it, and resolve the model.
+
+    Each probe request may take at most what is left of `ready_timeout` (but at least
+    MIN_PROBE_TIMEOUT_S), so a server that hangs is given up on when the budget ends."""
     key = spec.effective_api_key()
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if key is not None:
@@ -337,6 +351,7 @@ async def resolve_endpoint(
     try:
         while True:
             prober = _Prober(spec, http, headers)
+            prober.deadline = start + ready_timeout
             try:
                 resolved = await prober.resolve()
             except _NotReady as err:
