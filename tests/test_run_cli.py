@@ -217,3 +217,68 @@ def test_unfinished_endpoints_are_named_once() -> None:
     only = unfinished_error({"vllm": breaker.one_line()})
     assert only.hint is None and only.one_line().count("resume") == 1
     assert only.exit_code == 3
+
+
+def test_interrupt_as_error_is_one_line_and_exit_130() -> None:
+    from vlmparity.cli.run import interrupt_as_error
+    from vlmparity.errors import VlmparityError
+
+    with pytest.raises(VlmparityError) as info, interrupt_as_error("interrupted; kept", hint="rerun"):
+        raise KeyboardInterrupt
+    assert (info.value.one_line(), info.value.exit_code) == ("interrupted; kept (rerun)", 130)
+
+
+def _stored_rows(db: Path) -> set[tuple[str, str, str, str | None]]:
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(db, timeout=5)
+        try:
+            rows = conn.execute(
+                "SELECT u.endpoint, r.sample_id, r.outcome, r.text FROM results r JOIN runs u USING (run_id)"
+            ).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:  # not created yet
+        return set()
+    return {tuple(r) for r in rows}
+
+
+@pytest.mark.parametrize("command", ["run", "compare"])
+def test_ctrl_c_mid_run_is_one_line_exit_130_and_keeps_answers(tmp_path: Path, command: str) -> None:
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) after some answers are stored."""
+    import signal
+    import time
+
+    from vlmparity.data.synth import write_mme
+    from vlmparity.sim import SimConfig, SimServer
+
+    data = write_mme(tmp_path / "mme", n=24, seed=3)
+    slow = {"capacity": 2, "base_latency": 0.3, "per_image": 0.0, "per_token": 0.0}
+    out = tmp_path / "o"
+    db = out / "vlmparity.sqlite"
+    with (
+        SimServer(SimConfig(personality="vllm", data=[data], load=slow)) as a,
+        SimServer(SimConfig(personality="ovms", data=[data], load=slow)) as b,
+    ):
+        args = [sys.executable, "-m", "vlmparity", command, "-e", f"a={a.url}", "-e", f"b={b.url}",
+                "--tasks", "mme", "--data", f"mme={data}", "-o", str(out), "--concurrency", "2"]  # fmt: skip
+        proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+        before: set[tuple[str, str, str, str | None]] = set()
+        deadline = time.monotonic() + 120
+        while len(before) < 8 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+            before = _stored_rows(db)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    assert 8 <= len(before) < 48, "the interrupt must land mid-run"
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "Exception" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last == (
+        f"vlmparity: error: interrupted; every answer received so far is saved in {out} "
+        "(rerun the same command to resume)"
+    )
+    assert before <= _stored_rows(db)  # every answer stored before the interrupt is still there

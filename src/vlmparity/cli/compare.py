@@ -205,7 +205,7 @@ def compare(**options: Any) -> None:
     data: dict[str, str] = {}
     if endpoints:
         output = _check_endpoint_mode(run_options, len(endpoints))
-        run_cmd.run(**run_options)
+        run_cmd.run(**run_options)  # Ctrl-C while running: `run`'s own line (answers kept, resume)
         dirs.append(output)
         from vlmparity.config import parse_endpoints
 
@@ -213,11 +213,15 @@ def compare(**options: Any) -> None:
         reference = reference or given[0]
         candidates = candidates or [n for n in given if n != reference]
         typer.echo("")
+        stopped = f"interrupted while comparing; the runs are saved in {output}"
+        hint = "rerun the same command: nothing is sent again"
     else:
         _check_runs_mode(run_options, dirs)
         data = data_overrides(run_options.get("data") or [])
-    joins = load_joins(dirs, reference=reference, candidates=candidates, data=data, cache=cache)
-    code = finish(joins, settings, options, default_report=Path(dirs[0]) / "report.html", top=top)
+        stopped, hint = "interrupted while comparing (the runs are unchanged)", "rerun the command"
+    with run_cmd.interrupt_as_error(stopped, hint=hint):
+        joins = load_joins(dirs, reference=reference, candidates=candidates, data=data, cache=cache)
+        code = finish(joins, settings, options, default_report=Path(dirs[0]) / "report.html", top=top)
     raise SystemExit(code)
 
 

@@ -39,7 +39,7 @@ def demo(
     top: int = typer.Option(5, "--top", help="Disagreements to list."),
 ) -> None:
     """Run the demo and print the verdict and where the report is."""
-    from vlmparity.cli.run import PlainProgress, RichProgress
+    from vlmparity.cli.run import PlainProgress, RichProgress, interrupt_as_error
     from vlmparity.compare.to_report import render_terminal
     from vlmparity.demo import DemoSettings, run_demo
 
@@ -50,7 +50,13 @@ def demo(
     def step(text: str) -> None:
         typer.echo(f"demo: {text}", err=True)
 
-    with progress:
+    # the simulators are stopped on the way out; the folder is cleared by the next demo
+    with (
+        interrupt_as_error(
+            f"interrupted; the demo stopped (its files are in {out})", hint="rerun to start over"
+        ),
+        progress,
+    ):
         result = run_demo(settings, progress=progress, step=step)
     typer.echo("")
     typer.echo(render_terminal(result.analysis, top))

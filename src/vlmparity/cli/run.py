@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -157,26 +158,35 @@ def run(
     except ValueError as exc:
         raise ConfigError(validation_message(exc), hint="see `vlmparity run --help`") from None
 
-    plans = runner.prepare(config)
-    for plan in plans:
-        lines = plan.plan.describe()
-        _err(f"{plan.task.name}: {lines[0]}" + (f" ({lines[1]})" if plan.plan.note else ""))
-    progress = RichProgress() if sys.stderr.isatty() else PlainProgress()
-    try:
+    with interrupt_as_error(
+        f"interrupted; every answer received so far is saved in {output_path}",
+        hint="rerun the same command to resume",
+    ):
+        plans = runner.prepare(config)
+        for plan in plans:
+            lines = plan.plan.describe()
+            _err(f"{plan.task.name}: {lines[0]}" + (f" ({lines[1]})" if plan.plan.note else ""))
+        progress = RichProgress() if sys.stderr.isatty() else PlainProgress()
         with progress:
             outcome = runner.run(config, argv=["vlmparity", *sys.argv[1:]], progress=progress, plans=plans)
-    except KeyboardInterrupt:
-        # Typer swallows Ctrl-C into a bare exit code; say what happened to the work done so far.
-        from vlmparity.errors import VlmparityError
-
-        raise VlmparityError(
-            f"interrupted; every answer received so far is saved in {output_path}",
-            hint="rerun the same command to resume",
-            exit_code=130,
-        ) from None
     _print_outcome(outcome)
     if outcome.errors:
         raise unfinished_error(outcome.errors)
+
+
+@contextmanager
+def interrupt_as_error(message: str, *, hint: str | None = None) -> Iterator[None]:
+    """Ctrl-C inside the block becomes one error line and exit 130.
+
+    Typer turns a KeyboardInterrupt escaping a command into a bare exit 130 (nothing printed), so the
+    commands that work for a while say themselves what happened to the work done so far.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        from vlmparity.errors import VlmparityError
+
+        raise VlmparityError(message, hint=hint, exit_code=130) from None
 
 
 def unfinished_error(errors: Mapping[str, str]) -> EndpointError:

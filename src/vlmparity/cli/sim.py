@@ -42,6 +42,7 @@ def register(app: typer.Typer) -> None:
         import sys
         import time
 
+        from vlmparity.cli.run import interrupt_as_error
         from vlmparity.sim.config import SimConfig, config_from_dict, load_config
         from vlmparity.sim.server import SimServer
 
@@ -61,7 +62,9 @@ def register(app: typer.Typer) -> None:
             settings["load"]["time_scale"] = 0.0
         cfg = config_from_dict(settings, source="sim options")
 
-        server = SimServer(cfg).start()
+        # Ctrl-C is how a serving simulator stops (exit 0, below); during start-up it is an interruption.
+        with interrupt_as_error("interrupted while the simulator was starting"):
+            server = SimServer(cfg).start()
 
         def _terminate(signum: int, frame: object) -> None:
             raise KeyboardInterrupt
