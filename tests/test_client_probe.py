@@ -37,7 +37,9 @@ class Counts:
         self.hits: Counter[str] = Counter()
 
 
-def vllm_app(models: list[str] | None = None, *, key: str | None = None) -> tuple[web.Application, Counts]:
+def vllm_app(
+    models: list[str] | None = None, *, key: str | None = None, health: bool = True
+) -> tuple[web.Application, Counts]:
     """vLLM's OpenAI server: /health, /version, /v1/models, /v1/chat/completions; FastAPI 404s elsewhere."""
     served = models if models is not None else [LLAVA]
     counts = Counts()
@@ -56,7 +58,7 @@ def vllm_app(models: list[str] | None = None, *, key: str | None = None) -> tupl
         except web.HTTPNotFound:
             return _json({"detail": "Not Found"}, 404)
 
-    async def health(request: web.Request) -> web.Response:
+    async def health_(request: web.Request) -> web.Response:
         return web.Response(status=200)
 
     async def version(request: web.Request) -> web.Response:
@@ -92,7 +94,8 @@ def vllm_app(models: list[str] | None = None, *, key: str | None = None) -> tupl
         )
 
     app = web.Application(middlewares=[mw])
-    app.router.add_get("/health", health)
+    if health:
+        app.router.add_get("/health", health_)
     app.router.add_get("/version", version)
     app.router.add_get("/v1/models", models_)
     app.router.add_post("/v1/chat/completions", chat)
@@ -272,6 +275,41 @@ def test_explicit_kind_skips_detection() -> None:
     _, ep = resolve(app, kind=BackendKind.VLLM)
     assert ep.kind is BackendKind.VLLM
     assert counts.hits["GET /v2/health/ready"] == 0
+
+
+def test_kind_vllm_without_health_uses_the_model_listing() -> None:
+    """--kind vllm, but /health answers 404 (never 'not ready'): the listing decides, with a note."""
+    app, counts = vllm_app(health=False)
+    root, ep = resolve(app, "/v1", kind=BackendKind.VLLM)
+    assert (ep.kind, ep.model, ep.chat_url) == (BackendKind.VLLM, LLAVA, root + "/v1/chat/completions")
+    assert counts.hits["GET /health"] == 1  # asked once, not polled until the ready timeout
+    assert any(n.startswith(f"{root}/health answered 404, so this may not be vllm") for n in ep.notes)
+
+
+def test_kind_vllm_against_nothing_fails_at_once() -> None:
+    hits: Counter[str] = Counter()
+
+    async def not_found(request: web.Request) -> web.Response:
+        hits[request.path] += 1
+        return _json({"detail": "Not Found"}, 404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", not_found)
+
+    async def main() -> tuple[str, EndpointError]:
+        async with serve(app) as root:
+            spec = EndpointSpec(url=root + "/v1", kind=BackendKind.VLLM)
+            with pytest.raises(EndpointError) as info:
+                await resolve_endpoint(spec, ready_timeout=30, poll_interval=0.02)
+            return root, info.value
+
+    root, err = asyncio.run(main())
+    assert hits["/health"] == 1  # no waiting on a 404 that will never change
+    assert str(err) == (
+        f"no OpenAI-compatible API at {root}/v1: {root} answered 404 on "
+        "/health, /v1/models and /v1/chat/completions"
+    )
+    assert err.hint is not None and err.hint.startswith("without /health it may not be vllm: try --kind auto")
 
 
 def test_generic_openai_server() -> None:

@@ -2,7 +2,8 @@
 
 Detection (kind `auto`): OVMS answers `/v2/health/ready` (200 or 503) — vLLM and SGLang do not; vLLM and
 SGLang answer `/version`; SGLang also answers `/get_model_info`; anything else is a generic
-OpenAI-compatible server. Readiness: vLLM/SGLang `/health` == 200; OVMS `/v2/health/ready` == 200, then
+OpenAI-compatible server. Readiness: vLLM/SGLang `/health` == 200 (404 there never changes by waiting:
+the `/v1/models` listing stands in, else the probe fails at once); OVMS `/v2/health/ready` == 200, then
 the model `AVAILABLE` in `/v1/config` (else `/v2/models/{model}/ready` == 200); generic: the `/models` listing answers. Served names come from
 `/v1/models` (vLLM, SGLang, generic), `/v3/models` (OVMS >= 2025.3) or `/v1/config` (every OVMS).
 The chat URL is the user's path if it answers, else the backend's own (`/v3` for OVMS: every release
@@ -72,6 +73,7 @@ class _Prober:
         self.notes: list[str] = []
         self.missing_listing: list[str] = []  # `/models` paths that answered 404
         self.deadline: float | None = None  # time.monotonic() when the readiness budget ends
+        self.missing_health: str | None = None  # the vLLM/SGLang health path, when it answered 404
 
     def timeout(self) -> float:
         """Seconds one request may take: PROBE_TIMEOUT_S, capped by what is left of the readiness budget."""
@@ -151,12 +153,17 @@ class _Prober:
         max_len = next((v for v in lens if isinstance(v, int)), None)
         return names, max_len
 
-    async def ready_vllm_like(self) -> None:
+    async def ready_vllm_like(self) -> bool:
+        """True when `/health` says ready; False when there is no `/health` at all (404), which waiting
+        never changes: the model listing then stands for readiness."""
         reply = await self.request("GET", "/health")
         if reply.status == 200:
-            return
+            return True
         self._refuse_auth(reply)
         self._refuse_html(reply)
+        if reply.status in (404, 405):
+            self.missing_health = "/health"
+            return False
         raise _NotReady(f"{reply.url} answered {reply.status}")
 
     async def version_vllm(self) -> str | None:
@@ -228,9 +235,10 @@ class _Prober:
             self._refuse_html(reply)
             return base
         if self.missing_listing:  # no /models either: nothing OpenAI-like answers at this URL
+            health = [self.missing_health] if self.missing_health else []
             raise EndpointError(
                 f"no OpenAI-compatible API at {self.spec.url}: {self.root} answered 404 on "
-                f"{_enumerate(self.missing_listing + tried)}",
+                f"{_enumerate(health + self.missing_listing + tried)}",
                 hint=self._base_hint(),
             )
         raise EndpointError(
@@ -242,7 +250,10 @@ class _Prober:
     def _base_hint(self) -> str:
         parts = urllib.parse.urlsplit(self.spec.url)
         origin = f"{parts.scheme}://{parts.netloc}"
-        return f"give the server's API base URL: {origin}/v1 for vLLM, {origin}/v3 for OVMS"
+        hint = f"give the server's API base URL: {origin}/v1 for vLLM, {origin}/v3 for OVMS"
+        if self.missing_health and self.spec.kind is not BackendKind.AUTO:
+            hint = f"without {self.missing_health} it may not be {self.spec.kind.value}: try --kind auto, or {hint}"
+        return hint
 
     async def model_and_base(
         self, bases: list[str], chat_bases: list[str]
@@ -292,6 +303,7 @@ class _Prober:
         kind = await self.detect()
         version: str | None = None
         max_len: int | None = None
+        path_noted = False
         if kind is BackendKind.OVMS:
             await self.ready_ovms()
             served = await self.models_ovms()
@@ -302,17 +314,23 @@ class _Prober:
             base = await self.chat_path(candidates)
             if self.api_path == "/v1" and base != "/v1":
                 self.notes.append("OVMS serves /v1 only from 2026.3; using /v3")
+                path_noted = True
             version = await self.version_ovms()
         elif kind in (BackendKind.VLLM, BackendKind.SGLANG):
-            await self.ready_vllm_like()
+            has_health = await self.ready_vllm_like()
             model, served, max_len, base = await self.model_and_base(
                 ["/v1"], ([self.api_path] if self.api_path else []) + ["/v1"]
             )
+            if not has_health:
+                self.notes.append(
+                    f"{self.root}/health answered 404, so this may not be {kind.value} "
+                    "(--kind auto detects the server); readiness was taken from /v1/models"
+                )
             version = await (self.version_vllm() if kind is BackendKind.VLLM else self.version_sglang())
         else:
             bases = ([self.api_path] if self.api_path else []) + ["/v1", "/v3"]
             model, served, max_len, base = await self.model_and_base(bases, bases)
-        if self.api_path and base != self.api_path and not self.notes:
+        if self.api_path and base != self.api_path and not path_noted:
             self.notes.append(f"{self.api_path}/chat/completions not found; using {base}")
         return ResolvedEndpoint(
             name=self.spec.display_name,
