@@ -282,3 +282,27 @@ def test_ctrl_c_mid_run_is_one_line_exit_130_and_keeps_answers(tmp_path: Path, c
         "(rerun the same command to resume)"
     )
     assert before <= _stored_rows(db)  # every answer stored before the interrupt is still there
+
+
+def test_unfinished_by_broken_data_names_the_row_and_no_resume() -> None:
+    """A broken image stops every endpoint at the same row: named once, and no 'rerun to resume' (a
+    rerun stops there again; a fixed dataset is other data for this store)."""
+    from vlmparity.cli.run import unfinished_error
+    from vlmparity.errors import DataError
+
+    broken = DataError(
+        "mme row 4, sample 'q4': cannot decode image 0aecc2b71341 (16687 bytes): "
+        "OSError: image file is truncated",
+        hint="the dataset file is damaged; re-download it or drop that row",
+    ).one_line()
+    err = unfinished_error({"vllm": broken, "ovms": broken}, data={"vllm", "ovms"})
+    assert isinstance(err, DataError) and err.exit_code == 3
+    text = err.one_line()
+    assert text.startswith("not every endpoint finished: vllm, ovms: mme row 4, sample 'q4': cannot decode")
+    assert text.count("mme row 4") == 1
+    assert "resume" not in text
+    assert err.hint is not None and "new --output-path" in err.hint
+    # with an endpoint that stopped for another reason: still no advice to rerun the same command
+    mixed = unfinished_error({"vllm": broken, "ovms": "connection refused"}, data={"vllm"})
+    assert not isinstance(mixed, DataError)
+    assert "rerun the same command" not in mixed.one_line()

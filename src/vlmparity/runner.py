@@ -788,8 +788,10 @@ class Engine:
                 )
             except DataError as exc:
                 # A request that cannot be built (an undecodable image): stop feeding this endpoint, but
-                # end the feed normally so the requests already in flight finish and are stored.
-                ep.error = exc
+                # end the feed normally so the requests already in flight finish and are stored. The row
+                # is named: a rerun stops there again until the data is fixed.
+                sample = self.samples[index]
+                ep.error = DataError(f"{sample.task} row {sample.doc_id}, {exc.message}", hint=exc.hint)
                 return
             registered = self.accept(built)
             if registered is not None and not registered.done():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
-    from vlmparity.errors import EndpointError
+    from vlmparity.errors import VlmparityError
     from vlmparity.runner import RunOutcome
 
 
@@ -171,7 +171,10 @@ def run(
             outcome = runner.run(config, argv=["vlmparity", *sys.argv[1:]], progress=progress, plans=plans)
     _print_outcome(outcome)
     if outcome.errors:
-        raise unfinished_error(outcome.errors)
+        from vlmparity.errors import DataError
+
+        broken = {ep.name for ep in outcome.endpoints if isinstance(ep.error, DataError)}
+        raise unfinished_error(outcome.errors, data=broken)
 
 
 @contextmanager
@@ -189,15 +192,35 @@ def interrupt_as_error(message: str, *, hint: str | None = None) -> Iterator[Non
         raise VlmparityError(message, hint=hint, exit_code=130) from None
 
 
-def unfinished_error(errors: Mapping[str, str]) -> EndpointError:
-    """One error for the endpoints that did not finish: each named once, with its own one-line error."""
-    from vlmparity.errors import EndpointError
+def unfinished_error(errors: Mapping[str, str], *, data: Collection[str] = ()) -> VlmparityError:
+    """One error for the endpoints that did not finish: each named once, with its own one-line error.
 
-    # Endpoint errors usually start with the endpoint's name already (the dispatcher's do).
-    details = [text if text.startswith(f"{name}:") else f"{name}: {text}" for name, text in errors.items()]
+    `data` names the endpoints stopped by broken data (an image that cannot be decoded): a rerun stops at
+    the same row, and once the data is fixed the store refuses it as other data, so no resume hint then.
+    """
+    from vlmparity.errors import DataError, EndpointError
+
+    # Endpoint errors usually start with the endpoint's name already (the dispatcher's do); endpoints
+    # stopped by the same broken row share one entry.
+    grouped: dict[str, list[str]] = {}
+    for name, text in errors.items():
+        grouped.setdefault(text, []).append(name)
+    details = [
+        text if len(names) == 1 and text.startswith(f"{names[0]}:") else f"{', '.join(names)}: {text}"
+        for text, names in grouped.items()
+    ]
+    message = f"not every endpoint finished: {'; '.join(details)}"
+    if any(name in data for name in errors):
+        hint = (
+            "after fixing the data, run again with a new --output-path: "
+            "this store is tied to the data it was made from"
+        )
+        if all(name in data for name in errors):
+            return DataError(message, hint=hint)
+        return EndpointError(message, hint=hint)
     # The endpoints' own hints usually say how to resume; say it once.
     resume = None if all("resume" in d for d in details) else "rerun the same command to resume"
-    return EndpointError(f"not every endpoint finished: {'; '.join(details)}", hint=resume)
+    return EndpointError(message, hint=resume)
 
 
 def _err(text: str) -> None:
