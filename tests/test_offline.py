@@ -62,6 +62,43 @@ def test_prediction_not_in_key_is_a_data_error(tmp_path: Path) -> None:
         offline.score_mmmu_predictions(tmp_path / "preds.json", tmp_path / "key.json")
 
 
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ({"validation_Art_1": "A"}, "but 1 of 1 entries are not (e.g. 'validation_Art_1': \"A\")"),
+        (
+            {
+                "validation_Art_1": {"question_type": "multiple-choice", "ground_truth": "A"},
+                "validation_Art_2": {"ground_truth": "B"},
+            },
+            'but 1 of 2 entries are not (e.g. \'validation_Art_2\': {"ground_truth": "B"})',
+        ),
+        ([{"id": "validation_Art_1", "ground_truth": "A"}], "this is a JSON array of 1 item"),
+        ("A", "this is a JSON string"),
+    ],
+)
+def test_answer_key_of_the_wrong_shape_says_what_is_expected(tmp_path: Path, key: Any, expected: str) -> None:
+    """Not "id ... is not in the answer key": the key's shape is wrong, and the error says the right one."""
+    (tmp_path / "key.json").write_text(json.dumps(key))
+    (tmp_path / "preds.json").write_text(json.dumps({"validation_Art_1": "A"}))
+    with pytest.raises(DataError) as info:
+        offline.score_mmmu_predictions(tmp_path / "preds.json", tmp_path / "key.json")
+    message = str(info.value)
+    assert message.startswith(
+        f"{tmp_path / 'key.json'}: an MMMU answer key is a JSON object "
+        '{id: {"question_type": ..., "ground_truth": ...}}'
+    )
+    assert expected in message
+    assert "is not in the answer key" not in message
+
+
+def test_flat_answer_key_hints_at_the_predictions_shape(tmp_path: Path) -> None:
+    (tmp_path / "preds.json").write_text(json.dumps({"validation_Art_1": "A"}))
+    with pytest.raises(DataError) as info:
+        offline.score_mmmu_predictions(tmp_path / "preds.json", tmp_path / "preds.json")
+    assert info.value.hint is not None and "--mmmu-predictions" in info.value.hint
+
+
 # ----------------------------------------------------------------------------------- MMMU responses
 
 

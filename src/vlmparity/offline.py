@@ -153,11 +153,7 @@ def score_mmmu_predictions(predictions: Path, answer_key: Path) -> OfflineScore:
         raise DataError(
             f"{predictions}: expected a JSON object {{id: answer}}", hint="e.g. total_val_output.json"
         )
-    if not isinstance(key, dict):
-        raise DataError(
-            f"{answer_key}: expected a JSON object {{id: {{question_type, ground_truth}}}}",
-            hint="e.g. answer_dict_val.json",
-        )
+    _check_answer_key(key, answer_key)
     samples: list[Sample] = []
     scores: list[SampleScore] = []
     for doc_id, (sid, value) in enumerate(preds.items()):
@@ -189,6 +185,43 @@ def score_mmmu_predictions(predictions: Path, answer_key: Path) -> OfflineScore:
         )
     result = MMMUTask().aggregate(samples, scores)
     return OfflineScore("mmmu-predictions", "mmmu_val", samples, scores, result, notes)
+
+
+_KEY_SHAPE = '{id: {"question_type": ..., "ground_truth": ...}}'
+
+
+def _json_kind(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+def _check_answer_key(key: Any, path: Path) -> None:
+    """A DataError saying what is expected when `key` is not shaped like MMMU's answer_dict_val.json."""
+    if not isinstance(key, dict):
+        count = f" of {len(key)} item{'' if len(key) == 1 else 's'}" if isinstance(key, list) else ""
+        raise DataError(
+            f"{path}: an MMMU answer key is a JSON object {_KEY_SHAPE}, this is a JSON {_json_kind(key)}{count}",
+            hint="use answer_dict_val.json from the MMMU repository",
+        )
+    bad = [
+        (sid, entry)
+        for sid, entry in key.items()
+        if not (isinstance(entry, dict) and "ground_truth" in entry and "question_type" in entry)
+    ]
+    if bad:
+        sid, entry = bad[0]
+        shown = json.dumps(entry, ensure_ascii=False)
+        shown = shown if len(shown) <= 60 else shown[:60] + "…"
+        # {id: "C"} is the predictions' shape: the two files may have been swapped
+        swapped = all(isinstance(e, str | list) for _, e in bad)
+        raise DataError(
+            f"{path}: an MMMU answer key is a JSON object {_KEY_SHAPE}, but {len(bad)} of {len(key)} "
+            f"entries are not (e.g. {sid!r}: {shown})",
+            hint="{id: answer} is the shape of the predictions (--mmmu-predictions); the answer key is "
+            "MMMU's answer_dict_val.json"
+            if swapped
+            else "use answer_dict_val.json from the MMMU repository",
+        )
 
 
 def _as_list(gold: str | list[str]) -> list[str] | None:
