@@ -40,6 +40,28 @@ def test_wilson_rejects_impossible_counts() -> None:
         stats.wilson_interval(11, 10)
 
 
+def test_normal_quantile_95_is_the_published_value() -> None:
+    # Phi^-1(0.975) = 1.95996398454005423552... (tables); the constant must be that, correctly rounded
+    assert stats.normal_quantile(0.975) == 1.959963984540054
+    # other levels: Phi^-1(0.995) = 2.57582930354890076...; Phi^-1(0.5) = 0
+    assert stats.normal_quantile(0.995) == pytest.approx(2.5758293035489008, abs=1e-15)
+    assert stats.normal_quantile(0.5) == 0.0
+
+
+def test_wilson_does_not_import_scipy() -> None:
+    # importing scipy.stats costs ~0.5 s per process, more than rescoring a run: the 95 % interval
+    # (every interval `run`, `compare` and `report` compute) must not need it
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from vlmparity.compare import stats; stats.wilson_interval(8, 10); "
+        "print('scipy.stats' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 # ----------------------------------------------------------------------------- McNemar and Holm
 
 
