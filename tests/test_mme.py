@@ -129,6 +129,30 @@ def test_bad_rows_are_data_errors() -> None:
         MMETask().samples_from_rows([{k: v for k, v in good.items() if k != "category"}])
 
 
+def test_rows_without_images_give_scoring_samples() -> None:
+    good = {"question_id": "OCR/1.jpg", "image": b"P", "question": "Q", "answer": "Yes", "category": "OCR"}
+    full = MMETask().samples_from_rows([good])[0]
+    text = MMETask().samples_from_rows([{k: v for k, v in good.items() if k != "image"}], images=False)[0]
+    # the same sample for scoring, without the bytes; it still counts its one image
+    assert replace(text, omitted_images=0) == replace(full, images=())
+    assert text.images == () and text.image_count == 1 == full.image_count
+    with pytest.raises(DataError, match="answer"):
+        MMETask().samples_from_rows([{"question_id": "a", "question": "Q", "category": "OCR"}], images=False)
+
+
+def test_the_two_questions_of_one_image_share_it() -> None:
+    # a loader that interned the bytes (one object for both rows) gets one ImageData for both
+    image = b"PNG-bytes"
+    rows = [
+        {"question_id": "OCR/1.jpg", "image": image, "question": q, "answer": a, "category": "OCR"}
+        for q, a in (("Is it A?", "Yes"), ("Is it B?", "No"))
+    ]
+    first, second = MMETask().samples_from_rows(rows)
+    assert first.images[0] is second.images[0]
+    # sha256(b"PNG-bytes"), computed once for both
+    assert first.images[0].key == "12594c3ffd80f58680b4355dbbb3e78a6af7b09ec6a56ed875ff53bf39bee76d"
+
+
 # ------------------------------------------------------------------------------------------ parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,18 @@ def test_missing_referenced_image_names_row_and_column() -> None:
         MMMUTask().samples_from_rows([row(question="See <image 3>", image_3=None)])
     with pytest.raises(DataError, match=r"validation_Art_1.*image_9"):
         MMMUTask().samples_from_rows([row(question="See <image 9>")])
+
+
+def test_rows_without_images_count_the_referenced_images() -> None:
+    text_row = row(question="See <image 2> and <image 1>, not <image 2>")
+    for i in range(1, 8):
+        del text_row[f"image_{i}"]
+    (sample,) = MMMUTask().samples_from_rows([text_row], images=False)
+    # <image 1> and <image 2> (each once), not the seven filled columns; no bytes loaded
+    assert sample.images == () and sample.omitted_images == 2 and sample.image_count == 2
+    (full,) = MMMUTask().samples_from_rows([row(question="See <image 2> and <image 1>, not <image 2>")])
+    assert [im.data for im in full.images] == [b"1", b"2"]
+    assert replace(sample, omitted_images=0) == replace(full, images=())
 
 
 def test_malformed_options_and_id_are_data_errors() -> None:

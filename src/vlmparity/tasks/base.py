@@ -40,6 +40,14 @@ class Sample:
     cluster: str  # resampling unit: MME image pair (question_id), MMMU id
     images: tuple[ImageData, ...]  # in request order (after the task's own selection and ordering)
     fields: Mapping[str, Any] = field(default_factory=dict)  # task-specific (question, options, ...)
+    # Images the sample has but that were not loaded (samples built for scoring only, `images=False`):
+    # `images` is then empty and no request can be built from the sample.
+    omitted_images: int = 0
+
+    @property
+    def image_count(self) -> int:
+        """How many images the sample has, loaded or not."""
+        return len(self.images) + self.omitted_images
 
 
 @dataclass(frozen=True)
@@ -174,8 +182,12 @@ class Task(Protocol):
     default_source: str  # default Hugging Face hub id (lmms-eval 0.7.3's dataset_path)
     split: str
 
-    def samples_from_rows(self, rows: Iterable[Mapping[str, Any]]) -> list[Sample]:
-        """Turn dataset rows (columns as in the HF dataset, images as bytes) into samples, in storage order."""
+    def samples_from_rows(self, rows: Iterable[Mapping[str, Any]], *, images: bool = True) -> list[Sample]:
+        """Turn dataset rows (columns as in the HF dataset, images as bytes) into samples, in storage order.
+
+        `images=False`: the rows have no image columns (loaded for scoring only); the samples get no
+        `images`, only their number (`Sample.omitted_images`).
+        """
         ...
 
     def prompt(self, sample: Sample) -> Prompt:

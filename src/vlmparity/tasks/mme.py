@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from vlmparity.errors import DataError
@@ -91,9 +92,14 @@ def sample_id(question_id: str, question: str) -> str:
 
 
 def make_sample(
-    doc_id: int, question_id: str, question: str, answer: str, category: str, image: bytes | None
+    doc_id: int,
+    question_id: str,
+    question: str,
+    answer: str,
+    category: str,
+    image: bytes | ImageData | None,
 ) -> Sample:
-    """One MME sample; `image` may be None only for offline scoring (no request is built)."""
+    """One MME sample; `image` may be None only for scoring (offline, or data loaded without images)."""
     gt = normalize_gt(answer)
     sid = sample_id(question_id, question)
     if gt not in ("yes", "no"):
@@ -108,7 +114,9 @@ def make_sample(
         target=answer,
         group=category,
         cluster=question_id,
-        images=(ImageData.from_bytes(image),) if image is not None else (),
+        images=()
+        if image is None
+        else (image if isinstance(image, ImageData) else ImageData.from_bytes(image),),
         fields={"question_id": question_id, "question": question, "category": category, "answer": answer},
     )
 
@@ -143,32 +151,43 @@ class MMETask:
     def __init__(self, reasoning_tags: Sequence[TagPair] | None = DEFAULT_REASONING_TAGS) -> None:
         self.reasoning_tags = reasoning_tags
 
-    def samples_from_rows(self, rows: Iterable[Mapping[str, Any]]) -> list[Sample]:
-        """Rows of the HF dataset (images as bytes), in storage order → samples."""
+    def samples_from_rows(self, rows: Iterable[Mapping[str, Any]], *, images: bool = True) -> list[Sample]:
+        """Rows of the HF dataset (images as bytes), in storage order → samples.
+
+        `images=False`: rows without the image column (scoring only); each sample counts its one image.
+        """
         samples = []
+        needed = _COLUMNS if images else tuple(c for c in _COLUMNS if c != "image")
+        # id(bytes) -> its ImageData: the two rows of an image share one bytes object when the loader
+        # interned them (data.sources does), and then one sha256 and one ImageData serve both
+        shared: dict[int, ImageData] = {}
         for doc_id, row in enumerate(rows):
-            missing = [c for c in _COLUMNS if c not in row]
+            missing = [c for c in needed if c not in row]
             if missing:
                 raise DataError(
                     f"MME row {doc_id}: missing column(s) {', '.join(missing)}",
                     hint=f"an MME dataset has the columns {', '.join(_COLUMNS)}",
                 )
+            fields = (
+                str(row["question_id"]),
+                str(row["question"]),
+                str(row["answer"]),
+                str(row["category"]),
+            )
+            if not images:
+                samples.append(replace(make_sample(doc_id, *fields, None), omitted_images=1))
+                continue
             image = row["image"]
             if not isinstance(image, bytes | bytearray) or not image:
                 raise DataError(
                     f"MME row {doc_id} ({row['question_id']}): column image holds no image",
                     hint="every MME question needs its image",
                 )
-            samples.append(
-                make_sample(
-                    doc_id,
-                    str(row["question_id"]),
-                    str(row["question"]),
-                    str(row["answer"]),
-                    str(row["category"]),
-                    bytes(image),
-                )
-            )
+            data = shared.get(id(image))
+            if data is None or data.data is not image:  # not that very object (a bytearray is copied)
+                data = ImageData.from_bytes(bytes(image))
+                shared[id(image)] = data
+            samples.append(make_sample(doc_id, *fields, data))
         return samples
 
     def prompt(self, sample: Sample) -> Prompt:

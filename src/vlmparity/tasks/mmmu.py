@@ -11,6 +11,7 @@ import ast
 import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from vlmparity.errors import DataError
@@ -186,8 +187,12 @@ class MMMUTask:
     def __init__(self, reasoning_tags: Sequence[TagPair] | None = DEFAULT_REASONING_TAGS) -> None:
         self.reasoning_tags = reasoning_tags
 
-    def samples_from_rows(self, rows: Iterable[Mapping[str, Any]]) -> list[Sample]:
-        """Rows of the HF dataset (images as bytes or None), in storage order → samples."""
+    def samples_from_rows(self, rows: Iterable[Mapping[str, Any]], *, images: bool = True) -> list[Sample]:
+        """Rows of the HF dataset (images as bytes or None), in storage order → samples.
+
+        `images=False`: rows without the image columns (scoring only); each sample counts the images its
+        prompt refers to (`Sample.omitted_images`), as many as it would carry.
+        """
         samples = []
         for doc_id, row in enumerate(rows):
             missing = [c for c in _COLUMNS if c not in row]
@@ -197,19 +202,20 @@ class MMMUTask:
                     hint=f"an MMMU dataset has the columns {', '.join(_COLUMNS)}, image_1..image_7",
                 )
             sid = str(row["id"])
-            images = {k: v for k, v in row.items() if k.startswith("image_")}
-            samples.append(
-                make_sample(
-                    doc_id,
-                    sid,
-                    str(row["question"]),
-                    parse_options(row["options"], sid),
-                    str(row["answer"]),
-                    str(row["question_type"]),
-                    images=images,
-                    subfield=str(row.get("subfield") or ""),
-                )
+            cells = {k: v for k, v in row.items() if k.startswith("image_")} if images else None
+            sample = make_sample(
+                doc_id,
+                sid,
+                str(row["question"]),
+                parse_options(row["options"], sid),
+                str(row["answer"]),
+                str(row["question_type"]),
+                images=cells,
+                subfield=str(row.get("subfield") or ""),
             )
+            if not images:
+                sample = replace(sample, omitted_images=len(sample.fields["image_keys"]))
+            samples.append(sample)
         return samples
 
     def prompt(self, sample: Sample) -> Prompt:
