@@ -415,6 +415,21 @@ def test_fingerprint_hash_is_over_ids_and_answers_in_order() -> None:
     assert other_image["content_sha256"] == expected and not same_data(fp, other_image)
 
 
+def test_fingerprint_of_samples_loaded_without_images_leaves_the_images_out() -> None:
+    from dataclasses import replace
+
+    full = [sample("a", "A"), sample("b", "B")]
+    text = [replace(s, images=(), omitted_images=1) for s in full]
+    fp_full = dataset_fingerprint("src", "validation", full)
+    fp_text = dataset_fingerprint("src", "validation", text)
+    # an empty image list per sample would be another images_sha256: no claim is made instead
+    assert "images_sha256" in fp_full and "images_sha256" not in fp_text
+    assert fp_text["content_sha256"] == fp_full["content_sha256"]
+    assert same_data(fp_full, fp_text) and same_data(fp_text, fp_full)
+    swapped = dataset_fingerprint("src", "validation", text[::-1])
+    assert not same_data(fp_full, swapped)
+
+
 def test_fingerprint_of_rows_uses_the_dataset_ids() -> None:
     rows = mme_rows(1)
     fp = dataset_fingerprint("x", "test", rows)

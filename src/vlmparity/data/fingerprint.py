@@ -78,7 +78,7 @@ def dataset_fingerprint(
     """A JSON-able record of the data: source, split, revision (when known), row count, content hash.
 
     `items` are samples (hash over `Sample.id` and `Sample.target`, plus an image hash for free since
-    image keys are known) or dataset rows (hash over the id columns and `answer`). The `of` field says
+    image keys are known, unless they were loaded without images) or dataset rows (hash over the id columns and `answer`). The `of` field says
     which, because the two hashes differ for the same data.
     """
     is_samples = bool(items) and isinstance(items[0], Sample)
@@ -91,7 +91,9 @@ def dataset_fingerprint(
         "of": "samples" if is_samples else "rows",
         "content_sha256": content_sha256(items, id_columns),
     }
-    if is_samples:
+    # samples loaded without their images (scoring only) cannot vouch for them: `same_data` then
+    # compares questions and answers only, which is all that scores depend on
+    if is_samples and not any(s.omitted_images for s in items):  # type: ignore[union-attr]
         record["images_sha256"] = images_sha256(items)  # type: ignore[arg-type]
     return record
 
