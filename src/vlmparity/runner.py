@@ -398,6 +398,14 @@ def _resolve(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+def _reject(fut: asyncio.Future[None], exc: BaseException) -> None:
+    # The writer failed before committing the registration: whoever awaits it gets the store's error
+    # (nobody may: it also surfaces from the writer's flush, so asyncio need not log it as unretrieved).
+    if not fut.done():
+        fut.set_exception(exc)
+        fut.exception()
+
+
 class RequestBook:
     """Builds each sample's request once, a few samples ahead, on worker threads, for every endpoint.
 
@@ -646,7 +654,10 @@ class Engine:
         def done() -> None:
             loop.call_soon_threadsafe(_resolve, fut)
 
-        self.writer.register([rec], done)
+        def failed(exc: BaseException) -> None:
+            loop.call_soon_threadsafe(_reject, fut, exc)
+
+        self.writer.register([rec], done, failed)
         return fut
 
     # -- what to send -----------------------------------------------------------------------------------
