@@ -14,8 +14,9 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +185,7 @@ def test_ten_sigkills_and_resumes_equal_an_uninterrupted_run(
         at_kill.append((kind, len(snap)))
         snapshots.append(snap)
         if kind == "early":
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
                 registered = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
             assert len(snap) == 0 and registered >= 1, (
                 "the early kill lands after registration, before answers"
@@ -215,8 +216,11 @@ def test_ten_sigkills_and_resumes_equal_an_uninterrupted_run(
             last_arrival[h] = max(last_arrival[h], t)
         late = [k for k, r in snap.items() if k[0] == name and last_arrival[r["request_hash"]] > r["created"]]
         assert not late, f"{name}: sent again after their answer was stored: {late[:3]}"
-        # every sample was sent at least once, and no more often than the invocations that could send it
+        # every sample was sent, and at most once by each invocation (no fault here calls for a retry)
         assert {r["request_hash"] for k, r in snap.items() if k[0] == name} <= set(last_arrival)
+        for inv in invocations:
+            per_body = Counter(h for t, h in _arrivals(sim) if inv.spawned <= t <= inv.ended)
+            assert max(per_body.values(), default=0) <= 1, f"{name}: a body sent twice in one invocation"
 
     # identical to the uninterrupted run: every stored answer, the scores, the lmms-eval files, the tables
     assert ts.stable(snap) == ts.stable(ref_rows)
@@ -275,7 +279,7 @@ def test_kill_during_sqlite_commit_keeps_exactly_the_committed_rows(tmp_path: Pa
 
         # recovery ignores the torn transaction: the store opens, is sound, and holds whole transactions
         assert ts.integrity(directory / ts.STORE) == "ok"
-        with sqlite3.connect(f"file:{directory / ts.STORE}?mode=ro", uri=True) as conn:
+        with closing(sqlite3.connect(f"file:{directory / ts.STORE}?mode=ro", uri=True)) as conn:
             got = dict(conn.execute("SELECT sample_id, text FROM results"))
         ids = sorted(int(s[1:]) for s in got)
         if frames:
@@ -420,34 +424,49 @@ def test_full_disk_tmpfs_clear_error_store_intact_and_resumable(
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
 
 
-# The same failure without root: the writer's connection capped a few pages above the store's size,
-# which SQLite reports exactly as a full disk (SQLITE_FULL).
-_CAPPED = """
-import os, threading
+# The same failure without root. "capped": the writer's connection limited to a few pages above the
+# store's size, which SQLite reports exactly as a full disk (SQLITE_FULL). "registration": the disk fills
+# at the very commit that registers a sample a request is waiting for (SQLITE_FULL raised there).
+_INJECT = {
+    "capped": """
+import threading
 import vlmparity.store as store
 _connect = store._connect
 def capped(path):
     conn = _connect(path)
     if threading.current_thread().name == "vlmparity-store-writer":  # the connection answers go through
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        conn.execute(f"PRAGMA max_page_count = {pages + int(os.environ['TORTURE_EXTRA_PAGES'])}")
+        conn.execute(f"PRAGMA max_page_count = {pages + 6}")
     return conn
 store._connect = capped
-from vlmparity.cli import main
-main()
-"""
+""",
+    "registration": f"""
+import sqlite3
+import vlmparity.store as store
+_commit = store.ResultWriter._commit
+def full_at_registration(self, conn, batch):
+    if self.committed >= {FULL_AFTER} and any(isinstance(b, store.Registration) for b in batch):
+        raise sqlite3.OperationalError("database or disk is full")
+    _commit(self, conn, batch)
+store.ResultWriter._commit = full_at_registration
+""",
+}
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("inject", sorted(_INJECT))
 def test_full_store_injected_clear_error_store_intact_and_resumable(
-    synth_mme_small: Path, synth_mmmu_small: Path, small_sim: SimServer, small_ref: Path, tmp_path: Path
+    synth_mme_small: Path,
+    synth_mmmu_small: Path,
+    small_sim: SimServer,
+    small_ref: Path,
+    tmp_path: Path,
+    inject: str,
 ) -> None:
-    import os
-
     out = tmp_path / "out"
     db = out / ts.STORE
     cmd = _small_cmd(synth_mme_small, synth_mmmu_small, small_sim, out)
-    capped = [sys.executable, "-c", _CAPPED, *cmd[3:]]
+    code = _INJECT[inject] + "from vlmparity.cli import main\nmain()\n"
     watch = ts.StoreWatch(db)
     before: dict[ts.Key, dict[str, Any]] = {}
 
@@ -455,11 +474,10 @@ def test_full_store_injected_clear_error_store_intact_and_resumable(
         before.update(ts.rows(db))
 
     inv = ts.invoke(
-        capped,
+        [sys.executable, "-c", code, *cmd[3:]],
         tmp_path / "full.log",
         kill_when=lambda: watch.results() >= FULL_AFTER,
         instead=snapshot,
-        env={**os.environ, "TORTURE_EXTRA_PAGES": "6"},
         timeout_s=HANG_S,
     )
     watch.close()

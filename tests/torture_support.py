@@ -191,7 +191,9 @@ def invoke(
         try:
             while proc.poll() is None:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{cmd} did not finish in {timeout_s} s")
+                    raise TimeoutError(
+                        f"still running after {timeout_s:g} s (stuck?): {' '.join(cmd)[-300:]}"
+                    )
                 if kill_when is not None and kill_when():
                     if delay > 0:
                         time.sleep(delay)
