@@ -222,6 +222,20 @@ def _mme_valid(out: Path) -> Path:
     return write_mme(out, mme_rows())
 
 
+@functools.cache
+def _large_png() -> bytes:
+    return bomb_png(10000, 10000)
+
+
+def _mme_image_large(out: Path) -> Path:
+    """The last pair's picture 10000x10000 (100 Mpx): over Pillow's warning limit (89 Mpx), under its
+    hard limit (179 Mpx), so it is evaluated — decoding it takes about 0.5 GB."""
+    rows = mme_rows()
+    for r in rows[4:6]:
+        r["image"] = _large_png()
+    return write_mme(out, rows)
+
+
 def _mme_answer_int(out: Path) -> Path:
     rows = mme_rows()
     for r in rows:
@@ -342,6 +356,7 @@ DATA: dict[str, Callable[[Path], Path]] = {
     "mme_image_truncated_body": _mme_pair_image("truncated_body.png"),
     "mme_image_truncated_jpeg": _mme_pair_image("truncated_body.jpg"),
     "mme_image_bomb": _mme_pair_image("bomb_20000x20000.png"),
+    "mme_image_large": _mme_image_large,
     "mme_image_null": _mme_edit(_set(4, "image", None)),
     "mme_image_int": _mme_image_int,
     "mme_image_path_missing": _mme_image_path_missing,

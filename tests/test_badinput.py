@@ -36,7 +36,7 @@ ERROR_PREFIX = "vlmparity: error:"
 COMMAND_TIMEOUT_S = 120
 EXIT_INTERNAL = 70
 # What must never reach the user: Python tracebacks, asyncio's reports of exceptions nobody awaited,
-# aiohttp/httpx resources left open.
+# aiohttp/httpx resources left open, Pillow's multi-line warnings (vlmparity says it in one line).
 FORBIDDEN = (
     "Traceback (most recent call last)",
     "exception was never retrieved",
@@ -44,6 +44,7 @@ FORBIDDEN = (
     "Unclosed client session",
     "Unclosed connector",
     "internal error",
+    "DecompressionBombWarning",
 )
 
 
@@ -172,6 +173,10 @@ def _check_output(
         assert any(message.search(line) for line in proc.stdout.splitlines()), shown
     else:
         assert not errors, shown
+    if "note" in case:
+        note = re.compile(_fill(case["note"], values, regex=True))
+        notes = [line for line in lines if note.search(line)]
+        assert len(notes) == 1, f"{note.pattern!r}: {len(notes)} matching line(s)\n{shown}"
 
 
 def _store_rows(out: Path) -> list[tuple[str, str, str, str | None, int]]:

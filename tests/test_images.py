@@ -108,10 +108,10 @@ def test_concurrent_callers_share_one_encoding(monkeypatch: pytest.MonkeyPatch) 
     calls = []
     real = images_mod._encode_job
 
-    def slow(data: bytes, options: EncodeOptions) -> tuple[bool, str]:
+    def slow(data: bytes, options: EncodeOptions, label: str | None = None) -> tuple[bool, str]:
         calls.append(1)
         time.sleep(0.05)  # widen the window in which the other threads arrive
-        return real(data, options)
+        return real(data, options, label)
 
     monkeypatch.setattr(images_mod, "_encode_job", slow)
     enc = ImageEncoder()
@@ -190,3 +190,73 @@ def test_tile_images_pixels_and_determinism() -> None:
     assert tile_images([red, green, blue]) == tiled
     with pytest.raises(DataError, match="sample 'x'"):
         tile_images([red, ImageData.from_bytes(b"nope")], sample_id="x")
+
+
+# -------------------------------------------------------------------- images over Pillow's bomb limits
+
+
+@pytest.fixture
+def small_pillow_limit(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Pillow's limits at 1000 px (warning) / 2000 px (error), so tiny images stand for 89 / 179 Mpx;
+    and no image reported yet in this test."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    monkeypatch.setattr(images_mod, "_noticed", set())
+    return 1000
+
+
+def test_large_image_notice_wording() -> None:
+    # Pillow's own limit: 1024 * 1024 * 1024 // 4 // 3 = 89478485 pixels; the hard limit is twice that
+    text = images_mod.large_image_notice((10000, 10000), 89478485, "sample 'q'")
+    assert text == (
+        "sample 'q': 10000x10000 image (100 Mpx) is over Pillow's decompression-bomb warning limit of "
+        "89.5 Mpx; decoding it anyway (over 179 Mpx is refused)"
+    )
+
+
+def test_image_over_the_warning_limit_is_one_notice_not_pillows_warning(
+    small_pillow_limit: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    import warnings
+
+    from vlmparity.data.schema import image_problem
+
+    data = photo(40, 40, seed=11, fmt="PNG")  # 1600 px: over 1000, under 2000
+    enc = ImageEncoder(workers=1)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level("WARNING"):
+        warnings.simplefilter("always")  # Pillow's warning would be recorded, however often
+        assert image_problem(data, full=True, label="row 4, column 'image'") is None  # the load-time check
+        url = enc.data_url(ImageData.from_bytes(data), sample_id="q4")  # the request, later
+        enc.prefetch([ImageData.from_bytes(data)])
+        tile_images([ImageData.from_bytes(data)], sample_id="q4")
+    assert url.startswith("data:image/png;base64,")  # encoded as usual
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+    notes = [r.getMessage() for r in caplog.records]
+    assert notes == [
+        "vlmparity: note: row 4, column 'image': 40x40 image (0.0016 Mpx) is over Pillow's decompression-bomb "
+        "warning limit of 0.001 Mpx; decoding it anyway (over 0.002 Mpx is refused)"
+    ]  # once per distinct image, naming where it was first seen
+
+
+def test_encoder_notice_names_the_sample(small_pillow_limit: int, caplog: pytest.LogCaptureFixture) -> None:
+    enc = ImageEncoder(workers=2)
+    a, b = (
+        ImageData.from_bytes(photo(40, 40, seed=12, fmt="PNG")),
+        ImageData.from_bytes(photo(30, 40, seed=13)),
+    )
+    sample = Sample("mme", "q7", 7, "Yes", "color", "q7", (a, b))
+    with caplog.at_level("WARNING"):
+        enc.prefetch([sample])
+    notes = sorted(r.getMessage() for r in caplog.records)
+    assert len(notes) == 2
+    assert notes[0].startswith("vlmparity: note: sample 'q7': 30x40 image (0.0012 Mpx)")
+    assert notes[1].startswith("vlmparity: note: sample 'q7': 40x40 image (0.0016 Mpx)")
+
+
+def test_image_over_the_hard_limit_stays_a_data_error(small_pillow_limit: int) -> None:
+    from vlmparity.data.schema import image_problem
+
+    data = photo(50, 50, seed=14, fmt="PNG")  # 2500 px: over twice the limit
+    problem = image_problem(data, label="row 0")
+    assert problem is not None and problem.startswith("cannot decode image (DecompressionBombError: ")
+    with pytest.raises(DataError, match="DecompressionBombError"):
+        ImageEncoder().data_url(ImageData.from_bytes(data), sample_id="q0")

@@ -12,10 +12,13 @@ Each distinct image (by `ImageData.key`) is encoded once per run and shared by a
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import logging
 import math
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -33,6 +36,10 @@ Parallel = Literal["thread", "process"]
 
 MIME = {"png": "image/png", "jpeg": "image/jpeg"}
 DEFAULT_CACHE_BYTES = 2 * 1024**3  # a whole MME at level 1 is ~2.5 GB of data URLs; LRU beyond this
+
+log = logging.getLogger(__name__)
+_noticed: set[str] = set()  # sha256 of the large images already reported
+_noticed_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -56,15 +63,58 @@ class EncodeOptions:
         return MIME[self.format]
 
 
-def decode_rgb(data: bytes) -> PILImage.Image:
+def _silence_pillow_bomb_warning() -> None:
+    """Ignore Pillow's DecompressionBombWarning (two lines pointing into Pillow); `open_image` says it in one.
+
+    A process-wide filter rather than `warnings.catch_warnings`, which swaps global state and is not
+    thread-safe: images are decoded on a thread pool. Pillow's hard limit (DecompressionBombError) stays.
+    """
+    from PIL import Image
+
+    # first in the list, so that a broader filter added later ("always", "error") does not bring it back
+    if warnings.filters[:1] != [("ignore", None, Image.DecompressionBombWarning, None, 0)]:
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def open_image(data: bytes, *, label: str | None = None) -> PILImage.Image:
+    """`Image.open` (header only), with one notice per distinct image above Pillow's decompression-bomb
+    warning limit instead of Pillow's multi-line warning; `label` says where the image is (a row, a sample).
+    """
+    from PIL import Image
+
+    _silence_pillow_bomb_warning()
+    image: PILImage.Image = Image.open(io.BytesIO(data))
+    limit = Image.MAX_IMAGE_PIXELS
+    width, height = image.size
+    if limit is not None and max(1, width) * max(1, height) > limit:
+        key = hashlib.sha256(data).hexdigest()
+        with _noticed_lock:
+            first = key not in _noticed
+            _noticed.add(key)
+        if first:
+            log.warning("vlmparity: note: %s", large_image_notice((width, height), int(limit), label))
+    return image
+
+
+def large_image_notice(size: tuple[int, int], limit: int, label: str | None = None) -> str:
+    """One line: this image is over Pillow's warning limit (`limit` pixels) and is decoded anyway."""
+    width, height = size
+    where = f"{label}: " if label else ""
+    return (
+        f"{where}{width}x{height} image ({width * height / 1e6:.3g} Mpx) is over Pillow's decompression-bomb "
+        f"warning limit of {limit / 1e6:.3g} Mpx; decoding it anyway (over {2 * limit / 1e6:.3g} Mpx is refused)"
+    )
+
+
+def decode_rgb(data: bytes, *, label: str | None = None) -> PILImage.Image:
     """Decode image bytes to the RGB image lmms-eval hands to its encoder.
 
     Same steps as `datasets.Image.decode_example` (open, load, EXIF transpose when the orientation tag
-    is present) followed by the tasks' `.convert("RGB")`.
+    is present) followed by the tasks' `.convert("RGB")`. `label` names the image in `open_image`'s notice.
     """
-    from PIL import ExifTags, Image, ImageOps
+    from PIL import ExifTags, ImageOps
 
-    image: PILImage.Image = Image.open(io.BytesIO(data))
+    image = open_image(data, label=label)
     image.load()
     if image.getexif().get(ExifTags.Base.Orientation) is not None:
         image = ImageOps.exif_transpose(image)
@@ -84,9 +134,9 @@ def encode_rgb(image: PILImage.Image, options: EncodeOptions) -> bytes:
     return buf.getvalue()
 
 
-def encode_bytes(data: bytes, options: EncodeOptions) -> bytes:
+def encode_bytes(data: bytes, options: EncodeOptions, *, label: str | None = None) -> bytes:
     """Dataset image bytes -> encoded request image bytes (decode, RGB, encode)."""
-    return encode_rgb(decode_rgb(data), options)
+    return encode_rgb(decode_rgb(data, label=label), options)
 
 
 def to_data_url(encoded: bytes, mime: str) -> str:
@@ -94,16 +144,20 @@ def to_data_url(encoded: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(encoded).decode('ascii')}"
 
 
-def _encode_job(data: bytes, options: EncodeOptions) -> tuple[bool, str]:
+def _encode_job(data: bytes, options: EncodeOptions, label: str | None = None) -> tuple[bool, str]:
     """Worker: (True, data URL) or (False, why it failed). Never raises, so it pickles cleanly."""
     try:
-        return True, to_data_url(encode_bytes(data, options), options.mime)
+        return True, to_data_url(encode_bytes(data, options, label=label), options.mime)
     except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, DecompressionBombError...
         return False, f"{type(exc).__name__}: {exc}"
 
 
 def _where(label: str | None) -> str:
     return f"sample {label!r}: " if label else ""
+
+
+def _sample_label(sample_id: str | None) -> str | None:
+    return f"sample {sample_id!r}" if sample_id else None
 
 
 class ImageEncoder:
@@ -162,7 +216,7 @@ class ImageEncoder:
                 future = Future()
                 self._inflight[image.key] = future
         if owner:
-            self._finish(image.key, _encode_job(image.data, self.options), future)
+            self._finish(image.key, _encode_job(image.data, self.options, _sample_label(sample_id)), future)
         ok, out = future.result()
         if not ok:
             raise self._error(image, sample_id, out)
@@ -195,31 +249,35 @@ class ImageEncoder:
         Failures are remembered and raised (naming the sample) by `data_url`, so one bad image does not
         stop the others. Prefetch in windows smaller than the cache (e.g. the next few hundred samples).
         """
-        todo: list[tuple[ImageData, Future[tuple[bool, str]]]] = []
+        todo: list[tuple[ImageData, Future[tuple[bool, str]], str | None]] = []
         with self._lock:
             for item in items:
+                label = _sample_label(item.id) if isinstance(item, Sample) else None
                 for image in item.images if isinstance(item, Sample) else (item,):
                     key = image.key
                     if key in self._cache or key in self._inflight or key in self._failed:
                         continue
                     future: Future[tuple[bool, str]] = Future()
                     self._inflight[key] = future
-                    todo.append((image, future))
+                    todo.append((image, future, label))
         if not todo:
             return 0
         if len(todo) == 1 or self.workers == 1:
-            for image, future in todo:
-                self._finish(image.key, _encode_job(image.data, self.options), future)
+            for image, future, label in todo:
+                self._finish(image.key, _encode_job(image.data, self.options, label), future)
             return len(todo)
         pool = self._executor()
-        jobs = {pool.submit(_encode_job, image.data, self.options): (image, future) for image, future in todo}
+        jobs = {
+            pool.submit(_encode_job, image.data, self.options, label): (image, future, label)
+            for image, future, label in todo
+        }
         # cache each image as soon as it is ready: a caller may be waiting for that one
         for job in as_completed(jobs):
-            image, future = jobs[job]
+            image, future, label = jobs[job]
             try:
                 result = job.result()
             except Exception:  # a broken process pool: encode here rather than lose the image
-                result = _encode_job(image.data, self.options)
+                result = _encode_job(image.data, self.options, label)
             self._finish(image.key, result, future)
         return len(todo)
 
@@ -292,7 +350,7 @@ def tile_images(
     decoded = []
     for image in images:
         try:
-            decoded.append(decode_rgb(image.data))
+            decoded.append(decode_rgb(image.data, label=_sample_label(sample_id)))
         except Exception as exc:
             raise DataError(
                 f"{_where(sample_id)}cannot decode image {image.key[:12]}: {type(exc).__name__}: {exc}",

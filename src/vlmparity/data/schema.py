@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import io
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -148,9 +147,16 @@ def _fail(
     problem: str,
     hint: str | None = None,
 ) -> DataError:
+    return DataError(f"{_cell_label(where, schema, row, index, column)}: {problem}", hint=hint)
+
+
+def _cell_label(
+    where: RowLocator, schema: TaskSchema, row: Mapping[str, Any], index: int, column: str
+) -> str:
+    """`file row N (id columns 'value'), column 'name'`: where a cell is, for messages."""
     rid = row_id(schema, row) if all(c in row for c in schema.id_columns) else None
     ident = f" ({'/'.join(schema.id_columns)} {rid!r})" if rid is not None else ""
-    return DataError(f"{where(index)}{ident}, column {column!r}: {problem}", hint=hint)
+    return f"{where(index)}{ident}, column {column!r}"
 
 
 def _type_name(value: Any) -> str:
@@ -280,12 +286,17 @@ def _short(text: str, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
-def image_problem(data: bytes, *, full: bool = False) -> str | None:
-    """Why Pillow cannot read `data` (None if it can): header only, or a full decode when `full`."""
+def image_problem(data: bytes, *, full: bool = False, label: str | None = None) -> str | None:
+    """Why Pillow cannot read `data` (None if it can): header only, or a full decode when `full`.
+
+    An image over Pillow's decompression-bomb warning limit gets one notice naming `label` (see
+    `open_image`); over twice that limit it cannot be read (DecompressionBombError)."""
     from PIL import Image, UnidentifiedImageError
 
+    from vlmparity.data.images import open_image
+
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_image(data, label=label) as image:
             if full:
                 image.load()
     except UnidentifiedImageError:
@@ -307,6 +318,10 @@ def _check_images(
     schema: TaskSchema, rows: Sequence[Mapping[str, Any]], where: RowLocator, *, full: bool
 ) -> None:
     cells = list(_image_cells(schema, rows))
+
+    def label(cell: tuple[int, str, bytes]) -> str:
+        return _cell_label(where, schema, rows[cell[0]], cell[0], cell[1])
+
     if full:
         # decode each distinct image once (MME stores every image twice), on all cores: Pillow
         # releases the GIL while decoding
@@ -315,10 +330,10 @@ def _check_images(
             distinct.setdefault(hashlib.sha256(cell[2]).hexdigest(), cell)
         todo = list(distinct.values())
         with ThreadPoolExecutor() as pool:
-            problems = list(pool.map(lambda c: image_problem(c[2], full=True), todo))
+            problems = list(pool.map(lambda c: image_problem(c[2], full=True, label=label(c)), todo))
         checked: Iterable[tuple[tuple[int, str, bytes], str | None]] = zip(todo, problems, strict=True)
     else:
-        checked = ((c, image_problem(c[2])) for c in cells)
+        checked = ((c, image_problem(c[2], label=label(c))) for c in cells)
     for (index, column, _), problem in checked:
         if problem is not None:
             raise _fail(
