@@ -238,6 +238,68 @@ def test_datasets_engine_gives_identical_rows(tmp_path: Path, hf_meta: bool) -> 
     assert [(s.path, s.start, s.stop) for s in slow.files] == [(s.path, s.start, s.stop) for s in fast.files]
 
 
+def test_the_two_rows_of_an_image_share_one_bytes_object(tmp_path: Path) -> None:
+    # MME stores each image once per question; one copy in memory is enough (same content, same object)
+    write_parquet(tmp_path / "data" / "test-00000-of-00002.parquet", mme_rows(2))
+    write_parquet(tmp_path / "data" / "test-00001-of-00002.parquet", mme_rows(1))  # image 0 again
+    for engine in ("pyarrow", "datasets"):
+        rows = load_rows(tmp_path, split="test", engine=engine, cache_dir=tmp_path / "cache")  # type: ignore[arg-type]
+        assert rows == mme_rows(2) + mme_rows(1)
+        assert rows[0]["image"] is rows[1]["image"] is rows[4]["image"] is rows[5]["image"]
+        assert rows[2]["image"] is rows[3]["image"] and rows[2]["image"] is not rows[0]["image"]
+
+
+@pytest.mark.parametrize("engine", ["pyarrow", "datasets"])
+def test_loading_without_images_leaves_the_image_columns_out(tmp_path: Path, engine: str) -> None:
+    write_parquet(tmp_path / "data" / "validation-0.parquet", mmmu_rows("Art", 3), MMMU_IMAGES)
+    full = load_split(tmp_path, split="validation", task="mmmu_val", engine=engine, cache_dir=tmp_path / "c")  # type: ignore[arg-type]
+    text = load_split(
+        tmp_path,
+        split="validation",
+        task="mmmu_val",
+        engine=engine,
+        cache_dir=tmp_path / "c",
+        images=False,  # type: ignore[arg-type]
+    )
+    assert text.rows == [{k: v for k, v in r.items() if not k.startswith("image_")} for r in full.rows]
+    assert [(f.start, f.stop) for f in text.files] == [(0, 3)]
+
+
+def test_loading_without_images_checks_the_other_columns(tmp_path: Path) -> None:
+    rows = mmmu_rows("Art", 3)
+    rows[1]["image_1"] = None  # referred to by its question: only a run needs it
+    rows[2]["image_1"] = b"not an image"  # only a run decodes it
+    write_parquet(tmp_path / "validation-0.parquet", rows, MMMU_IMAGES)
+    assert len(load_rows(tmp_path, split="validation", task="mmmu_val", images=False)) == 3
+    with pytest.raises(DataError, match="image_1"):
+        load_rows(tmp_path, split="validation", task="mmmu_val")
+    rows[0]["options"] = "not a list"
+    write_parquet(tmp_path / "validation-0.parquet", rows, MMMU_IMAGES)
+    with pytest.raises(DataError, match=r"validation-0.parquet row 0.*'options'"):
+        load_rows(tmp_path, split="validation", task="mmmu_val", images=False)
+    bad = mmmu_rows("Art", 1)
+    bad[0]["question"] = "What is <image 9>?"  # no such column, with or without images
+    with pytest.raises(DataError, match="<image 9>"):
+        check_rows(
+            "mmmu_val", [{k: v for k, v in bad[0].items() if not k.startswith("image_")}], "m", images=False
+        )
+
+
+@pytest.mark.parametrize("engine", ["pyarrow", "datasets"])
+def test_read_rows_fetches_some_rows_across_files_and_row_groups(tmp_path: Path, engine: str) -> None:
+    first, second = mme_rows(3), mme_rows(2, start=3)
+    f = write_parquet(tmp_path / "data" / "test-00000-of-00002.parquet", first)
+    pq.write_table(pq.read_table(f), f, row_group_size=2)  # 3 row groups
+    write_parquet(tmp_path / "data" / "test-00001-of-00002.parquet", second)
+    assert pq.ParquetFile(f).metadata.num_row_groups == 3
+    every = first + second  # storage order: 6 rows, then 4
+    got = sources.read_rows(
+        tmp_path, split="test", indices=[9, 0, 5, 4], engine=engine, cache_dir=tmp_path / "c"
+    )  # type: ignore[arg-type]
+    assert got == {0: every[0], 4: every[4], 5: every[5], 9: every[9]}
+    assert sources.read_rows(tmp_path, split="test", indices=[], engine=engine) == {}  # type: ignore[arg-type]
+
+
 def test_unknown_engine_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         load_rows(tmp_path, split="test", engine="polars")  # type: ignore[arg-type]

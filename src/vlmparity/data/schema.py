@@ -117,11 +117,13 @@ def check_rows(
     source_label: str | RowLocator,
     *,
     verify_images: bool = False,
+    images: bool = True,
 ) -> None:
     """Raise one clear `DataError` naming file, column and row if `rows` do not fit the task's schema.
 
     Every image gets a cheap header check (Pillow identifies it without decoding the pixels);
     `verify_images=True` decodes every distinct image fully (seconds for a whole MME).
+    `images=False`: the rows were loaded without their image columns (scoring only); those go unchecked.
     """
     schema = schema_for(task_name)
     where = _locator(source_label)
@@ -129,13 +131,14 @@ def check_rows(
         label = source_label if isinstance(source_label, str) else where(0).rsplit(" row ", 1)[0]
         raise DataError(f"{label}: the split has no rows", hint=f"expected the {schema.dataset} dataset")
     for index, row in enumerate(rows):
-        _check_columns(schema, row, index, where)
+        _check_columns(schema, row, index, where, images=images)
     _check_unique(schema, rows, where)
     if schema is MME_SCHEMA:
         _check_mme(rows, where)
     else:
-        _check_mmmu(rows, where)
-    _check_images(schema, rows, where, full=verify_images)
+        _check_mmmu(rows, where, images=images)
+    if images:
+        _check_images(schema, rows, where, full=verify_images)
 
 
 def _fail(
@@ -163,8 +166,12 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _check_columns(schema: TaskSchema, row: Mapping[str, Any], index: int, where: RowLocator) -> None:
+def _check_columns(
+    schema: TaskSchema, row: Mapping[str, Any], index: int, where: RowLocator, *, images: bool = True
+) -> None:
     for spec in schema.columns:
+        if spec.kind == "image" and not images:
+            continue
         if spec.name not in row:
             found = ", ".join(sorted(row)) or "none"
             raise DataError(
@@ -232,7 +239,7 @@ def mmmu_options(value: str) -> list[Any] | None:
     return parsed if isinstance(parsed, list) else None
 
 
-def _check_mmmu(rows: Sequence[Mapping[str, Any]], where: RowLocator) -> None:
+def _check_mmmu(rows: Sequence[Mapping[str, Any]], where: RowLocator, *, images: bool = True) -> None:
     for index, row in enumerate(rows):
         if _MMMU_ID.match(row["id"]) is None:
             raise _fail(
@@ -271,7 +278,7 @@ def _check_mmmu(rows: Sequence[Mapping[str, Any]], where: RowLocator) -> None:
             text += " " + " ".join(str(o) for o in options)
         for number in sorted({int(n) for n in _IMAGE_REF.findall(text)}):
             column = f"image_{number}"
-            if not 1 <= number <= 7 or row.get(column) is None:
+            if not 1 <= number <= 7 or (images and row.get(column) is None):
                 raise _fail(
                     where,
                     MMMU_SCHEMA,

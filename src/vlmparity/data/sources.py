@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -169,82 +169,141 @@ def _image_columns_arrow(schema: Any) -> list[str]:
     return names
 
 
-def _read_parquet(file: Path) -> Iterator[dict[str, Any]]:
+def _release_arrow_memory() -> None:
+    """Hand pyarrow's freed buffers back to the OS: its pool otherwise keeps ~200 MB after a full MME."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+
+
+def _read_parquet(
+    file: Path,
+    *,
+    images: bool = True,
+    shared: dict[bytes, bytes] | None = None,
+    only: Collection[int] | None = None,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(row index in the file, row) for every row of `file`, or for the rows in `only`.
+
+    `images=False` leaves the image columns out (never read from disk). `shared` interns image bytes
+    by content: MME stores each image twice (its Yes and its No question), and one copy is enough.
+    """
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(file)
         image_cols = _image_columns_arrow(pf.schema_arrow)
-        index = 0
-        # batches keep peak memory near one copy of the images, not two
-        for batch in pf.iter_batches(batch_size=64):
-            for row in batch.to_pylist():
-                for col in image_cols:
-                    row[col] = normalise_image(
-                        row[col], base=file.parent, where=f"{file} row {index}", column=col
-                    )
-                index += 1
-                yield row
+        columns = None if images else [n for n in pf.schema_arrow.names if n not in image_cols]
+        if not images:
+            image_cols = []
+        start = 0
+        for group in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(group).num_rows
+            wanted = None if only is None else sorted(i - start for i in only if start <= i < start + n)
+            start += n
+            if wanted == []:
+                continue
+            # one row group at a time, 64 rows at a time: peak memory near one copy of the images
+            table = pf.read_row_group(group, columns=columns)
+            if wanted is not None:
+                table = table.take(wanted)
+            offsets = wanted if wanted is not None else range(table.num_rows)
+            at = 0
+            for batch in table.to_batches(max_chunksize=64):
+                for row in batch.to_pylist():
+                    index = start - n + offsets[at]
+                    at += 1
+                    for col in image_cols:
+                        data = normalise_image(
+                            row[col], base=file.parent, where=f"{file} row {index}", column=col
+                        )
+                        row[col] = data if shared is None or data is None else shared.setdefault(data, data)
+                    yield index, row
+            del table
     except DataError:
         raise
     except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
         raise DataError(
             f"cannot read parquet file {file}: {exc}", hint="re-download it; the file may be truncated"
         ) from None
+    finally:
+        _release_arrow_memory()
 
 
-def _rows_from_datasets(ds: Any, base: Path | None, label: str) -> list[dict[str, Any]]:
+def _rows_from_datasets(
+    ds: Any,
+    base: Path | None,
+    label: str,
+    *,
+    images: bool = True,
+    only: Collection[int] | None = None,
+) -> list[tuple[int, dict[str, Any]]]:
+    """(row index, row) of a `datasets.Dataset` (or of the rows in `only`), as `_read_parquet` gives them."""
     import datasets
 
     image_cols = [n for n, f in ds.features.items() if isinstance(f, datasets.Image)]
+    if not images:
+        ds = ds.remove_columns(image_cols)
+        image_cols = []
     for name in image_cols:
         # the stored bytes, not a decoded PIL image: the encoder decodes exactly as lmms-eval does
         ds = ds.cast_column(name, datasets.Image(decode=False))
     struct_cols = [
         n for n, f in ds.features.items() if isinstance(f, dict) and "bytes" in f and n not in image_cols
     ]
-    rows: list[dict[str, Any]] = []
+    indices = list(range(len(ds))) if only is None else sorted(only)
+    if only is not None:
+        ds = ds.select(indices)
+    shared: dict[bytes, bytes] = {}
+    rows: list[tuple[int, dict[str, Any]]] = []
     for batch in ds.iter(batch_size=64):
         names = list(batch)
         for values in zip(*(batch[n] for n in names), strict=True):
+            index = indices[len(rows)]
             row = dict(zip(names, values, strict=True))
             for col in (*image_cols, *struct_cols):
-                row[col] = normalise_image(
-                    row[col], base=base or Path.cwd(), where=f"{label} row {len(rows)}", column=col
+                data = normalise_image(
+                    row[col], base=base or Path.cwd(), where=f"{label} row {index}", column=col
                 )
-            rows.append(row)
+                row[col] = data if data is None else shared.setdefault(data, data)
+            rows.append((index, row))
     return rows
 
 
-def _load_local(path: Path, split: str, engine: Engine, cache_dir: str | Path | None) -> LoadedSplit:
+def _local_files(path: Path, split: str) -> list[Path]:
     if path.is_file():
-        files = [path]
-    else:
-        files = parquet_files(path, split)
-        if not files:
-            have = _available_splits(path)
-            raise DataError(
-                f"no parquet files for split {split!r} under {path}",
-                hint=f"splits found: {', '.join(have)}" if have else "expected *.parquet files",
-            )
+        return [path]
+    files = parquet_files(path, split)
+    if not files:
+        have = _available_splits(path)
+        raise DataError(
+            f"no parquet files for split {split!r} under {path}",
+            hint=f"splits found: {', '.join(have)}" if have else "expected *.parquet files",
+        )
+    return files
+
+
+def _load_local(
+    path: Path, split: str, engine: Engine, cache_dir: str | Path | None, *, images: bool = True
+) -> LoadedSplit:
+    files = _local_files(path, split)
     if engine == "datasets":
-        return _load_local_datasets(path, files, split, cache_dir)
+        return _load_local_datasets(path, files, split, cache_dir, images=images)
     rows: list[dict[str, Any]] = []
     spans: list[FileSpan] = []
+    shared: dict[bytes, bytes] = {}  # one bytes object per distinct image across the split's files
     for file in files:
         start = len(rows)
-        rows.extend(_read_parquet(file))
+        rows.extend(row for _, row in _read_parquet(file, images=images, shared=shared))
         spans.append(FileSpan(file, start, len(rows)))
     return LoadedSplit(str(path), "local", split, rows, tuple(spans), engine="pyarrow", label=str(path))
 
 
-def _load_local_datasets(
-    path: Path, files: list[Path], split: str, cache_dir: str | Path | None
-) -> LoadedSplit:
+def _open_local_datasets(path: Path, files: list[Path], split: str, cache_dir: str | Path | None) -> Any:
     import datasets
 
     try:
-        ds = datasets.load_dataset(
+        return datasets.load_dataset(
             "parquet",
             data_files={split: [str(f) for f in files]},
             split=split,
@@ -252,8 +311,14 @@ def _load_local_datasets(
         )
     except Exception as exc:  # datasets raises many types (ArrowInvalid, DatasetGenerationError, ...)
         raise DataError(f"datasets could not read {path}: {type(exc).__name__}: {exc}") from None
+
+
+def _load_local_datasets(
+    path: Path, files: list[Path], split: str, cache_dir: str | Path | None, *, images: bool = True
+) -> LoadedSplit:
+    ds = _open_local_datasets(path, files, split, cache_dir)
     base = files[0].parent if len(files) == 1 else path
-    rows = _rows_from_datasets(ds, base, str(path))
+    rows = [row for _, row in _rows_from_datasets(ds, base, str(path), images=images)]
     # the datasets engine concatenates files; recover the spans from each file's row count
     import pyarrow.parquet as pq
 
@@ -274,7 +339,7 @@ def _hub_commit(ds: Any) -> str | None:
     return None
 
 
-def _load_hub(repo_id: str, split: str, cache_dir: str | Path | None) -> LoadedSplit:
+def _open_hub(repo_id: str, split: str, cache_dir: str | Path | None) -> Any:
     import datasets
 
     download = f"huggingface-cli download --repo-type dataset {repo_id} --local-dir DIR, then pass DIR"
@@ -282,7 +347,7 @@ def _load_hub(repo_id: str, split: str, cache_dir: str | Path | None) -> LoadedS
         if repo_id in (current, older):
             download += f"; lmms-eval 0.7.3 uses {current}, 0.7.2 and older {older}"
     try:
-        ds = datasets.load_dataset(
+        return datasets.load_dataset(
             repo_id, split=split, cache_dir=None if cache_dir is None else str(cache_dir)
         )
     except (ConnectionError, FileNotFoundError) as exc:
@@ -296,9 +361,31 @@ def _load_hub(repo_id: str, split: str, cache_dir: str | Path | None) -> LoadedS
         raise DataError(
             f"dataset {repo_id!r} could not be loaded: {type(exc).__name__}: {exc}", hint=download
         ) from None
-    label = f"{repo_id} (split {split})"
-    rows = _rows_from_datasets(ds, None, label)
+
+
+def _hub_label(repo_id: str, split: str) -> str:
+    return f"{repo_id} (split {split})"
+
+
+def _load_hub(repo_id: str, split: str, cache_dir: str | Path | None, *, images: bool = True) -> LoadedSplit:
+    ds = _open_hub(repo_id, split, cache_dir)
+    label = _hub_label(repo_id, split)
+    rows = [row for _, row in _rows_from_datasets(ds, None, label, images=images)]
     return LoadedSplit(repo_id, "hub", split, rows, (), _hub_commit(ds), engine="datasets", label=label)
+
+
+def _resolve(source: str | Path) -> tuple[Path | None, str]:
+    """(the local path, None for a hub id) of a source; DataError when it is neither."""
+    text = str(source)
+    path = Path(text).expanduser()
+    if path.exists():
+        return path, text
+    if isinstance(source, str) and looks_like_hub_id(text):
+        return None, text
+    raise DataError(
+        f"dataset source {text!r} does not exist",
+        hint="pass a folder of parquet files, a parquet file or a Hugging Face dataset id",
+    )
 
 
 def load_split(
@@ -309,31 +396,67 @@ def load_split(
     task: str | None = None,
     verify_images: bool = False,
     cache_dir: str | Path | None = None,
+    images: bool = True,
 ) -> LoadedSplit:
     """Load every row of `split` from a local parquet file/folder or a Hugging Face hub id.
 
     `engine` reads local files with pyarrow (fast, no cache copy) or `datasets.load_dataset("parquet")`;
     both give identical rows. With `task`, the rows are checked against the task's schema (one clear
     `DataError` on the first problem); `verify_images` then also fully decodes every distinct image.
+    `images=False` leaves the image columns out (scoring needs none; `read_rows` fetches some later).
     """
     if engine not in ("pyarrow", "datasets"):
         raise ConfigError(f"unknown dataset engine {engine!r}", hint="use pyarrow or datasets")
-    text = str(source)
-    path = Path(text).expanduser()
-    if path.exists():
-        loaded = _load_local(path, split, engine, cache_dir)
-    elif isinstance(source, str) and looks_like_hub_id(text):
-        loaded = _load_hub(text, split, cache_dir)
+    path, text = _resolve(source)
+    if path is not None:
+        loaded = _load_local(path, split, engine, cache_dir, images=images)
     else:
-        raise DataError(
-            f"dataset source {text!r} does not exist",
-            hint="pass a folder of parquet files, a parquet file or a Hugging Face dataset id",
-        )
+        loaded = _load_hub(text, split, cache_dir, images=images)
     if task is not None:
         from vlmparity.data.schema import check_rows
 
-        check_rows(task, loaded.rows, loaded.locate, verify_images=verify_images)
+        check_rows(task, loaded.rows, loaded.locate, verify_images=verify_images, images=images)
     return loaded
+
+
+def read_rows(
+    source: str | Path,
+    *,
+    split: str,
+    indices: Collection[int],
+    engine: Engine = "pyarrow",
+    cache_dir: str | Path | None = None,
+) -> dict[int, dict[str, Any]]:
+    """Rows `indices` (storage order across the split's files, as in `load_split`) with every column.
+
+    Reads only the parquet row groups that hold them: how a report fetches the images of a few samples
+    whose data was loaded without images.
+    """
+    if engine not in ("pyarrow", "datasets"):
+        raise ConfigError(f"unknown dataset engine {engine!r}", hint="use pyarrow or datasets")
+    wanted = set(indices)
+    if not wanted:
+        return {}
+    path, text = _resolve(source)
+    if path is None:
+        ds = _open_hub(text, split, cache_dir)
+        return dict(_rows_from_datasets(ds, None, _hub_label(text, split), only=wanted))
+    files = _local_files(path, split)
+    if engine == "datasets":
+        ds = _open_local_datasets(path, files, split, cache_dir)
+        base = files[0].parent if len(files) == 1 else path
+        return dict(_rows_from_datasets(ds, base, str(path), only=wanted))
+    import pyarrow.parquet as pq
+
+    out: dict[int, dict[str, Any]] = {}
+    start = 0
+    for file in files:
+        n = pq.ParquetFile(file).metadata.num_rows
+        here = [i - start for i in wanted if start <= i < start + n]
+        if here:
+            out.update((start + i, row) for i, row in _read_parquet(file, only=here))
+        start += n
+    return out
 
 
 def load_rows(
@@ -344,8 +467,15 @@ def load_rows(
     task: str | None = None,
     verify_images: bool = False,
     cache_dir: str | Path | None = None,
+    images: bool = True,
 ) -> list[dict[str, Any]]:
     """Load every row of `split` (see `load_split`), in storage order."""
     return load_split(
-        source, split=split, engine=engine, task=task, verify_images=verify_images, cache_dir=cache_dir
+        source,
+        split=split,
+        engine=engine,
+        task=task,
+        verify_images=verify_images,
+        cache_dir=cache_dir,
+        images=images,
     ).rows
