@@ -160,7 +160,27 @@ def test_cache_is_bounded_lru() -> None:
         enc(img)
     assert enc.stats()["cached"] == 2
     enc(imgs[0])  # evicted first, so encoded again
-    assert enc.stats()["encoded"] == 4
+    assert enc.stats()["encoded"] == 4 and enc.stats()["evicted"] == 2
+
+
+def test_release_drops_data_urls_and_a_later_need_encodes_again() -> None:
+    imgs = [ImageData.from_bytes(photo(seed=i)) for i in range(3)]
+    enc = ImageEncoder()
+    urls = [enc(img) for img in imgs]
+    size = sum(len(u) for u in urls)
+    assert enc.stats()["cached_bytes"] == size
+    assert enc.release([imgs[0].key, imgs[2].key, "not-cached"]) == 2
+    assert enc.stats()["cached"] == 1 and enc.stats()["cached_bytes"] == len(urls[1])
+    assert enc.stats()["evicted"] == 0  # released, not evicted by the cap
+    assert enc(imgs[0]) == urls[0]  # the same URL, encoded a second time
+    assert enc.stats()["encoded"] == 4 and enc.stats()["hits"] == 0
+
+
+def test_the_default_cache_does_not_hold_a_whole_dataset() -> None:
+    # a whole MME is ~2.5 GB of data URLs at level 1: the cache must stay far below the 1 GiB RSS goal
+    from vlmparity.data.images import DEFAULT_CACHE_BYTES
+
+    assert ImageEncoder().max_cache_bytes == DEFAULT_CACHE_BYTES <= 256 * 1024**2
 
 
 def solid(color: tuple[int, int, int], size: tuple[int, int]) -> ImageData:

@@ -6,7 +6,9 @@ saves it with Pillow as PNG with default options and sends `data:image/png;base6
 does the same steps; the only knob that differs by default is the PNG compression level: PNG is
 lossless at every level, so the server decodes exactly the same RGB pixels, and level 1 encodes about
 three times faster than Pillow's default 6 (`compress_level=None` gives lmms-eval's bytes exactly).
-Each distinct image (by `ImageData.key`) is encoded once per run and shared by all endpoints.
+Each distinct image (by `ImageData.key`) is encoded once per run and shared by all endpoints; the encoder
+keeps a data URL only while requests that need it are still to be built (the runner releases it, and a
+size cap evicts the least recently used), so memory does not grow with the dataset.
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ ImageFormat = Literal["png", "jpeg"]
 Parallel = Literal["thread", "process"]
 
 MIME = {"png": "image/png", "jpeg": "image/jpeg"}
-DEFAULT_CACHE_BYTES = 2 * 1024**3  # a whole MME at level 1 is ~2.5 GB of data URLs; LRU beyond this
+# A whole MME at level 1 is ~2.5 GB of data URLs, but requests are built in document order a few dozen
+# samples ahead of sending (a few to ~60 MB of URLs): beyond this cap the least recently used go, and
+# a rare miss (an endpoint far behind another, a retry in a later pass) encodes that image again.
+DEFAULT_CACHE_BYTES = 128 * 1024**2
 
 log = logging.getLogger(__name__)
 _noticed: set[str] = set()  # sha256 of the large images already reported
@@ -192,6 +197,7 @@ class ImageEncoder:
         self._pool: Executor | None = None
         self.hits = 0
         self.encoded = 0
+        self.evicted = 0  # dropped by the size cap (not by `release`): a high count means re-encoding
 
     @property
     def mime(self) -> str:
@@ -239,6 +245,7 @@ class ImageEncoder:
                 while self._cache_bytes > self.max_cache_bytes and len(self._cache) > 1:
                     _, old = self._cache.popitem(last=False)
                     self._cache_bytes -= len(old)
+                    self.evicted += 1
             else:
                 self._failed[key] = out
         future.set_result(result)
@@ -295,14 +302,30 @@ class ImageEncoder:
                     self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="vlmparity-encode")
             return self._pool
 
+    def release(self, keys: Iterable[str]) -> int:
+        """Drop these images' data URLs now (every request that needs them is built); returns how many.
+
+        A later need encodes the image again. Failures stay remembered.
+        """
+        dropped = 0
+        with self._lock:
+            for key in keys:
+                url = self._cache.pop(key, None)
+                if url is not None:
+                    self._cache_bytes -= len(url)
+                    dropped += 1
+        return dropped
+
     def stats(self) -> dict[str, int]:
-        """Counters: encodings run (failed ones included), cache hits, images and bytes cached, failures."""
+        """Counters: encodings run (failed ones included), cache hits, images and bytes cached, images the
+        size cap evicted, failures."""
         with self._lock:
             return {
                 "encoded": self.encoded,
                 "hits": self.hits,
                 "cached": len(self._cache),
                 "cached_bytes": self._cache_bytes,
+                "evicted": self.evicted,
                 "failed": len(self._failed),
             }
 
