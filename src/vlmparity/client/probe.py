@@ -223,8 +223,9 @@ class _Prober:
 
     # -- chat path ----------------------------------------------------------------------------------------
 
-    async def chat_path(self, candidates: list[str]) -> str:
-        """The first API base whose /chat/completions exists (an empty JSON object must not give 404)."""
+    async def _find_chat_base(self, candidates: list[str]) -> tuple[str | None, list[str]]:
+        """The first API base whose /chat/completions exists (an empty JSON object must not give 404),
+        and the paths tried."""
         tried: list[str] = []
         for base in dict.fromkeys(candidates):
             reply = await self.request("POST", base + "/chat/completions", content=b"{}")
@@ -233,14 +234,14 @@ class _Prober:
                 continue
             self._refuse_auth(reply)
             self._refuse_html(reply)
+            return base, tried
+        return None, tried
+
+    async def chat_path(self, candidates: list[str]) -> str:
+        """The first API base whose /chat/completions exists; an EndpointError listing the paths if none."""
+        base, tried = await self._find_chat_base(candidates)
+        if base is not None:
             return base
-        if self.missing_listing:  # no /models either: nothing OpenAI-like answers at this URL
-            health = [self.missing_health] if self.missing_health else []
-            raise EndpointError(
-                f"no OpenAI-compatible API at {self.spec.url}: {self.root} answered 404 on "
-                f"{_enumerate(health + self.missing_listing + tried)}",
-                hint=self._base_hint(),
-            )
         raise EndpointError(
             f"no chat completions endpoint at {self.spec.url}: 404 on "
             f"{', '.join(self.root + path for path in tried)}",
@@ -268,8 +269,17 @@ class _Prober:
                 served, max_len = listed
                 return self.choose_model(served), served, max_len, await self.chat_path(chat_bases)
             self.missing_listing.append(base + "/models")
-        chat_base = await self.chat_path(chat_bases)
-        return self.choose_model([]), [], None, chat_base
+        # No listing anywhere: is there an OpenAI API here at all, before asking for a model name?
+        found, tried = await self._find_chat_base(chat_bases)
+        if found is None:
+            health = [self.missing_health] if self.missing_health else []
+            raise EndpointError(
+                f"no OpenAI-compatible API at {self.spec.url}: {self.root} answered 404 on "
+                f"{_enumerate(health + self.missing_listing + tried)}",
+                hint=self._base_hint(),
+            )
+        model = self.choose_model([])
+        return model, [], None, await self.chat_path(chat_bases)
 
     # -- model ---------------------------------------------------------------------------------------------
 
