@@ -168,9 +168,10 @@ def test_ten_sigkills_and_resumes_equal_an_uninterrupted_run(
             for sim in sims.values():
                 sim.server.load.cfg.time_scale = 400.0  # type: ignore[union-attr]
         kill_when, delay = _kill_point(kind, rng, spawn_at, len(snapshots[-1]), watch, sims, out)
-        inv = ts.invoke(cmd, tmp_path / f"kill{i}.log", kill_when=kill_when, delay=delay)
-        watch.close()
-        if kind == "early":
+        try:
+            inv = ts.invoke(cmd, tmp_path / f"kill{i}.log", kill_when=kill_when, delay=delay)
+        finally:
+            watch.close()
             for sim in sims.values():
                 sim.server.load.cfg.time_scale = 1.0  # type: ignore[union-attr]
         assert inv.killed and inv.returncode == -9, f"kill {i} ({kind}) came too late: {inv.stderr}"
