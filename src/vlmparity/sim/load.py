@@ -9,6 +9,7 @@ the client itself).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -33,13 +34,16 @@ def service_seconds(cfg: LoadConfig, n_images: int, tokens: int) -> float:
 
 @dataclass
 class LoadStats:
-    """Counters of the load model (no clocks): what tests can assert on."""
+    """Counters of the load model (what tests assert on), and the slot time used (for benchmarks)."""
 
     running: int = 0
     waiting: int = 0
     max_running: int = 0
     max_waiting: int = 0
     served: int = 0
+    # Seconds of slot occupancy summed over requests: over (capacity x a period) it is the utilisation
+    # in that period, i.e. how well the client kept the server busy (a clock: never asserted on).
+    busy_s: float = 0.0
 
 
 class LoadModel:
@@ -68,9 +72,11 @@ class LoadModel:
             await self._sem.acquire()
         stats.running += 1
         stats.max_running = max(stats.max_running, stats.running)
+        held = time.perf_counter()
         try:
             yield
         finally:
+            stats.busy_s += time.perf_counter() - held
             stats.running -= 1
             stats.served += 1
             self._sem.release()
