@@ -60,6 +60,21 @@ def test_default_level_reproduces_lmms_eval_bytes_and_level_1_the_same_pixels() 
     assert pixels(fast) == pixels(exact)  # ... but PNG is lossless: the same pixels
 
 
+def test_every_png_level_carries_the_same_pixels() -> None:
+    """`--png-level`: 0 (stored) to 9 trade body size for CPU; the pixels the server decodes never change."""
+    src = photo(96, 64, seed=3)
+    expected = Image.open(io.BytesIO(src)).convert("RGB")
+    img = ImageData.from_bytes(src)
+    out = {level: url_bytes(ImageEncoder(compress_level=level).data_url(img)) for level in (0, 1, 6, 9)}
+    for data in out.values():
+        assert pixels(data) == ("RGB", expected.size, expected.tobytes())
+    # level 0 stores the pixels uncompressed: bigger than every compressing level, at least the raw size
+    assert len(out[0]) > max(len(out[1]), len(out[6]), len(out[9]))
+    assert len(out[0]) >= 96 * 64 * 3
+    # 6 is zlib's default, Pillow's when no level is given: lmms-eval's exact bytes
+    assert out[6] == url_bytes(ImageEncoder(compress_level=None).data_url(img))
+
+
 @pytest.mark.parametrize("mode", ["RGBA", "L", "P", "CMYK"])
 def test_other_modes_are_converted_to_rgb_like_lmms_eval(mode: str) -> None:
     fmt = "JPEG" if mode == "CMYK" else "PNG"

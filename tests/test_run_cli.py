@@ -73,6 +73,10 @@ def test_run_config_checks(tmp_path) -> None:  # type: ignore[no-untyped-def]
         RunConfig(endpoints=eps, tasks=("mme",), options=RunOptions(output_path=tmp_path))
     with pytest.raises(ValueError, match="concurrency"):
         RunOptions(output_path=tmp_path, concurrency=0)
+    for level in (-1, 10):
+        with pytest.raises(ValueError, match="--png-level must be between 0 and 9"):
+            RunOptions(output_path=tmp_path, png_level=level)
+    assert RunOptions(output_path=tmp_path, png_level=0).png_level == 0
     cfg = RunConfig(
         endpoints=parse_endpoints(["a=http://u:pw@h:1/v1"], api_key="sk-x"),
         tasks=("mme",),

@@ -323,6 +323,40 @@ def test_streaming_run_reads_the_stream(
     assert len(ttfts) == 54 and all(t is not None for t in ttfts)
 
 
+def test_png_level_changes_the_bytes_not_the_pixels(
+    data: dict[str, Path], sims: dict[str, SimServer], tmp_path: Path
+) -> None:
+    def run_at(level: int | None, out: Path) -> runner.RunOutcome:
+        extra = {} if level is None else {"png_level": level}
+        return runner.run(
+            RunConfig(
+                endpoints=parse_endpoints([f"ovms={sims['ovms'].url}"]),
+                tasks=("mme",),
+                data={"mme": str(data["mme"])},
+                plan=SamplingPlan(limit=8),
+                options=RunOptions(output_path=out, **extra),  # type: ignore[arg-type]
+            )
+        )
+
+    sim = sims["ovms"]
+    sim.clear_log()
+    default = run_at(None, tmp_path / "default")
+    default_log = [(e.sample_id, e.answer, e.body_hash) for e in sim.chat_log if e.task == "mme"]
+    sim.clear_log()
+    stored = run_at(0, tmp_path / "stored")
+    stored_log = [(e.sample_id, e.answer, e.body_hash) for e in sim.chat_log if e.task == "mme"]
+    assert len(default_log) == len(stored_log) == 8
+    # the simulator recognises each image by the exact hash of its RGB pixels: same samples, same answers
+    assert sorted(x[:2] for x in stored_log) == sorted(x[:2] for x in default_log)
+    # ... from other bytes: every request differs (the runs could not be compared with each other)
+    assert not {x[2] for x in stored_log} & {x[2] for x in default_log}
+    assert [s.parity.result.metrics for s in stored.scores["ovms"]] == [
+        s.parity.result.metrics for s in default.scores["ovms"]
+    ]
+    public = json.loads((tmp_path / "stored" / "run.json").read_text())
+    assert "png_level" in json.dumps(public)  # recorded in the run's provenance
+
+
 def test_max_images_known_in_advance_sends_no_multi_image_request(
     data: dict[str, Path], sims: dict[str, SimServer], tmp_path: Path
 ) -> None:

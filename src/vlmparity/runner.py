@@ -639,7 +639,7 @@ class Engine:
         raise ConfigError(
             f"{self.store.path} holds a different request for {built.sample.task} {built.sample.id!r} "
             f"({stored.treatment}, {stored.request_hash[:12]} vs {rec.treatment}, {rec.request_hash[:12]}): "
-            "the generation parameters, image format, multi-image policy, prompt or data differ from the "
+            "the generation parameters, image format or PNG level, multi-image policy, prompt or data differ from the "
             "run stored there",
             hint="use a new --output-path, or rerun with the original options",
         )
@@ -1051,7 +1051,7 @@ def run(
         run_json = run_summary.write_run_json(
             config, plans, eps, argv=argv, secrets=secrets, started=started, finished=None
         )
-        encoder = ImageEncoder(config.options.image_format)
+        encoder = ImageEncoder(config.options.image_format, compress_level=config.options.png_level)
         engine = Engine(config, plans, store, eps, encoder, progress=progress)
         try:
             asyncio.run(engine.run())

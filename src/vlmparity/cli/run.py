@@ -82,6 +82,12 @@ def run(
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds per attempt."),
     max_retries: int = typer.Option(5, "--max-retries", help="Retries of transient failures per sample."),
     image_format: str = typer.Option("png", "--image-format", help="png (lossless, lmms-eval's) or jpeg."),
+    png_level: int = typer.Option(
+        1,
+        "--png-level",
+        help="PNG compression level 0-9. Lossless at every level (the server decodes the same pixels): "
+        "0 is fastest to encode and decode with the biggest bodies; 6 sends lmms-eval's exact bytes.",
+    ),
     multi_image: str = typer.Option(
         "error",
         "--multi-image",
@@ -148,6 +154,7 @@ def run(
                 timeout=timeout,
                 max_retries=max_retries,
                 image_format=image_format,  # type: ignore[arg-type]
+                png_level=png_level,
                 multi_image=multi_image,  # type: ignore[arg-type]
                 max_images=max_images,
                 rerun_errors=rerun_errors,
