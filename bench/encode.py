@@ -2,8 +2,11 @@
 
 Synthetic photo-like JPEGs (500-1500 px, about 230 KB on average like the MME-style set measured in
 research/lmms-eval-bench.md) are turned into data URLs several ways; the script prints
-milliseconds per image (best of --repeat runs; "cpu ms" is this process's CPU time over all threads)
-and checks that every variant decodes to exactly the pixels of lmms-eval's encoding.
+milliseconds per image (best of --repeat runs; "cpu ms" is this process's CPU time over all threads),
+what the server then spends decoding each one ("server ms": base64, PNG decode to RGB, as vLLM's and
+OVMS's loaders do), and checks that every variant decodes to exactly the pixels of lmms-eval's encoding.
+PNG level 0 stores the pixels uncompressed (still PNG, still lossless): the fastest to encode and to
+decode, and the biggest bodies.
 
     python bench/encode.py [--n 24] [--seed 0] [--workers 2] [--repeat 2]
 """
@@ -74,6 +77,18 @@ def pixels(url: str) -> bytes:
     return Image.open(io.BytesIO(data)).convert("RGB").tobytes()
 
 
+def server_decode_ms(urls: list[str], repeat: int) -> float:
+    """Best-of-`repeat` ms per image for what a server does with a data URL: base64, PNG decode, RGB."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for url in urls:
+            image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+            image.convert("RGB").load()
+        best = min(best, time.perf_counter() - t)
+    return best * 1000 / len(urls)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -109,14 +124,19 @@ def main() -> None:
         ("lmms-eval: Pillow default PNG (level 6), serial", lambda: [lmms_eval_url(b) for b in raw]),
         ("ImageEncoder level 6 (=lmms-eval bytes), serial", serial(None)),
         ("ImageEncoder level 1, serial", serial(1)),
+        ("ImageEncoder level 0 (stored), serial", serial(0)),
         (f"ImageEncoder level 6, prefetch {args.workers} threads", prefetched(None, "thread")),
         (f"ImageEncoder level 1, prefetch {args.workers} threads", prefetched(1, "thread")),
+        (f"ImageEncoder level 0, prefetch {args.workers} threads", prefetched(0, "thread")),
         (f"ImageEncoder level 1, prefetch {args.workers} processes", prefetched(1, "process")),
     ]
     reference: list[bytes] | None = None
     reference_urls: list[str] = []
     base_ms = 0.0
-    print(f"{'variant':<50} {'ms/image':>9} {'cpu ms':>7} {'speed-up':>9} {'data URL MB':>12}  pixels")
+    print(
+        f"{'variant':<50} {'ms/image':>9} {'cpu ms':>7} {'speed-up':>9} {'data URL MB':>12} "
+        f"{'server ms':>10}  pixels"
+    )
     for name, fn in variants:
         seconds, cpu, urls = timed(fn, args.repeat)
         ms = seconds * 1000 / len(images)
@@ -126,7 +146,8 @@ def main() -> None:
         same = all(pixels(u) == p for u, p in zip(urls, reference, strict=True))
         mb = statistics.mean(len(u) for u in urls) / 1e6
         verdict = "identical" if same else "DIFFERENT"
-        print(f"{name:<50} {ms:>9.1f} {cpu_ms} {base_ms / ms:>8.2f}x {mb:>12.2f}  {verdict}")
+        server = f"{server_decode_ms(urls, args.repeat):10.1f}" if "serial" in name else f"{'':>10}"
+        print(f"{name:<50} {ms:>9.1f} {cpu_ms} {base_ms / ms:>8.2f}x {mb:>12.2f} {server}  {verdict}")
         if name.startswith("ImageEncoder level 6") and "serial" in name:
             print(f"{'':<50} byte-identical to lmms-eval: {urls == reference_urls}")
 
