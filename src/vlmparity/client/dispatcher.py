@@ -206,7 +206,15 @@ class Dispatcher:
         tasks: set[asyncio.Task[None]] = set()
         wakeup = asyncio.Event()
         consumer = asyncio.create_task(self._consume(queue, on_result))
-        consumer.add_done_callback(lambda _: wakeup.set())
+
+        def consumer_done(task: asyncio.Task[None]) -> None:
+            wakeup.set()
+            if not task.cancelled():
+                # Mark its error retrieved: when `requests` raises too, that error propagates instead,
+                # and asyncio would print this one as a traceback ("Task exception was never retrieved").
+                task.exception()
+
+        consumer.add_done_callback(consumer_done)
 
         def finished(task: asyncio.Task[None]) -> None:
             tasks.discard(task)
