@@ -533,3 +533,59 @@ def test_writer_failure_keeps_the_real_error_and_releases_waiting_registrations(
     assert 0 < len(acknowledged) < 200
     assert sorted(sid for (_t, sid) in stored) == sorted(r.sample_id for r in acknowledged)
     assert all(stored[("t", r.sample_id)].text == r.text for r in acknowledged)
+
+
+def test_store_failure_while_the_feed_fails_too_prints_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    """The store fails on an answer and the request feed fails too (a registration that was never
+    committed): the dispatcher raises one of them, and asyncio has no other one left to print as a
+    traceback ("Task exception was never retrieved") after the one-line error."""
+    import asyncio
+    import gc
+    import logging
+
+    from aiohttp import web
+
+    from vlmparity.client import BackendKind, Dispatcher, ResolvedEndpoint, Result
+    from vlmparity.errors import DataError
+
+    answer = {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Yes"}, "finish_reason": "stop"}]
+    }
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response(answer)
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        root = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        ep = ResolvedEndpoint(
+            name="e", kind=BackendKind.VLLM, url=root, root_url=root, api_base=root + "/v1",
+            chat_url=root + "/v1/chat/completions", model="m",
+        )  # fmt: skip
+        store_failed = asyncio.Event()
+
+        def on_result(result: Result) -> None:
+            store_failed.set()
+            raise DataError("cannot write to the run store: database or disk is full")
+
+        async def feed() -> Any:
+            yield "0", {"messages": [{"role": "user", "content": "Is it?"}], "max_tokens": 4}
+            await store_failed.wait()
+            await asyncio.sleep(0.05)  # the consumer has died with the store's error by now
+            raise DataError("cannot write to the run store: a registration was not committed")
+
+        try:
+            with pytest.raises(DataError):
+                await Dispatcher(ep, concurrency=1).run(feed(), on_result)
+        finally:
+            await runner.cleanup()
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        asyncio.run(main())
+        gc.collect()
+    assert "never retrieved" not in caplog.text, caplog.text
