@@ -199,6 +199,12 @@ class Store:
             raise DataError(f"no run store at {path}", hint="run `vlmparity run --output-path` first")
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the output folder {output_dir}: {exc.strerror or exc}",
+                hint="choose another --output-path",
+            ) from exc
+        try:
             conn = _connect(path)
             store = cls(path, conn)
             store._init_schema()
