@@ -237,25 +237,34 @@ def test_ten_sigkills_and_resumes_equal_an_uninterrupted_run(
 # ----- a kill in the middle of a SQLite commit ------------------------------------------------------
 
 
-def _writer_round(directory: Path, start: int, rng: random.Random) -> tuple[list[list[str]], int, int]:
-    """Start a writer child committing 4000-row transactions; SIGKILL it shortly after it begins its
-    second or third one. Returns its output lines, the uncommitted WAL frames left, and its exit code."""
+def _writer_round(
+    directory: Path, start: int, rng: random.Random, per_row: list[float]
+) -> tuple[list[list[str]], int, int]:
+    """Start a writer child committing four 4000-row transactions; SIGKILL it at a seeded point inside its
+    second or third one (a share of how long a transaction takes here, measured on the earlier ones:
+    `per_row` collects seconds per row). Returns its output lines, the uncommitted WAL frames left, and
+    its exit code."""
     script = Path(ts.__file__)
     proc = subprocess.Popen(
-        [sys.executable, str(script), "writer", str(directory), str(start), "3", "4000", "2000"],
+        [sys.executable, str(script), "writer", str(directory), str(start), "4", "4000", "2000"],
         stdout=subprocess.PIPE,
         text=True,
     )
     assert proc.stdout is not None
-    target, delay = rng.randint(2, 3), rng.uniform(0.0, 0.012)
+    target, share = rng.randint(2, 3), rng.uniform(0.3, 0.8)
     lines: list[list[str]] = []
-    begins = 0
+    begun_at = 0.0
     for line in proc.stdout:
+        now = time.perf_counter()
         lines.append(line.split())
-        if lines[-1][0] == "begin":
-            begins += 1
-            if begins == target:
-                time.sleep(delay)
+        word, first, last = (lines[-1] + ["0", "0"])[:3]
+        if word == "ack":
+            per_row.append((now - begun_at) / (int(last) - int(first) + 1))
+        elif word == "begin":
+            begun_at = now
+            if sum(1 for x in lines if x[0] == "begin") == target:
+                rows = int(last) - int(first) + 1
+                time.sleep(share * rows * sorted(per_row)[len(per_row) // 2])
                 proc.kill()
                 break
     lines += [x.split() for x in proc.stdout.read().splitlines()]
@@ -269,8 +278,10 @@ def test_kill_during_sqlite_commit_keeps_exactly_the_committed_rows(tmp_path: Pa
     rng = random.Random(7)
     start = 0
     interrupted = 0  # kills that left a half-written transaction in the log
+    per_row: list[float] = []
+    seen: list[tuple[int, int]] = []  # per round: (uncommitted frames, rows kept beyond the acknowledged)
     for _round in range(12):
-        lines, frames, code = _writer_round(directory, start, rng)
+        lines, frames, code = _writer_round(directory, start, rng, per_row)
         assert code == -9 and ["done"] not in lines, "the writer finished before it was killed"
         acked = [(int(a), int(b)) for w, a, b in lines if w == "ack"]
         begun = [(int(a), int(b)) for w, a, b in lines if w == "begin"]
@@ -283,6 +294,7 @@ def test_kill_during_sqlite_commit_keeps_exactly_the_committed_rows(tmp_path: Pa
         with closing(sqlite3.connect(f"file:{directory / ts.STORE}?mode=ro", uri=True)) as conn:
             got = dict(conn.execute("SELECT sample_id, text FROM results"))
         ids = sorted(int(s[1:]) for s in got)
+        seen.append((frames, len(ids) - acked_end))
         if frames:
             interrupted += 1
             assert ids == list(range(acked_end)), "a torn transaction must leave no row behind"
@@ -293,7 +305,7 @@ def test_kill_during_sqlite_commit_keeps_exactly_the_committed_rows(tmp_path: Pa
         start = len(ids)
         if interrupted >= 3:
             break
-    assert interrupted >= 1, "no kill landed while a transaction was being written"
+    assert interrupted >= 1, f"no kill landed while a transaction was being written: {seen}"
 
     # the project's own open path accepts the store, and writing goes on where it stopped
     from vlmparity.store import ResultRecord, ResultWriter, Store, store_path
