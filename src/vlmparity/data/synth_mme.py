@@ -34,19 +34,6 @@ CATEGORY_COUNTS: dict[str, int] = {
     "text_translation": 40,
 }
 FULL_SIZE = sum(CATEGORY_COUNTS.values())  # 2374
-PERCEPTION = (
-    "existence",
-    "count",
-    "position",
-    "color",
-    "posters",
-    "celebrity",
-    "scene",
-    "landmark",
-    "artwork",
-    "OCR",
-)
-COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
 SUFFIX = " Please answer yes or no."
 # Suffixes lmms-eval does not strip (it removes only the exact SUFFIX); the real data has such quirks.
 QUIRK_SUFFIXES = (" Please answer yes or no", " please answer yes or no.", " Please answer  yes or no.")
