@@ -494,3 +494,82 @@ def test_sigkill_and_resume(data: dict[str, Path], tmp_path: Path) -> None:
         assert {k[0:3]: v[:2] for k, v in after.items()} == {
             k[0:3]: v[:2] for k, v in _stored(tmp_path / "ref").items()
         }
+
+
+# ----- loading without images, releasing encoded images --------------------------------------------
+
+
+def test_prepare_without_images_is_the_same_plan_without_bytes(data: dict[str, Path]) -> None:
+    from dataclasses import replace
+
+    from vlmparity.data.fingerprint import same_data
+
+    for task, path in data.items():
+        full = runner.prepare_task(task, str(path), limit=None, sample=None, seed=0)
+        text = runner.prepare_task(task, str(path), limit=None, sample=None, seed=0, images=False)
+        assert all(s.images == () for s in text.samples)
+        # the same samples for scoring: only the bytes are left out, their number is kept
+        assert [s.image_count for s in text.samples] == [len(s.images) for s in full.samples]
+        assert [replace(s, omitted_images=0) for s in text.samples] == [
+            replace(s, images=()) for s in full.samples
+        ]
+        assert same_data(full.fingerprint, text.fingerprint)
+        # a report needs the images of a few: read again, they are the very images a run sends
+        some = [text.samples[i] for i in (len(text.samples) - 1, 0, 5)]
+        back = runner.load_images(text, some)
+        by_id = {s.id: s for s in full.samples}
+        assert [s.id for s in back] == [s.id for s in some]
+        assert [[im.key for im in s.images] for s in back] == [
+            [im.key for im in by_id[s.id].images] for s in some
+        ]
+        assert all(s.omitted_images == 0 for s in back)
+    mmmu = runner.prepare_task(
+        "mmmu_val", str(data["mmmu_val"]), limit=None, sample=None, seed=0, images=False
+    )
+    multi = [s for s in mmmu.samples if s.image_count > 1]
+    assert multi and [len(s.images) for s in runner.load_images(mmmu, multi)] == [
+        s.image_count for s in multi
+    ]
+
+
+def test_request_book_releases_an_image_once_every_endpoint_took_its_samples() -> None:
+    import asyncio
+
+    from vlmparity.tasks.base import ImageData, Sample
+
+    a, b = ImageData.from_bytes(b"a"), ImageData.from_bytes(b"b")
+    samples = [
+        Sample("mme", "s0", 0, "Yes", "g", "c0", (a,)),
+        Sample("mme", "s1", 1, "No", "g", "c0", (a,)),  # the second question of image a
+        Sample("mme", "s2", 2, "Yes", "g", "c1", (b,)),
+    ]
+    released: list[list[str]] = []
+
+    def build(index: int, sample: Sample, task: object) -> runner.Built:
+        return runner.Built(index, sample, "full", b"{}", f"h{index}", len(sample.images))
+
+    async def go() -> list[tuple[str, list[list[str]]]]:
+        book = runner.RequestBook(
+            samples,
+            {"mme": get_task("mme")},
+            build,
+            workers=1,
+            release=lambda keys: released.append(list(keys)),
+        )
+        book.want([0, 1, 2])  # endpoint 1
+        book.want([0, 2])  # endpoint 2 (already has s1)
+        log = []
+        for who, index in (("1", 0), ("1", 1), ("1", 2), ("2", 0), ("2", 2)):
+            await book.take(index)
+            log.append((f"{who}:{index}", [list(r) for r in released]))
+        book.close()
+        return log
+
+    log = asyncio.run(go())
+    assert log == [
+        ("1:0", []),
+        ("1:1", []),
+        ("1:2", []),
+        ("2:0", [[a.key]]),  # a: s0 and s1 taken by endpoint 1, s0 by endpoint 2
+        ("2:2", [[a.key], [b.key]]),
+    ]

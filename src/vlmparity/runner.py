@@ -284,17 +284,27 @@ class TaskPlan:
 
 
 def prepare_task(
-    name: str, source: str | None, *, limit: float | None, sample: int | None, seed: int
+    name: str,
+    source: str | None,
+    *,
+    limit: float | None,
+    sample: int | None,
+    seed: int,
+    images: bool = True,
 ) -> TaskPlan:
-    """Load a task's rows, turn them into samples and apply the sampling plan."""
+    """Load a task's rows, turn them into samples and apply the sampling plan.
+
+    `images=False` loads no image bytes (scoring, compare, report: a fraction of the time and memory);
+    such samples cannot be sent, and `load_images` reads the images of a few of them when needed.
+    """
     from vlmparity.data.fingerprint import dataset_fingerprint
     from vlmparity.data.sampling import plan_all, plan_limit, plan_stratified
     from vlmparity.data.sources import load_split
 
     task = get_task(name)
     src = source or task.default_source
-    loaded = load_split(src, split=task.split, task=name)
-    samples = task.samples_from_rows(loaded.rows)
+    loaded = load_split(src, split=task.split, task=name, images=images)
+    samples = task.samples_from_rows(loaded.rows, images=images)
     if sample is not None:
         plan = plan_stratified(samples, sample, seed)
     elif limit is not None:
@@ -303,6 +313,30 @@ def prepare_task(
         plan = plan_all(samples)
     fingerprint = dataset_fingerprint(src, task.split, samples, loaded.revision)
     return TaskPlan(task=task, source=src, plan=plan, fingerprint=fingerprint)
+
+
+def load_images(plan: TaskPlan, samples: Sequence[Sample]) -> list[Sample]:
+    """`samples` of `plan` with their images: those prepared without (`images=False`) read their rows again.
+
+    Only the parquet row groups holding those rows are read (e.g. the few samples a report shows).
+    """
+    from vlmparity.data.sources import read_rows
+
+    todo = [s for s in samples if s.omitted_images]
+    if not todo:
+        return list(samples)
+    rows = read_rows(plan.source, split=plan.task.split, indices={s.doc_id for s in todo})
+    full: dict[str, Sample] = {}
+    for s in todo:
+        row = rows.get(s.doc_id)
+        rebuilt = plan.task.samples_from_rows([row]) if row is not None else []
+        if not rebuilt or rebuilt[0].id != s.id:
+            raise DataError(
+                f"{plan.source}: {s.task} row {s.doc_id} is no longer sample {s.id!r}",
+                hint="the data changed since it was loaded; run again",
+            )
+        full[s.id] = replace(s, images=rebuilt[0].images, omitted_images=0)
+    return [full.get(s.id, s) for s in samples]
 
 
 def prepare(config: RunConfig) -> list[TaskPlan]:
@@ -368,6 +402,8 @@ def build_one(
     index: int, sample: Sample, task: Task, gen: Any, encoder: ImageEncoder, policy: str, limit: int | None
 ) -> Built:
     """Build a sample's request under the multi-image policy (runs on a worker thread)."""
+    if sample.omitted_images:  # a programming error: such plans are for scoring (prepare_task(images=False))
+        raise ValueError(f"sample {sample.id!r} was loaded without its images and cannot be sent")
     prompt = task.prompt(sample)
     n_images = sum(1 for p in prompt.parts if isinstance(p, ImagePart))
     treatment = treatment_for(n_images, policy, limit)
@@ -422,6 +458,7 @@ class RequestBook:
         *,
         workers: int,
         prefetch: Callable[[Sequence[Sample]], object] | None = None,
+        release: Callable[[Sequence[str]], object] | None = None,
         max_entries: int = 256,
     ) -> None:
         self._samples = samples
@@ -435,6 +472,10 @@ class RequestBook:
         self._prefetching = 0
         self._entries: dict[int, asyncio.Future[Built]] = {}
         self._refs: dict[int, int] = {}
+        # An encoded image is needed until every endpoint took every sample that shows it; then its data
+        # URL is released (a pass that sends it again encodes it again). Keeps the encoder's cache small.
+        self._release = release
+        self._image_refs: dict[str, int] = {}
         self._max_entries = max_entries
         self.builds = 0
 
@@ -442,6 +483,8 @@ class RequestBook:
         """One more endpoint will take each of `indices`."""
         for i in indices:
             self._refs[i] = self._refs.get(i, 0) + 1
+            for image in self._samples[i].images:
+                self._image_refs[image.key] = self._image_refs.get(image.key, 0) + 1
 
     def _start(self, index: int) -> asyncio.Future[Built]:
         fut = self._entries.get(index)
@@ -467,8 +510,16 @@ class RequestBook:
             return
         self._prefetching += 1
         batch = [self._samples[i] for i in indices]
-        fut = asyncio.get_running_loop().run_in_executor(self._prefetch_pool, self._prefetch, batch)
+        fut = asyncio.get_running_loop().run_in_executor(self._prefetch_pool, self._prefetch_wanted, batch)
         fut.add_done_callback(self._prefetched)
+
+    def _prefetch_wanted(self, batch: Sequence[Sample]) -> object:
+        """Prefetch thread: encode only images still to be taken. A queued batch often starts after the
+        builds got there first and released their images: encoding those again would be wasted work, and
+        their URLs would stay until the size cap evicts them."""
+        assert self._prefetch is not None
+        refs = self._image_refs
+        return self._prefetch([s for s in batch if any(refs.get(im.key) for im in s.images)])
 
     def _prefetched(self, fut: asyncio.Future[object]) -> None:
         self._prefetching -= 1
@@ -487,7 +538,19 @@ class RequestBook:
         self._refs[index] = left
         if left <= 0:
             self._entries.pop(index, None)
+        self._taken_images(index)
         return built
+
+    def _taken_images(self, index: int) -> None:
+        done = []
+        for image in self._samples[index].images:
+            n = self._image_refs.get(image.key, 0) - 1
+            if n > 0:
+                self._image_refs[image.key] = n
+            elif self._image_refs.pop(image.key, None) is not None:
+                done.append(image.key)
+        if done and self._release is not None:
+            self._release(done)
 
     def forget(self, index: int) -> None:
         """Drop a cached build (its treatment changed)."""
@@ -729,6 +792,7 @@ class Engine:
                     self._build,
                     workers=self.workers,
                     prefetch=self.encoder.prefetch,
+                    release=self.encoder.release,
                 )
                 for ep in self.endpoints:
                     book.want(ep.todo)
