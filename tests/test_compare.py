@@ -447,6 +447,13 @@ def test_report_data_carries_every_backend_answer(
     assert set(row.answers) == {"ref", "b", "c"}
     assert row.answers["ref"].correct is True and row.answers["b"].correct is False
     assert row.images and row.images[0].startswith("data:image/jpeg;base64,")
+    # the runs were loaded without image bytes; the shown samples' images were read for the report
+    assert all(not p.sample.images for t in joins[0].tasks for p in t.pairs)
+    from vlmparity.report.model import thumbnail_data_url
+
+    for d in rd.disagreements:
+        full = next(s for s in samples[d.task] if s.id == d.sample_id)
+        assert d.images == [thumbnail_data_url(im.data) for im in full.images]
     assert rd.tasks[0].breakdown is not None and set(rd.tasks[0].breakdown.values["artwork"]) == {
         "ref",
         "b",

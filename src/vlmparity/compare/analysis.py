@@ -366,7 +366,7 @@ def unsupported_advice(
         if refused:
             parts.append(f"{len(refused)} of {len(t.pairs)} {t.task} samples")
             n += len(refused)
-            most = max([most, *(len(p.sample.images) for p in refused)])
+            most = max([most, *(p.sample.image_count for p in refused)])
     if not parts:
         return None
     many = f"{most} image{'s' if most != 1 else ''}"

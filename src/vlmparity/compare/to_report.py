@@ -445,6 +445,7 @@ def report_disagreements(
                 row = answers.setdefault(key, {})
                 row.setdefault(j.reference.label, _answer_view(p.a))
                 row[j.candidate.label] = _answer_view(p.b)
+    _load_shown_images(samples, joins)
     thumbs: dict[str, str] = {}
     tasks: dict[str, Any] = {}
     rows = []
@@ -468,6 +469,20 @@ def report_disagreements(
             )
         )
     return rows, total
+
+
+def _load_shown_images(samples: dict[tuple[str, str], Any], joins: Sequence[Joined]) -> None:
+    """Give the shown samples their images: runs are loaded without image bytes (see `load_run`)."""
+    from vlmparity.runner import load_images
+
+    plans = {t: p for j in joins for t, p in j.reference.plans.items()}
+    by_task: dict[str, list[Any]] = {}
+    for sample in samples.values():
+        if sample.omitted_images:
+            by_task.setdefault(sample.task, []).append(sample)
+    for task, todo in by_task.items():
+        for sample in load_images(plans[task], todo):
+            samples[(task, sample.id)] = sample
 
 
 def report_data(
