@@ -249,9 +249,14 @@ def test_the_two_rows_of_an_image_share_one_bytes_object(tmp_path: Path) -> None
         assert rows[2]["image"] is rows[3]["image"] and rows[2]["image"] is not rows[0]["image"]
 
 
+@pytest.mark.parametrize("hf_meta", [True, False])
 @pytest.mark.parametrize("engine", ["pyarrow", "datasets"])
-def test_loading_without_images_leaves_the_image_columns_out(tmp_path: Path, engine: str) -> None:
-    write_parquet(tmp_path / "data" / "validation-0.parquet", mmmu_rows("Art", 3), MMMU_IMAGES)
+def test_loading_without_images_leaves_the_image_columns_out(
+    tmp_path: Path, engine: str, hf_meta: bool
+) -> None:
+    write_parquet(
+        tmp_path / "data" / "validation-0.parquet", mmmu_rows("Art", 3), MMMU_IMAGES, hf_meta=hf_meta
+    )
     full = load_split(tmp_path, split="validation", task="mmmu_val", engine=engine, cache_dir=tmp_path / "c")  # type: ignore[arg-type]
     text = load_split(
         tmp_path,

@@ -242,15 +242,16 @@ def _rows_from_datasets(
     import datasets
 
     image_cols = [n for n, f in ds.features.items() if isinstance(f, datasets.Image)]
-    if not images:
-        ds = ds.remove_columns(image_cols)
-        image_cols = []
-    for name in image_cols:
-        # the stored bytes, not a decoded PIL image: the encoder decodes exactly as lmms-eval does
-        ds = ds.cast_column(name, datasets.Image(decode=False))
+    # struct{bytes, path} columns without the Image feature (files written without HF metadata)
     struct_cols = [
         n for n, f in ds.features.items() if isinstance(f, dict) and "bytes" in f and n not in image_cols
     ]
+    if not images:
+        ds = ds.remove_columns(image_cols + struct_cols)
+        image_cols, struct_cols = [], []
+    for name in image_cols:
+        # the stored bytes, not a decoded PIL image: the encoder decodes exactly as lmms-eval does
+        ds = ds.cast_column(name, datasets.Image(decode=False))
     indices = list(range(len(ds))) if only is None else sorted(only)
     if only is not None:
         ds = ds.select(indices)
