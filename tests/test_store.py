@@ -205,3 +205,18 @@ def test_writer_registers_samples_before_answers(tmp_path: Path) -> None:
     with Store.open(tmp_path) as st:
         assert st.samples()[("mme", "s0")].request_hash == "h0"
         assert st.to_send(rid, {("mme", "s0"): "h0", ("mme", "s1"): "h1"}) == [("mme", "s1")]
+
+
+def test_writer_that_cannot_open_the_store_fails_loudly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # If the writer thread cannot connect, answers must not vanish silently: put/flush/close raise.
+    def broken(path: Path) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(store_mod, "_connect", broken)
+    writer = ResultWriter(store_path(tmp_path))
+    with pytest.raises(DataError, match="unable to open database file"):
+        writer.flush()
+    with pytest.raises(DataError):
+        writer.put(ResultRecord(1, "mme", "s", "h", "ok", text="Yes"))

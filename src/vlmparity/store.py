@@ -555,7 +555,12 @@ class ResultWriter:
         self._check()
 
     def _loop(self) -> None:
-        conn = _connect(self._path)
+        try:
+            conn = _connect(self._path)
+        except (sqlite3.Error, OSError) as exc:  # the thread would die silently and answers go unstored
+            self._error = exc if isinstance(exc, sqlite3.Error) else sqlite3.OperationalError(str(exc))
+            self._drain_unfinished()
+            return
         try:
             stop = False
             while not stop:
