@@ -143,6 +143,18 @@ def test_results_document_keys_in_lmms_order() -> None:
     ]
 
 
+def test_free_stamp_never_reuses_an_earlier_invocations_files(tmp_path: Path) -> None:
+    stamp = "20261128_115000"
+    assert lmms_output.free_stamp(tmp_path, ["a", "b"], stamp) == stamp  # nothing written yet
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / f"{stamp}_samples_mme.jsonl").write_text("")
+    assert lmms_output.free_stamp(tmp_path, ["a", "b"], stamp) == f"{stamp}_2"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / f"{stamp}_2_results.json").write_text("{}")
+    assert lmms_output.free_stamp(tmp_path, ["a", "b"], stamp) == f"{stamp}_3"
+    assert lmms_output.free_stamp(tmp_path, ["c"], stamp) == stamp  # another endpoint's files do not count
+
+
 def test_merge_prompt_keeps_text_and_first_image() -> None:
     from vlmparity.tasks.base import ImagePart, Prompt, TextPart
 

@@ -1085,7 +1085,9 @@ def run(
     from vlmparity.report import lmms_output, run_summary
 
     started = time.time()
-    stamp = stamp or lmms_output.timestamp(started)
+    stamp = lmms_output.free_stamp(
+        config.options.output_path, [e.name for e in config.endpoints], stamp or lmms_output.timestamp(started)
+    )
     plans = plans if plans is not None else prepare(config)
     resolved = asyncio.run(resolve_all(config))
     secrets = [e.api_key.get_secret_value() for e in config.endpoints if e.api_key is not None]

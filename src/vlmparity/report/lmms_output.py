@@ -231,6 +231,26 @@ def samples_path(output_dir: Path, endpoint: str, stamp: str, task: str) -> Path
     return Path(output_dir) / endpoint / f"{stamp}_samples_{task}.jsonl"
 
 
+def free_stamp(output_dir: Path, endpoints: Iterable[str], stamp: str) -> str:
+    """`stamp`, or `stamp_2`, `stamp_3`... : the first that no earlier invocation's files use.
+
+    lmms-eval's stamps have one-second resolution, so two invocations within a second (a resume of a
+    finished run is that fast) would overwrite each other's results; each invocation keeps its own set.
+    """
+    dirs = [Path(output_dir) / name for name in endpoints]
+
+    def taken(candidate: str) -> bool:
+        return any(d.is_dir() and any(d.glob(f"{candidate}_results.json")) for d in dirs) or any(
+            d.is_dir() and any(d.glob(f"{candidate}_samples_*.jsonl")) for d in dirs
+        )
+
+    candidate, n = stamp, 1
+    while taken(candidate):
+        n += 1
+        candidate = f"{stamp}_{n}"
+    return candidate
+
+
 # ----- from a scored run ------------------------------------------------------------------------------
 
 # lmms-eval's `versions` entries (research §5.2) and the per-sample keys it emits without aggregation.
