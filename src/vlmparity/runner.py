@@ -1086,7 +1086,9 @@ def run(
 
     started = time.time()
     stamp = lmms_output.free_stamp(
-        config.options.output_path, [e.name for e in config.endpoints], stamp or lmms_output.timestamp(started)
+        config.options.output_path,
+        [e.name for e in config.endpoints],
+        stamp or lmms_output.timestamp(started),
     )
     plans = plans if plans is not None else prepare(config)
     resolved = asyncio.run(resolve_all(config))
