@@ -456,6 +456,36 @@ def test_api_key_never_written(data: dict[str, Path], sims: dict[str, SimServer]
     assert "mme_perception_score" in proc.stdout
 
 
+def test_a_failed_invocation_says_so_in_run_json_and_the_rerun_completes(
+    data: dict[str, Path], sims: dict[str, SimServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vlmparity.errors import DataError
+
+    out = tmp_path / "out"
+    cfg = _config(data, {"ovms": sims["ovms"].url}, out, png_level=3)
+    real_run = runner.Engine.run
+
+    async def broken(self: runner.Engine) -> None:
+        raise DataError("cannot write to the run store: database or disk is full", hint="free some space")
+
+    monkeypatch.setattr(runner.Engine, "run", broken)
+    with pytest.raises(DataError):
+        runner.run(cfg)
+    doc = json.loads((out / "run.json").read_text())
+    assert doc["status"] == "failed"
+    assert doc["failure"].startswith("cannot write to the run store: database or disk is full")
+    assert not list(out.rglob("*_results.json"))  # no lmms-eval files for an invocation that failed
+    monkeypatch.setattr(runner.Engine, "run", real_run)
+    runner.run(cfg)
+    doc = json.loads((out / "run.json").read_text())
+    assert doc["status"] == "complete" and "failure" not in doc
+    assert doc["images"]["png_compress_level"] == 3
+    # samples files are written before results.json, and every results.json has its samples files
+    written = doc["files"]["ovms"]
+    assert written[-1].endswith("_results.json")
+    assert sorted(Path(f).name.split("_samples_")[1] for f in written[:-1]) == ["mme.jsonl", "mmmu_val.jsonl"]
+
+
 _KILL_SIM_CONFIG = {"capacity": 2, "base_latency": 0.15, "per_image": 0.0, "per_token": 0.0}
 
 

@@ -495,7 +495,10 @@ def test_full_store_injected_clear_error_store_intact_and_resumable(
     )
     watch.close()
     _check_disk_full_run(inv, db, before)
+    status = json.loads((out / "run.json").read_text())  # on another file than the full store
+    assert status["status"] == "failed" and "disk is full" in status["failure"], status.get("failure")
     _resume_and_compare(cmd, tmp_path, db, before, small_ref)
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
 
 
 def test_writer_failure_keeps_the_real_error_and_releases_waiting_registrations(

@@ -11,6 +11,7 @@ wrong answer; errors-excluded: failures removed), with outcome counts and interv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import time
@@ -1121,28 +1122,36 @@ def run(
         )
         encoder = ImageEncoder(config.options.image_format, compress_level=config.options.png_level)
         engine = Engine(config, plans, store, eps, encoder, progress=progress)
+        # run.json must not keep saying "running" after the invocation stopped (a full disk, a store
+        # error, Ctrl-C): record why, then let the error through unchanged.
         try:
-            asyncio.run(engine.run())
-        finally:
-            encoder.close()
-        scores: dict[str, list[TaskScore]] = {}
-        files: dict[str, list[str]] = {}
-        errors: dict[str, str] = {}
-        finished = time.time()
-        for ep in eps:
-            if ep.error is not None:
-                errors[ep.name] = (
-                    ep.error.one_line() if isinstance(ep.error, VlmparityError) else str(ep.error)
+            try:
+                asyncio.run(engine.run())
+            finally:
+                encoder.close()
+            scores: dict[str, list[TaskScore]] = {}
+            files: dict[str, list[str]] = {}
+            errors: dict[str, str] = {}
+            finished = time.time()
+            for ep in eps:
+                if ep.error is not None:
+                    errors[ep.name] = (
+                        ep.error.one_line() if isinstance(ep.error, VlmparityError) else str(ep.error)
+                    )
+                    continue  # unfinished: no lmms-eval files that would count its missing answers as wrong
+                scores[ep.name] = score_endpoint(
+                    store, ep.run_id, ep.name, plans, seed=config.options.score_seed
                 )
-                continue  # unfinished: no lmms-eval files that would count its missing answers as wrong
-            scores[ep.name] = score_endpoint(store, ep.run_id, ep.name, plans, seed=config.options.score_seed)
-            files[ep.name] = [
-                str(p)
-                for p in run_summary.write_endpoint_outputs(
-                    config, plans, ep, scores[ep.name], stamp=stamp, started=started, finished=finished
-                )
-            ]
-        sessions = engine.session_stats()
+                files[ep.name] = [
+                    str(p)
+                    for p in run_summary.write_endpoint_outputs(
+                        config, plans, ep, scores[ep.name], stamp=stamp, started=started, finished=finished
+                    )
+                ]
+            sessions = engine.session_stats()
+        except BaseException as exc:
+            _record_failure(config, plans, eps, argv, secrets, started, exc)
+            raise
         run_json = run_summary.write_run_json(
             config,
             plans,
@@ -1159,6 +1168,30 @@ def run(
     finally:
         store.close()
     return RunOutcome(config, plans, eps, scores, sessions, files, str(run_json), started, finished, errors)
+
+
+def _record_failure(
+    config: RunConfig,
+    plans: Sequence[TaskPlan],
+    eps: Sequence[EndpointRun],
+    argv: Sequence[str],
+    secrets: Sequence[str],
+    started: float,
+    exc: BaseException,
+) -> None:
+    """Rewrite run.json with status "failed" and the reason; never raises (the disk may be full)."""
+    from vlmparity.report import run_summary
+
+    if isinstance(exc, KeyboardInterrupt):
+        reason = "interrupted (Ctrl-C); rerun the same command to resume"
+    elif isinstance(exc, VlmparityError):
+        reason = exc.one_line()
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+    with contextlib.suppress(Exception):  # the original error is the one to report
+        run_summary.write_run_json(
+            config, plans, eps, argv=argv, secrets=secrets, started=started, finished=None, failure=reason
+        )
 
 
 def public_url(url: str) -> str:

@@ -90,8 +90,13 @@ def write_run_json(
     sessions: Sequence[SessionStats] | None = None,
     files: Mapping[str, Sequence[str]] | None = None,
     errors: Mapping[str, str] | None = None,
+    failure: str | None = None,
 ) -> Path:
-    """Write `run.json` (provenance, plans, results summary); rewritten at the end of each invocation."""
+    """Write `run.json` (provenance, plans, results summary); rewritten at the end of each invocation.
+
+    `failure`: the one-line reason an invocation stopped early (status "failed"; answers already stored
+    are kept and the next invocation resumes from them).
+    """
     from vlmparity import __version__
     from vlmparity.config import mask_argv
 
@@ -102,14 +107,20 @@ def write_run_json(
         "command": mask_argv(list(argv), secrets),
         "started": started,
         "finished": finished,
-        "status": "running" if finished is None else ("incomplete" if errors else "complete"),
+        "status": (
+            "failed"
+            if failure is not None
+            else "running"
+            if finished is None
+            else ("incomplete" if errors else "complete")
+        ),
         "endpoints": [_endpoint_record(ep) for ep in endpoints],
         "tasks": {p.task.name: _plan_record(p) for p in plans},
         "generation": public["generation"],
         "generation_by_task": {
             p.task.name: lmms_output.gen_kwargs_for(p, public["generation"]) for p in plans
         },
-        "images": {"format": config.options.image_format, "png_compress_level": 1},
+        "images": {"format": config.options.image_format, "png_compress_level": config.options.png_level},
         "options": public["options"],
         "configured_endpoints": public["endpoints"],
         "store": STORE_FILENAME,
@@ -122,6 +133,8 @@ def write_run_json(
         doc["files"] = {k: list(v) for k, v in files.items()}
     if errors:
         doc["errors"] = dict(errors)
+    if failure is not None:
+        doc["failure"] = failure
     path = Path(config.options.output_path) / RUN_JSON
     lmms_output.write_results_json(path, doc)
     text = path.read_text(encoding="utf-8")
@@ -162,11 +175,14 @@ def write_endpoint_outputs(
             "plan": {p.task.name: _plan_record(p)["plan"] for p in plans},
         },
     )
-    paths = [lmms_output.write_results_json(lmms_output.results_path(out_dir, ep.name, stamp), doc)]
+    # Samples files first, results.json last: each file is written atomically, so a kill in between
+    # leaves no results.json whose samples files are missing (a results.json means a complete set).
+    paths = []
     if config.options.log_samples:
         for score, plan in zip(scores, plans, strict=True):
             path = lmms_output.samples_path(out_dir, ep.name, stamp, plan.task.name)
             paths.append(lmms_output.write_samples_jsonl(path, lmms_output.sample_lines(score, plan.task)))
+    paths.append(lmms_output.write_results_json(lmms_output.results_path(out_dir, ep.name, stamp), doc))
     return paths
 
 
