@@ -286,6 +286,15 @@ def main() -> None:
     )
     ap.add_argument("--skip-capacity", action="store_true", help="only the zero-latency ceiling")
     ap.add_argument(
+        "--only-capacity", action="store_true", help="only part 1 (the server kept busy), no ceilings"
+    )
+    ap.add_argument(
+        "--concurrencies",
+        default="C,2C,auto",
+        help="part 1's settings: numbers, C, 2C or auto (comma-separated)",
+    )
+    ap.add_argument("--repeat", type=int, default=1, help="part 1: runs per setting, interleaved")
+    ap.add_argument(
         "--png-levels", default="0,1", help="PNG levels to measure the ceiling at (comma-separated, 0-9)"
     )
     ap.add_argument(
@@ -322,8 +331,15 @@ def main() -> None:
             try:
                 # warm-up (not reported): the simulator decodes each distinct image once and caches it
                 one_run(args.data_dir, sim, work / "warm-cap", 2 * args.capacity, png_level=args.png_level)
-                for conc in (args.capacity, 2 * args.capacity, "auto"):
-                    r = one_run(args.data_dir, sim, work / f"cap-{conc}", conc, png_level=args.png_level)
+                named = {"C": args.capacity, "2C": 2 * args.capacity, "auto": "auto"}
+                settings = [
+                    named.get(x.strip(), x.strip()) for x in str(args.concurrencies).split(",") if x.strip()
+                ]
+                settings = [x if x == "auto" else int(x) for x in settings]
+                for rep, conc in ((i, c) for i in range(args.repeat) for c in settings):
+                    r = one_run(
+                        args.data_dir, sim, work / f"cap-{conc}-{rep}", conc, png_level=args.png_level
+                    )
                     print(
                         f"   concurrency {conc!s:>4}: {r['req_s']:6.1f} req/s while sending = {r['req_s'] / ideal:.3f} of C/L, "
                         f"server slots busy {r['utilisation']:.3f} "
@@ -333,6 +349,8 @@ def main() -> None:
                     )
             finally:
                 sim.stop()
+        if args.only_capacity:
+            return
         print("\n2. zero-latency simulator: the client's own ceiling")
         best: dict[int, dict[str, float]] = {}
         sim = Sim(work, 1024, 0.0, zero=True)

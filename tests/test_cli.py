@@ -45,3 +45,30 @@ def test_typer_exit_code_is_kept() -> None:
         raise AssertionError("main() did not exit with the command's code")
     finally:
         app.registered_commands[:] = [c for c in app.registered_commands if c.name != "_exit3"]
+
+
+def test_ctrl_c_while_importing_the_cli_is_one_line() -> None:
+    # A KeyboardInterrupt raised inside the import of the CLI (where a real Ctrl-C lands most of the
+    # time before main() runs) is reported like any interruption, not as a traceback.
+    code = (
+        "import builtins, sys\n"
+        "real = builtins.__import__\n"
+        "def interrupting(name, *a, **k):\n"
+        "    if name == 'typer':\n"
+        "        raise KeyboardInterrupt\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = interrupting\n"
+        "sys.argv = ['vlmparity', '--version']\n"
+        "import runpy\n"
+        "runpy.run_module('vlmparity', run_name='__main__')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 130, out.stderr
+    assert out.stderr.strip() == "vlmparity: interrupted while starting; nothing was done"
+
+
+def test_console_script_uses_the_light_entry_point() -> None:
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "vlmparity"]
+    assert script.value == "vlmparity._entry:main"

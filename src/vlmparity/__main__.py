@@ -1,4 +1,4 @@
-from vlmparity.cli import main
+from vlmparity._entry import main
 
 if __name__ == "__main__":
     main()
