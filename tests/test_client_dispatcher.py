@@ -300,6 +300,29 @@ def test_adaptive_concurrency_grows_against_fast_server() -> None:
     assert len(results) == 150 and all(r.outcome is Outcome.OK for r in results)
 
 
+def test_default_adaptive_controller_fills_16_slots_before_the_first_answer() -> None:
+    # A serving engine batches continuously; starting small costs whole round trips of idle capacity
+    # (bench/throughput.py: 0.93 of C/L from 4, 0.96 from 16). The default starts with 16 in flight.
+    first_answer: list[int] = []
+
+    async def slow(sample: str, n: int, request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.3)
+        if not first_answer:
+            first_answer.append(request[FAKE].total)  # arrivals before anything was answered
+        return _json(_answer("Yes"))
+
+    async def main() -> tuple[FakeServer, Dispatcher]:
+        fake = FakeServer(slow)
+        async with serve(fake) as (root, _):
+            dispatcher = Dispatcher(endpoint(root))
+            await collect(dispatcher, [(f"s{i}", body(f"s{i}")) for i in range(40)])
+        return fake, dispatcher
+
+    fake, dispatcher = asyncio.run(main())
+    assert dispatcher.limit_history[0].limit == 16
+    assert first_answer == [16] and fake.max_in_flight >= 16
+
+
 def test_adaptive_concurrency_backs_off_on_429() -> None:
     async def rate_limited(sample: str, n: int, request: web.Request) -> web.StreamResponse:
         arrival = request[FAKE].total  # read before sleeping: other requests arrive meanwhile

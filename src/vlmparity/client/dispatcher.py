@@ -31,7 +31,14 @@ from typing import Any
 import httpx
 
 from vlmparity.client.classify import Classification, Outcome
-from vlmparity.client.concurrency import AdaptiveController, Controller, FixedController, Gate, LimitChange
+from vlmparity.client.concurrency import (
+    DEFAULT_INITIAL,
+    AdaptiveController,
+    Controller,
+    FixedController,
+    Gate,
+    LimitChange,
+)
 from vlmparity.client.endpoint import ResolvedEndpoint
 from vlmparity.client.transport import encode_body, make_http_client, send_attempt, wants_stream
 from vlmparity.errors import EndpointError
@@ -138,7 +145,9 @@ class Dispatcher:
             controller = (
                 FixedController(concurrency)
                 if concurrency is not None
-                else AdaptiveController(initial=min(4, max_concurrency), maximum=max_concurrency)
+                else AdaptiveController(
+                    initial=min(DEFAULT_INITIAL, max_concurrency), maximum=max_concurrency
+                )
             )
         self.endpoint = endpoint
         self.controller = controller
