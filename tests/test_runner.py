@@ -144,15 +144,19 @@ def test_results_document_keys_in_lmms_order() -> None:
 
 
 def test_free_stamp_never_reuses_an_earlier_invocations_files(tmp_path: Path) -> None:
+    started = time.mktime((2026, 11, 28, 11, 50, 0, 0, 0, -1))  # local time, like lmms-eval's stamps
     stamp = "20261128_115000"
-    assert lmms_output.free_stamp(tmp_path, ["a", "b"], stamp) == stamp  # nothing written yet
+    assert lmms_output.free_stamp(tmp_path, ["a", "b"], started) == stamp  # nothing written yet
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / f"{stamp}_samples_mme.jsonl").write_text("")
-    assert lmms_output.free_stamp(tmp_path, ["a", "b"], stamp) == f"{stamp}_2"
+    assert lmms_output.free_stamp(tmp_path, ["a", "b"], started) == "20261128_115001"
     (tmp_path / "a").mkdir()
-    (tmp_path / "a" / f"{stamp}_2_results.json").write_text("{}")
-    assert lmms_output.free_stamp(tmp_path, ["a", "b"], stamp) == f"{stamp}_3"
-    assert lmms_output.free_stamp(tmp_path, ["c"], stamp) == stamp  # another endpoint's files do not count
+    (tmp_path / "a" / "20261128_115001_results.json").write_text("{}")
+    assert lmms_output.free_stamp(tmp_path, ["a", "b"], started) == "20261128_115002"
+    assert lmms_output.free_stamp(tmp_path, ["c"], started) == stamp  # another endpoint's files do not count
+    # a plain sort still finds the newest invocation last
+    names = sorted([f"{stamp}_results.json", "20261128_115002_results.json", "20261128_115001_results.json"])
+    assert names[-1] == "20261128_115002_results.json"
 
 
 def test_merge_prompt_keeps_text_and_first_image() -> None:

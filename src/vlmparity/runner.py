@@ -1086,10 +1086,8 @@ def run(
     from vlmparity.report import lmms_output, run_summary
 
     started = time.time()
-    stamp = lmms_output.free_stamp(
-        config.options.output_path,
-        [e.name for e in config.endpoints],
-        stamp or lmms_output.timestamp(started),
+    stamp = stamp or lmms_output.free_stamp(
+        config.options.output_path, [e.name for e in config.endpoints], started
     )
     plans = plans if plans is not None else prepare(config)
     resolved = asyncio.run(resolve_all(config))

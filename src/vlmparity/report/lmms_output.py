@@ -231,23 +231,24 @@ def samples_path(output_dir: Path, endpoint: str, stamp: str, task: str) -> Path
     return Path(output_dir) / endpoint / f"{stamp}_samples_{task}.jsonl"
 
 
-def free_stamp(output_dir: Path, endpoints: Iterable[str], stamp: str) -> str:
-    """`stamp`, or `stamp_2`, `stamp_3`... : the first that no earlier invocation's files use.
+def free_stamp(output_dir: Path, endpoints: Iterable[str], started: float) -> str:
+    """lmms-eval's stamp of `started`, or of the first later second that no earlier invocation's files use.
 
-    lmms-eval's stamps have one-second resolution, so two invocations within a second (a resume of a
-    finished run is that fast) would overwrite each other's results; each invocation keeps its own set.
+    Stamps have one-second resolution, so two invocations within a second (a resume of a finished run is
+    that fast) would overwrite each other's results; the later one takes the next free second instead,
+    which keeps lmms-eval's format and sorts after the earlier files.
     """
-    dirs = [Path(output_dir) / name for name in endpoints]
+    dirs = [d for d in (Path(output_dir) / name for name in endpoints) if d.is_dir()]
 
     def taken(candidate: str) -> bool:
-        return any(d.is_dir() and any(d.glob(f"{candidate}_results.json")) for d in dirs) or any(
-            d.is_dir() and any(d.glob(f"{candidate}_samples_*.jsonl")) for d in dirs
+        return any(
+            any(d.glob(f"{candidate}_results.json")) or any(d.glob(f"{candidate}_samples_*.jsonl"))
+            for d in dirs
         )
 
-    candidate, n = stamp, 1
-    while taken(candidate):
-        n += 1
-        candidate = f"{stamp}_{n}"
+    second = 0
+    while taken(candidate := timestamp(started + second)):
+        second += 1
     return candidate
 
 
