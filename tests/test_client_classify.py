@@ -479,6 +479,27 @@ def test_adaptive_long_answers_are_not_congestion_but_queueing_is() -> None:
     assert [c.reason for c in ctl.history].count("latency above floor") >= 1
 
 
+def test_adaptive_slow_start_ends_at_the_first_queueing_without_a_cut() -> None:
+    ctl = AdaptiveController(initial=16, maximum=64)
+    ok = classify(200, JSON, _answer("Yes"))
+    for _ in range(4):  # the server's first wave: at the floor, doubling per round trip
+        ctl.on_attempt(ok, 0.5, in_flight=ctl.limit)
+    assert ctl.limit == 20
+    ctl.on_attempt(ok, 0.7, in_flight=ctl.limit)  # 1.4x the floor: jitter, slow start goes on
+    assert ctl.limit == 21
+    ctl.on_attempt(ok, 0.8, in_flight=ctl.limit)  # 1.6x the floor: queueing has begun; no cut (< 2x)
+    assert ctl.limit == 21
+    assert ctl.history[-1].reason == "slow start ends: queueing"
+    for _ in range(22):  # additive from here: +1/limit per answer, about +1 per round trip (21.0 -> 22.02)
+        ctl.on_attempt(ok, 0.8, in_flight=ctl.limit)
+    assert ctl.limit == 22
+    # a short floor: the absolute slack (50 ms) keeps scheduling jitter from ending slow start
+    fast = AdaptiveController(initial=16, maximum=64)
+    fast.on_attempt(ok, 0.01, in_flight=16)
+    fast.on_attempt(ok, 0.04, in_flight=17)  # 4x the floor but only 30 ms more
+    assert fast.limit == 18 and all(c.reason != "slow start ends: queueing" for c in fast.history)
+
+
 def test_adaptive_timeouts_and_503_back_off_but_400_does_not() -> None:
     ctl = AdaptiveController(initial=8, maximum=64)
     ctl.on_attempt(classify(400, JSON, b'{"error":"bad"}'), 0.1, in_flight=8)

@@ -87,6 +87,8 @@ class AdaptiveController:
         decrease: float = 0.5,
         latency_tolerance: float = 2.0,
         latency_slack_s: float = 0.25,
+        slow_start_exit: float = 1.5,
+        slow_start_slack_s: float = 0.05,
         floor_window: int = 200,
     ) -> None:
         if not 1 <= minimum <= initial <= maximum:
@@ -96,6 +98,8 @@ class AdaptiveController:
         self.decrease = decrease
         self.latency_tolerance = latency_tolerance
         self.latency_slack_s = latency_slack_s
+        self.slow_start_exit = slow_start_exit
+        self.slow_start_slack_s = slow_start_slack_s
         self._limit = float(initial)
         self._slow_start = True
         self._answers = 0
@@ -155,6 +159,12 @@ class AdaptiveController:
         if in_flight < self.limit * 0.5:
             return  # the limit is not what is holding throughput back: do not grow blindly
         if self._slow_start:
+            # The first sign of queueing (well below the congestion threshold) ends the doubling per round
+            # trip: answers lag the limit by a round trip, so doubling until the threshold overshoots it.
+            if latency_s > max(floor * self.slow_start_exit, floor + self.slow_start_slack_s):
+                self._slow_start = False
+                self._history.append(LimitChange(self._answers, self.limit, "slow start ends: queueing"))
+                return
             self._set(self._limit + 1.0, "slow start")
         else:
             self._set(self._limit + 1.0 / max(self._limit, 1.0), "additive increase")
