@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import orjson
@@ -304,9 +304,15 @@ def test_default_adaptive_controller_fills_16_slots_before_the_first_answer() ->
     # A serving engine batches continuously; starting small costs whole round trips of idle capacity
     # (bench/throughput.py: 0.93 of C/L from 4, 0.96 from 16). The default starts with 16 in flight.
     first_answer: list[int] = []
+    all_in = asyncio.Event()
 
     async def slow(sample: str, n: int, request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(0.3)
+        # Hold every answer until 16 requests have arrived (or long enough that more would have come):
+        # a condition, not a fixed sleep a slow machine could outlast while still opening connections.
+        if request[FAKE].total >= 16:
+            all_in.set()
+        with suppress(TimeoutError):
+            await asyncio.wait_for(all_in.wait(), 10)
         if not first_answer:
             first_answer.append(request[FAKE].total)  # arrivals before anything was answered
         return _json(_answer("Yes"))

@@ -13,6 +13,8 @@ import json
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -309,9 +311,21 @@ def test_not_ready_within_timeout(capsys: pytest.CaptureFixture[str], personalit
 
 
 def test_startup_shorter_than_timeout_is_waited_for(capsys: pytest.CaptureFixture[str]) -> None:
-    with sim_server(startup_delay=0.5) as sim:
+    with sim_server(startup_delay=3600) as sim:
+
+        def end_startup() -> None:  # once the doctor has been told "not ready" twice (not after a delay)
+            deadline = time.monotonic() + 60
+            while sum(1 for e in sim.log if e.status == 503) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            sim.mark_ready()
+
+        ender = threading.Thread(target=end_startup, daemon=True)
+        ender.start()
         code, doc = doctor_json(capsys, sim.base_url, "--timeout", "60")
+        ender.join()
+        not_ready = sum(1 for e in sim.log if e.status == 503)
     assert code == 0 and check(doc, "ready")["mark"] == "ok"
+    assert not_ready >= 2  # it really waited
 
 
 def _free_port() -> int:

@@ -176,6 +176,14 @@ async def _exercise(report: Path, profile: Path, screenshot: Path) -> dict[str, 
         )
         await page.call("Page.navigate", url=report.as_uri())
         await page.wait_event("Page.loadEventFired")
+        # That event may be the initial about:blank's, still loading when Page.enable ran (a slow machine):
+        # wait until the report itself is the loaded document.
+        loaded = f"location.href === {json.dumps(report.as_uri())} && document.readyState === 'complete'"
+        deadline = time.monotonic() + TIMEOUT
+        while not await page.js(loaded):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the report did not finish loading in time")
+            await asyncio.sleep(0.05)
 
         out["title"] = await page.js("document.title")
         out["verdict"] = await page.js("document.getElementById('overall-verdict').textContent")
