@@ -351,11 +351,11 @@ def test_vllm_that_never_becomes_ready_times_out_and_is_killed(
     record = tmp_path / "record.json"
     env = {**state_env, "FAKE_MODE": "hang", "FAKE_RECORD": str(record)}
     args = ["launch", "vllm", "--model", str(llava_folder), "--python", str(fake), "--port", "0"]
-    res = cli([*args, "--ready-timeout", "2"], env)
+    res = cli([*args, "--ready-timeout", "5"], env)  # room for a slow start of the fake
     assert res.returncode == 3
     lines = error_lines(res.stderr)
     assert len(lines) == 1
-    assert "was not ready after 2 s" in lines[0] and "HTTP 503" in lines[0] and "it was stopped" in lines[0]
+    assert "was not ready after 5 s" in lines[0] and "HTTP 503" in lines[0] and "it was stopped" in lines[0]
     assert wait_dead(recorded(record)["pids"]) == []
     assert list((tmp_path / "state").glob("*.json")) == []
 
@@ -648,13 +648,13 @@ def test_ovms_that_never_becomes_ready(fake: Path, tmp_path: Path, state_env: di
     record = tmp_path / "record.json"
     env = {**state_env, **OVMS_ENV, "FAKE_MODE": "hang", "FAKE_RECORD": str(record)}
     res = cli(
-        f"launch ovms --model m --repository {repo} --ovms-binary {fake} --port 0 --ready-timeout 2",
+        f"launch ovms --model m --repository {repo} --ovms-binary {fake} --port 0 --ready-timeout 5",
         env,
     )
     assert res.returncode == 3
     lines = error_lines(res.stderr)
     assert (
-        len(lines) == 1 and "ovms was not ready after 2 s (last probe /v2/health/ready: HTTP 503)" in lines[0]
+        len(lines) == 1 and "ovms was not ready after 5 s (last probe /v2/health/ready: HTTP 503)" in lines[0]
     )
     assert wait_dead(recorded(record)["pids"]) == []
 

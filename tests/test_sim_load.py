@@ -40,7 +40,7 @@ async def fire(base_url: str, n: int) -> list[int]:
 
 
 def test_requests_beyond_capacity_queue() -> None:
-    load = {"capacity": 2, "base_latency": 0.2, "per_image": 0, "per_token": 0}
+    load = {"capacity": 2, "base_latency": 0.6, "per_image": 0, "per_token": 0}  # 6 arrive well within 0.6 s
     with SimServer(load=load) as sim:
         statuses = asyncio.run(fire(sim.base_url, 6))
         stats = sim.load_stats

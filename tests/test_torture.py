@@ -240,13 +240,13 @@ def test_ten_sigkills_and_resumes_equal_an_uninterrupted_run(
 def _writer_round(
     directory: Path, start: int, rng: random.Random, per_row: list[float]
 ) -> tuple[list[list[str]], int, int]:
-    """Start a writer child committing four 4000-row transactions; SIGKILL it at a seeded point inside its
-    second or third one (a share of how long a transaction takes here, measured on the earlier ones:
+    """Start a writer child committing six 4000-row transactions; SIGKILL it at a seeded point inside its
+    second or third one (the last three are margin: a slow first transaction must not let it finish) (a share of how long a transaction takes here, measured on the earlier ones:
     `per_row` collects seconds per row). Returns its output lines, the uncommitted WAL frames left, and
     its exit code."""
     script = Path(ts.__file__)
     proc = subprocess.Popen(
-        [sys.executable, str(script), "writer", str(directory), str(start), "4", "4000", "2000"],
+        [sys.executable, str(script), "writer", str(directory), str(start), "6", "4000", "2000"],
         stdout=subprocess.PIPE,
         text=True,
     )
