@@ -1,12 +1,15 @@
 """How many requests to keep in flight against one endpoint, and when to hold off.
 
-`AdaptiveController` is an AIMD controller driven by what each attempt returned (no clock): it starts
+`AdaptiveController` is an AIMD controller driven by what each attempt returned (no clock). It starts
 at 16 in flight by default (a serving engine batches continuously; every round trip spent below its
-capacity is lost: bench/throughput.py measured 0.93 of C/L starting from 4, 0.96 from 16), grows (+1 per answer in slow start, then +1 per window of `limit` answers) while latency stays
-near the lowest latency seen and nothing signals overload, shrinks by 10 % when even the fastest recent
-answer shows queueing, and halves on overload signals (429, 502/503/504, timeouts, resets) — at most
-once per window of answers, so one burst of 429s counts as one signal. `FixedController` keeps a
-constant limit. `Gate` admits attempts up to the controller's limit and holds every send while a pause (Retry-After, circuit breaker) is active.
+capacity is lost: bench/throughput.py measured 0.93 of C/L starting from 4, 0.96 from 16). In slow start
+it grows +1 per answer (doubling per round trip) until an answer shows the first queueing (1.5x and 50 ms
+above the fastest seen); then +1 per window of `limit` answers while latency stays near the lowest seen
+and nothing signals overload. It shrinks by 10 % when even the fastest recent answer shows queueing
+(2x the floor and 0.25 s more), and halves on overload signals (429, 502/503/504, timeouts, resets), at
+most once per window of answers, so one burst of 429s counts as one signal. `FixedController` keeps a
+constant limit. `Gate` admits attempts up to the controller's limit and holds every send while a pause
+(Retry-After, circuit breaker) is active.
 """
 
 from __future__ import annotations
