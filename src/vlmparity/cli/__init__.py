@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(
         os.environ.get("VLMPARITY_DEBUG")
     )
+    from vlmparity._malloc import tune_malloc
+
+    tune_malloc()  # large freed buffers go back to the system (peak RSS; see the module)
     try:
         # Without standalone mode click returns a typer.Exit's code instead of exiting with it.
         code = app(args=argv, standalone_mode=False)
