@@ -619,3 +619,31 @@ def test_request_book_releases_an_image_once_every_endpoint_took_its_samples() -
         ("2:0", [[a.key]]),  # a: s0 and s1 taken by endpoint 1, s0 by endpoint 2
         ("2:2", [[a.key], [b.key]]),
     ]
+
+
+def test_request_book_holds_at_most_its_byte_cap_for_a_lagging_endpoint() -> None:
+    import asyncio
+
+    from vlmparity.tasks.base import Sample
+
+    samples = [Sample("mme", f"s{i}", i, "Yes", "g", "c", ()) for i in range(50)]
+
+    def build(index: int, sample: Sample, task: object) -> runner.Built:
+        payload = bytes([index]) * 1000  # deterministic: a rebuild gives the same bytes
+        return runner.Built(index, sample, "full", payload, f"h{index}", 0)
+
+    async def go() -> tuple[list[bytes], list[bytes], runner.RequestBook]:
+        book = runner.RequestBook(samples, {"mme": get_task("mme")}, build, workers=1, max_bytes=10_000)
+        book.want(range(50))  # the fast endpoint
+        book.want(range(50))  # the slow one, which starts only when the fast one is done
+        fast = [(await book.take(i)).payload or b"" for i in range(50)]
+        slow = [(await book.take(i)).payload or b"" for i in range(50)]
+        book.close()
+        return fast, slow, book
+
+    fast, slow, book = asyncio.run(go())
+    assert fast == slow == [bytes([i]) * 1000 for i in range(50)]
+    assert book.peak_bytes <= 11_000  # the cap, plus the body just built
+    # Kept for the slow endpoint: the lowest indices, which it needs first (0-8; each new build pushed
+    # out the highest one taken so far), and the last one built (49). It rebuilds 9-48: 50 + 40 builds.
+    assert book.builds == 90

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import os
 import time
@@ -447,8 +448,12 @@ class RequestBook:
     """Builds each sample's request once, a few samples ahead, on worker threads, for every endpoint.
 
     Every endpoint that needs sample i is handed the very same `Built` (same bytes), so the requests
-    are identical by construction. A body is dropped once every endpoint that wanted it took it; a
-    far-behind endpoint may find it evicted and it is rebuilt (images come from the encoder's cache).
+    are identical by construction. A body is dropped once every endpoint that wanted it took it. When
+    one endpoint runs far ahead of another, the bodies waiting for the slow one are held up to
+    `max_entries` bodies and `max_bytes` bytes; beyond that the ones the slow endpoint will need last
+    (the highest indices already taken by someone) are dropped first, and rebuilt when it gets there
+    (building is deterministic: the same bytes; bench/scale.py --two-speeds measured 2.5 GB peak RSS
+    before this cap).
     """
 
     def __init__(
@@ -461,6 +466,7 @@ class RequestBook:
         prefetch: Callable[[Sequence[Sample]], object] | None = None,
         release: Callable[[Sequence[str]], object] | None = None,
         max_entries: int = 256,
+        max_bytes: int = 128 << 20,
     ) -> None:
         self._samples = samples
         self._tasks = tasks
@@ -478,7 +484,12 @@ class RequestBook:
         self._release = release
         self._image_refs: dict[str, int] = {}
         self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._sizes: dict[int, int] = {}  # payload bytes of built entries still held
+        self._held_bytes = 0
+        self._taken: set[int] = set()  # indices some endpoint already took (others may still want them)
         self.builds = 0
+        self.peak_bytes = 0  # most payload bytes held at once (diagnostics, tests)
 
     def want(self, indices: Sequence[int]) -> None:
         """One more endpoint will take each of `indices`."""
@@ -494,16 +505,38 @@ class RequestBook:
             loop = asyncio.get_running_loop()
             fut = loop.run_in_executor(self._pool, self._build, index, sample, self._tasks[sample.task])
             fut.add_done_callback(_mark_retrieved)
+            fut.add_done_callback(functools.partial(self._built, index))
             self._entries[index] = fut
             self.builds += 1
             if len(self._entries) > self._max_entries:
                 self._evict()
         return fut
 
+    def _built(self, index: int, fut: asyncio.Future[Built]) -> None:
+        """Count a finished build's bytes while the book holds it; enforce the caps."""
+        if self._entries.get(index) is not fut or fut.cancelled() or fut.exception() is not None:
+            return
+        size = len(fut.result().payload or b"")
+        self._sizes[index] = size
+        self._held_bytes += size
+        self.peak_bytes = max(self.peak_bytes, self._held_bytes)
+        if self._held_bytes > self._max_bytes:
+            self._evict()
+
+    def _drop(self, index: int) -> None:
+        self._entries.pop(index, None)
+        self._held_bytes -= self._sizes.pop(index, 0)
+
     def _evict(self) -> None:
-        done = sorted(i for i, f in self._entries.items() if f.done())
-        for i in done[: max(0, len(self._entries) - self._max_entries)]:
-            del self._entries[i]
+        """Drop built entries until both caps hold: first those some endpoint already took, the highest
+        index first (a lagging endpoint needs them last), then the others, lowest first."""
+        done = [i for i, f in self._entries.items() if f.done()]
+        taken = sorted((i for i in done if i in self._taken), reverse=True)
+        untaken = sorted(i for i in done if i not in self._taken)
+        for i in taken + untaken:
+            if len(self._entries) <= self._max_entries and self._held_bytes <= self._max_bytes:
+                break
+            self._drop(i)
 
     def prefetch(self, indices: Sequence[int]) -> None:
         """Encode the images of `indices` in the background (at most two batches queued)."""
@@ -538,7 +571,10 @@ class RequestBook:
         left = self._refs.get(index, 1) - 1
         self._refs[index] = left
         if left <= 0:
-            self._entries.pop(index, None)
+            self._drop(index)
+            self._taken.discard(index)
+        else:
+            self._taken.add(index)
         self._taken_images(index)
         return built
 
@@ -555,7 +591,7 @@ class RequestBook:
 
     def forget(self, index: int) -> None:
         """Drop a cached build (its treatment changed)."""
-        self._entries.pop(index, None)
+        self._drop(index)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
