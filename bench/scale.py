@@ -219,6 +219,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="diagnostic: run the client with ImageEncoder's data-URL cache capped at CACHE_MB instead of its "
         "default",
     )
+    ap.add_argument(
+        "--two-speeds",
+        action="store_true",
+        help="also run two endpoints at once, one zero-latency and one slow (capacity 4, 0.25 s): the fast "
+        "one runs far ahead and the requests built for both wait for the slow one",
+    )
     ap.add_argument("--rescore", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.rescore is not None:
@@ -310,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"      the rerun sent {sent_again} request(s) (only the endpoint probe is expected), peak RSS {a.maxrss_mb:.0f} MB, CPU {a.cpu_s:.1f} s"
         )
         print(f"   scores: {json.dumps(r['metrics'])}")
+        if args.two_speeds:
+            two_speeds(base_cmd=base_cmd, data_root=data_root, work=work)
         if args.profile:
             profile_client(full_cmd=base_cmd, data_root=data_root, work=work)
     finally:
@@ -318,6 +326,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"\noutput folder and logs kept in {work}")
     return 0
+
+
+def two_speeds(*, base_cmd: Sequence[str], data_root: Path, work: Path) -> None:
+    """Peak RSS when one endpoint runs far ahead of another (the request book holds what the slow one
+    has not taken yet, up to its cap)."""
+    import shutil
+
+    out = work / "out-two-speeds"
+    shutil.rmtree(out, ignore_errors=True)
+    dirs = [data_root / DATA_FOLDERS[t] for t in TASKS]
+    fast = Setting("fast", capacity=4096, latency=0.0, time_scale=0.0)
+    slow = Setting("slow", capacity=4, latency=0.25)
+    with (
+        SimProcess(sim_config(fast, dirs, work / "sim-fast.jsonl"), work) as a,
+        SimProcess(sim_config(slow, dirs, work / "sim-slow.jsonl"), work) as b,
+    ):
+        cmd = [c.replace(str(work / "out"), str(out)) for c in base_cmd]
+        i = cmd.index("--endpoint")
+        cmd[i : i + 2] = ["--endpoint", f"fast={a.base_url}", "--endpoint", f"slow={b.base_url}"]
+        print("\ntwo endpoints at once: fast (zero latency) and slow (capacity 4, 0.25 s = 16 req/s)")
+        print("client: " + " ".join(cmd))
+        run = run_sampled(cmd, env=os.environ, log=work / "two-speeds.log")
+        fast_log = [e for e in read_chat_log(work / "sim-fast.jsonl") if e.get("sample_id")]
+        slow_log = [e for e in read_chat_log(work / "sim-slow.jsonl") if e.get("sample_id")]
+    if run.stats.returncode != 0:
+        raise SystemExit(f"vlmparity run failed; see {work / 'two-speeds.log'}")
+    st = run.stats
+    fast_done = fast_log[-1]["time"] - st.started
+    print(
+        f"   {len(fast_log)} + {len(slow_log)} requests in {st.wall_s:.1f} s wall; the fast endpoint finished "
+        f"after {fast_done:.1f} s, CPU {st.cpu_s:.1f} s"
+    )
+    print(goal_line("peak RSS of the client, two speeds", st.maxrss_mb, "MB", RSS_GOAL_MB))
+    marks = [("until the fast endpoint finished", 0.0), ("the slow one alone, outputs", fast_done)]
+    for name, peak in phase_peaks(run.rss, marks):
+        print(f"      peak while {name:<34} {peak:>7.0f} MB")
 
 
 def profile_client(*, full_cmd: Sequence[str], data_root: Path, work: Path) -> None:
