@@ -452,8 +452,8 @@ class RequestBook:
     one endpoint runs far ahead of another, the bodies waiting for the slow one are held up to
     `max_entries` bodies and `max_bytes` bytes; beyond that the ones the slow endpoint will need last
     (the highest indices already taken by someone) are dropped first, and rebuilt when it gets there
-    (building is deterministic: the same bytes; bench/scale.py --two-speeds measured 2.5 GB peak RSS
-    before this cap).
+    (building is deterministic: the same bytes). Without the byte cap, 256 MMMU bodies of up to 20 MB
+    each could be held.
     """
 
     def __init__(
