@@ -647,3 +647,26 @@ def test_request_book_holds_at_most_its_byte_cap_for_a_lagging_endpoint() -> Non
     # Kept for the slow endpoint: the lowest indices, which it needs first (0-8; each new build pushed
     # out the highest one taken so far), and the last one built (49). It rebuilds 9-48: 50 + 40 builds.
     assert book.builds == 90
+
+
+def test_request_book_never_drops_bodies_built_ahead_for_bytes() -> None:
+    import asyncio
+
+    from vlmparity.tasks.base import Sample
+
+    samples = [Sample("mme", f"s{i}", i, "Yes", "g", "c", ()) for i in range(20)]
+
+    def build(index: int, sample: Sample, task: object) -> runner.Built:
+        return runner.Built(index, sample, "full", bytes([index]) * 1000, f"h{index}", 0)
+
+    async def go() -> runner.RequestBook:
+        # one endpoint, four bodies built ahead of each take: 5 kB held against a 2.5 kB cap
+        book = runner.RequestBook(samples, {"mme": get_task("mme")}, build, workers=2, max_bytes=2500)
+        book.want(range(20))
+        for i in range(20):
+            assert (await book.take(i, ahead=range(i + 1, min(i + 5, 20)))).payload == bytes([i]) * 1000
+        book.close()
+        return book
+
+    book = asyncio.run(go())
+    assert book.builds == 20  # none dropped and built again

@@ -450,7 +450,8 @@ class RequestBook:
     Every endpoint that needs sample i is handed the very same `Built` (same bytes), so the requests
     are identical by construction. A body is dropped once every endpoint that wanted it took it. When
     one endpoint runs far ahead of another, the bodies waiting for the slow one are held up to
-    `max_entries` bodies and `max_bytes` bytes; beyond that the ones the slow endpoint will need last
+    `max_entries` bodies and `max_bytes` bytes (bodies built ahead and not yet taken by anyone count
+    towards both but are dropped only beyond `max_entries`); beyond that the ones the slow one needs last
     (the highest indices already taken by someone) are dropped first, and rebuilt when it gets there
     (building is deterministic: the same bytes). Without the byte cap, 256 MMMU bodies of up to 20 MB
     each could be held.
@@ -528,14 +529,17 @@ class RequestBook:
         self._held_bytes -= self._sizes.pop(index, 0)
 
     def _evict(self) -> None:
-        """Drop built entries until both caps hold: first those some endpoint already took, the highest
-        index first (a lagging endpoint needs them last), then the others, lowest first."""
+        """Enforce the caps. Bodies some endpoint already took wait only for slower ones: they go first,
+        the highest index first (a lagging endpoint needs it last). Bodies nobody took yet are about to
+        be sent: they go only beyond the entry cap (dropping them for bytes would rebuild them at once)."""
         done = [i for i, f in self._entries.items() if f.done()]
-        taken = sorted((i for i in done if i in self._taken), reverse=True)
-        untaken = sorted(i for i in done if i not in self._taken)
-        for i in taken + untaken:
+        for i in sorted((i for i in done if i in self._taken), reverse=True):
             if len(self._entries) <= self._max_entries and self._held_bytes <= self._max_bytes:
-                break
+                return
+            self._drop(i)
+        for i in sorted(i for i in done if i not in self._taken):
+            if len(self._entries) <= self._max_entries:
+                return
             self._drop(i)
 
     def prefetch(self, indices: Sequence[int]) -> None:
