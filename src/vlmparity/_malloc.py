@@ -2,10 +2,14 @@
 
 A run allocates and frees multi-megabyte buffers all the time (encoded images, base64 data URLs, request
 bodies). glibc raises its mmap threshold to the size of the largest buffer freed so far (up to 32 MiB), so
-after the first few such buffers they come from the heap, whose freed space fragments and stays resident:
-`bench/scale.py --two-speeds` (two endpoints, one far behind the other) measured 1.35-2.5 GB peak RSS
-although the live Python data stayed near 0.6 GB. Fixing the threshold at 1 MiB (buffers at least that
-large are mmapped and returned on free) took the same run to 0.76 GB for about 3 % more CPU.
+after the first few such buffers they come from the heaps, whose freed space fragments and stays
+resident: two endpoints, one far behind the other (`bench/scale.py --two-speeds`, both tasks at
+`--limit 600`), peaked at 1.32 GB of RSS while the live Python objects stayed well under that. Buffers of
+1 MiB and more are now mmapped (returned to the system when freed): 0.76-0.82 GB there, and a full
+single-endpoint run peaked at 0.58-0.59 GB instead of 0.72-0.74 GB. A fixed mmap threshold also fixes
+the trim threshold at 128 KiB, which made glibc give the top of the heap back and fault it in again all
+the time (client CPU +14-23 % per request at the zero-latency ceiling); it is set to 64 MiB, leaving
++5-9 %.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ import ctypes.util
 import os
 import sys
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers
+M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 1 << 20
+TRIM_THRESHOLD_BYTES = 64 << 20
 
 
 def tune_malloc() -> bool:
-    """Fix glibc's mmap threshold at 1 MiB; True if it was set.
+    """Fix glibc's mmap threshold at 1 MiB and its trim threshold at 64 MiB; True if both were set.
 
     Does nothing off Linux/glibc, or when the user tunes malloc through its own `MALLOC_*_` variables.
     """
@@ -30,6 +36,7 @@ def tune_malloc() -> bool:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
             return False  # not glibc (e.g. musl): its allocator behaves differently
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+        trim = libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(trim)
     except OSError:
         return False
