@@ -314,6 +314,9 @@ def main() -> None:
     default_level = RunOptions.model_fields["png_level"].default
     levels = [int(x) for x in str(args.png_levels).split(",") if x.strip()]
 
+    from vlmparity._malloc import tune_malloc
+
+    tune_malloc()  # as the `vlmparity` command does at start-up (this script runs the runner in-process)
     info = write_dataset(args.data_dir, args.n)
     print(
         f"data: {info['n']} questions on {info['images']} distinct JPEGs, {info['min_kb']:.0f}-{info['max_kb']:.0f} KB "
