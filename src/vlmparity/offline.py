@@ -16,15 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlmparity.errors import DataError
+from vlmparity.errors import ConfigError, DataError
 from vlmparity.tasks.base import Answer, Sample, SampleScore, TaskResult
 from vlmparity.tasks.mme import COGNITION, PERCEPTION, POST_PROMPT, MMETask
 from vlmparity.tasks.mme import make_sample as make_mme_sample
 from vlmparity.tasks.mmmu import MULTIPLE_CHOICE, MMMUTask, metric_dict
 from vlmparity.tasks.mmmu import make_sample as make_mmmu_sample
+from vlmparity.tasks.mmmu_official import OFFICIAL_SEED, OFFICIAL_SUBJECT_ORDER, find_choice_official
 from vlmparity.tasks.mmmu_parse import (
     MC_PROMPT,
     Candidate,
+    ChoiceParse,
     candidate_from_json,
     eval_multi_choice,
     eval_open,
@@ -237,6 +239,13 @@ def _open_candidates(value: Any) -> list[Candidate]:
 # ------------------------------------------------------------------------------------- MMMU responses
 
 
+MMMU_PARSERS = ("lmms-eval", "official")
+# lmms-eval's parse is the default: every other MMMU number vlmparity prints (run, compare, report, score of
+# lmms-eval logs) is lmms-eval 0.7.3's, so raw responses scored offline compare with a live run's figures.
+DEFAULT_MMMU_PARSER = "lmms-eval"
+_LMMS_SEED = 0  # lmms-eval's default python seed (--seed 0,1234,1234,1234)
+
+
 def _response_files(folder: Path) -> list[Path]:
     if folder.is_file():
         return [folder]
@@ -250,16 +259,63 @@ def _response_files(folder: Path) -> list[Path]:
     return files
 
 
-def score_mmmu_responses(folder: Path, *, seed: int = 0) -> OfflineScore:
-    """Parse raw MMMU responses (`output.json` per subject) and score them like a live run.
+def _official_response_files(folder: Path) -> tuple[list[Path], list[str]]:
+    """The files `main_parse_and_eval.py --subject ALL` reads, in its order, and notes on what it skips."""
+    if folder.is_file():
+        return [folder], []
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder", hint="pass the folder holding <Subject>/output.json")
+    files: list[Path] = []
+    for subject in OFFICIAL_SUBJECT_ORDER:
+        if not (folder / subject).is_dir():
+            continue
+        path = folder / subject / "output.json"
+        if not path.is_file():
+            raise DataError(
+                f"{folder / subject}: no output.json (the official tool stops on this folder too)",
+                hint="remove the folder or add its output.json",
+            )
+        files.append(path)
+    known = set(OFFICIAL_SUBJECT_ORDER)
+    ignored = [p for p in sorted(folder.glob("*/output.json")) if p.parent.name not in known]
+    if (folder / "output.json").is_file():
+        ignored.insert(0, folder / "output.json")
+    notes = [
+        f"ignored {p.relative_to(folder)}: not in an MMMU subject folder (the official tool reads only those)"
+        for p in ignored
+    ]
+    if not files:
+        raise DataError(
+            f"{folder}: no <Subject>/output.json files for any MMMU subject",
+            hint="pass the MMMU outputs folder (Accounting/output.json, …)",
+        )
+    return files, notes
 
-    Responses go through reasoning-tag stripping and `.strip()` first; multiple-choice responses without a
-    letter draw from one `random.Random(seed)` in file order (subjects sorted, items in file order).
+
+def score_mmmu_responses(
+    folder: Path, *, seed: int | None = None, parser: str = DEFAULT_MMMU_PARSER
+) -> OfflineScore:
+    """Parse raw MMMU responses (`output.json` per subject) and score them.
+
+    `parser="lmms-eval"` (default) scores like a live run: reasoning tags stripped and `.strip()` first,
+    lmms-eval's letter parse, fallbacks drawn from one `random.Random(seed)` (seed 0 by default) in file order
+    (subjects sorted, items in file order). `parser="official"` reproduces MMMU's `main_parse_and_eval.py`
+    (see `vlmparity.tasks.mmmu_official`): raw text, its own letter parse, `random.seed(42)` by default and
+    its subject order. Notes always name the parser and list the random fallbacks.
     """
+    if parser not in MMMU_PARSERS:
+        raise ConfigError(f"unknown MMMU parser {parser!r}", hint=f"use one of: {', '.join(MMMU_PARSERS)}")
+    official = parser == "official"
+    if seed is None:
+        seed = OFFICIAL_SEED if official else _LMMS_SEED
+    if official:
+        files, notes = _official_response_files(folder)
+    else:
+        files, notes = _response_files(folder), []
     rng = random.Random(seed)
     samples: list[Sample] = []
     scores: list[SampleScore] = []
-    for path in _response_files(folder):
+    for path in files:
         items = _read_json(path)
         if not isinstance(items, list):
             raise DataError(f"{path}: expected a JSON list of responses", hint="an MMMU output.json")
@@ -272,7 +328,17 @@ def score_mmmu_responses(folder: Path, *, seed: int = 0) -> OfflineScore:
             sid = str(item["id"])
             gold = _gold(item["answer"], f"{where} ({sid})")
             qtype = str(item.get("question_type", ""))
-            text = postprocess_response(str(item["response"]) if item["response"] is not None else None)
+            raw = item["response"]
+            if official:
+                if not isinstance(raw, str):
+                    raise DataError(
+                        f"{where} ({sid}): the response is {_json_kind(raw)}, not text; the official MMMU "
+                        "tool stops on it",
+                        hint="--mmmu-parser lmms-eval scores a null response as an empty answer",
+                    )
+                text = raw
+            else:
+                text = postprocess_response(str(raw) if raw is not None else None)
             if _is_mc(qtype):
                 index2ans = item.get("index2ans")
                 letters = item.get("all_choices")
@@ -280,13 +346,21 @@ def score_mmmu_responses(folder: Path, *, seed: int = 0) -> OfflineScore:
                     raise DataError(
                         f"{where} ({sid}): multiple-choice without all_choices/index2ans", hint="check"
                     )
-                options = [str(index2ans.get(letter, "")) for letter in letters]
+                letter_list = [str(x) for x in letters]
+                answers = {str(k): str(v) for k, v in index2ans.items()}
+                options = [answers.get(letter, "") for letter in letter_list]
                 sample = make_mmmu_sample(
                     len(samples), sid, "", options, _target(gold), qtype, gold=_as_list(gold)
                 )
-                choice = parse_multi_choice(
-                    text, [str(x) for x in letters], {str(k): str(v) for k, v in index2ans.items()}, rng
-                )
+                if official:
+                    found = find_choice_official(text, letter_list, answers)
+                    choice = (
+                        ChoiceParse(found, False)
+                        if found is not None
+                        else ChoiceParse(rng.choice(letter_list), True)
+                    )
+                else:
+                    choice = parse_multi_choice(text, letter_list, answers, rng)
                 score = SampleScore(
                     sample_id=sid,
                     correct=eval_multi_choice(gold, choice.letter),
@@ -308,13 +382,24 @@ def score_mmmu_responses(folder: Path, *, seed: int = 0) -> OfflineScore:
             samples.append(sample)
             scores.append(score)
     result = MMMUTask().aggregate(samples, scores)
-    notes = []
-    fallbacks = [s.sample_id for s in scores if s.random_fallback]
-    if fallbacks:
-        notes.append(
-            f"{len(fallbacks)} multiple-choice response(s) had no letter; random letter drawn (seed {seed}): "
-            + ", ".join(fallbacks)
+    if official:
+        notes.insert(
+            0,
+            f"parser: official MMMU (main_parse_and_eval.py: raw responses, its letter parse, "
+            f"random.seed({seed}), subjects in CAT_SHORT2LONG order)",
         )
+    else:
+        notes.insert(
+            0,
+            f"parser: lmms-eval 0.7.3 (reasoning tags stripped, its letter parse, random.Random({seed}) "
+            "in file order); --mmmu-parser official for MMMU's own",
+        )
+    fallbacks = [s.sample_id for s in scores if s.random_fallback]
+    notes.insert(
+        1,
+        f"random fallbacks: {len(fallbacks)} multiple-choice response(s) had no letter; "
+        f"random letter drawn (seed {seed})" + (": " + ", ".join(fallbacks) if fallbacks else ""),
+    )
     return OfflineScore("mmmu-responses", "mmmu_val", samples, scores, result, notes)
 
 

@@ -42,8 +42,18 @@ def score(
         metavar="FILE",
         help="lmms-eval --log_samples .jsonl file or folder (repeat for several).",
     ),
-    seed: int = typer.Option(
-        0, "--seed", help="Seed of the MMMU random fallback (lmms-eval's default is 0)."
+    mmmu_parser: str | None = typer.Option(
+        None,
+        "--mmmu-parser",
+        metavar="lmms-eval|official",
+        help="How --mmmu-responses are parsed: lmms-eval (default; lmms-eval 0.7.3's parse, as a live run "
+        "scores) or official (MMMU's main_parse_and_eval.py: raw text, its letter parse, random.seed(42), "
+        "its subject order).",
+    ),
+    seed: int | None = typer.Option(
+        None,
+        "--seed",
+        help="Seed of the MMMU random fallback (default: 0 as lmms-eval, 42 with --mmmu-parser official).",
     ),
     partial_pairs: bool = typer.Option(
         False,
@@ -77,6 +87,16 @@ def score(
             "--answer-key goes with --mmmu-predictions", hint="drop it or add --mmmu-predictions"
         )
 
+    if mmmu_parser is not None and mmmu_responses is None:
+        raise ConfigError(
+            "--mmmu-parser goes with --mmmu-responses", hint="drop it or add --mmmu-responses DIR"
+        )
+    if mmmu_parser is not None and mmmu_parser not in offline.MMMU_PARSERS:
+        raise ConfigError(
+            f"--mmmu-parser {mmmu_parser!r} is not a parser",
+            hint=f"use one of: {', '.join(offline.MMMU_PARSERS)}",
+        )
+
     if mme_results is not None:
         outs = [offline.score_mme_results(mme_results, allow_partial_pairs=partial_pairs)]
     elif mmmu_predictions is not None:
@@ -86,7 +106,11 @@ def score(
             )
         outs = [offline.score_mmmu_predictions(mmmu_predictions, answer_key)]
     elif mmmu_responses is not None:
-        outs = [offline.score_mmmu_responses(mmmu_responses, seed=seed)]
+        outs = [
+            offline.score_mmmu_responses(
+                mmmu_responses, seed=seed, parser=mmmu_parser or offline.DEFAULT_MMMU_PARSER
+            )
+        ]
     else:
         outs = offline.score_lmms_samples(lmms_samples or [], allow_partial_pairs=partial_pairs)
 
