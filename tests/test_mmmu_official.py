@@ -28,6 +28,7 @@ import pytest
 
 from vlmparity import offline
 from vlmparity.errors import ConfigError, DataError
+from vlmparity.tasks.mmmu_official import find_choice_official
 
 OPTIONS = {"A": "cat", "B": "dog", "C": "fish", "D": "bird"}
 FALLBACK = "random"  # marks an expected random fallback
@@ -138,6 +139,34 @@ def test_official_parse_differs_from_lmms_eval_where_the_rules_differ(tmp_path: 
         assert out.result.counts["correct"] == right
         assert out.result.n == len(want) + 1
         assert out.result.metrics["mmmu_acc"] == round(right / (len(want) + 1), 5)
+
+
+HOT_DOG = {"A": "dog", "B": "hot dog", "C": "cat", "D": "bird"}
+
+
+@pytest.mark.parametrize(
+    ("response", "index2ans", "expected"),
+    [
+        ("A", OPTIONS, "A"),
+        ("(B)", OPTIONS, "B"),
+        ("The answer is C.", OPTIONS, "C"),  # "." stripped, then " C "
+        ("Answer: D", OPTIONS, "D"),
+        ("A or B", OPTIONS, "B"),  # the last " X "
+        ("(A) cat, not (C) fish", OPTIONS, "C"),  # the last "(X)"
+        ("(B) or (A)", OPTIONS, "A"),
+        ("The animal shown is clearly a dog in this image", OPTIONS, "B"),  # 9 words: option text
+        # "dog" occurs last (inside "hot dog", which starts earlier): the later start wins
+        ("I would say it is a hot dog here", HOT_DOG, "A"),
+        (" B ", OPTIONS, "B"),
+        ("  (C)\n", OPTIONS, "C"),
+        ("B. dog", OPTIONS, None),  # no "X." pass
+        ("C: fish", OPTIONS, None),  # ":" after the letter, and only 2 words
+        ("B\n", OPTIONS, None),  # whitespace is not stripped
+        ("", OPTIONS, None),
+    ],
+)
+def test_official_letter_rules(response: str, index2ans: dict[str, str], expected: str | None) -> None:
+    assert find_choice_official(response, list(index2ans), index2ans) == expected
 
 
 def test_parser_and_fallbacks_are_always_named(tmp_path: Path) -> None:
