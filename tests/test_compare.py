@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from scipy import stats as sps
 
 from vlmparity import runner
 from vlmparity.compare import analysis as an
@@ -138,7 +139,10 @@ def test_paired_metrics_by_hand(
     acc = metric(t_mme, "mme_acc")
     assert (acc.a_value, acc.b_value) == (1.0, pytest.approx(53 / 56))
     assert (acc.discordant_ab, acc.discordant_ba) == (3, 0)
-    assert acc.p_mcnemar == pytest.approx(0.25)  # exact binomial: 2 * 0.5^3
+    # images are clusters: the test of no difference is a z-test with the variance under no difference,
+    # (1^2 + 2^2) / 56^2 from the two images plus one pseudo-discordant question: z = 3 / sqrt(6)
+    assert acc.difference_test == "z-test (clustered)"
+    assert acc.p_difference == pytest.approx(2 * sps.norm.sf(3 / 6**0.5))
     # artwork has 4 images: one drops from 200 to 50 (acc 50, acc_plus 0): mean falls by 150 / 4
     perception = metric(t_mme, "mme_perception_score")
     assert (perception.a_value, perception.delta) == (pytest.approx(2000.0), pytest.approx(-37.5))
@@ -148,6 +152,7 @@ def test_paired_metrics_by_hand(
     mmmu_acc = metric(t_mmmu, "mmmu_acc")
     assert mmmu_acc.delta == pytest.approx(-2 / 60)
     assert (mmmu_acc.discordant_ab, mmmu_acc.discordant_ba) == (2, 0)
+    assert (mmmu_acc.difference_test, mmmu_acc.p_difference) == ("McNemar exact", pytest.approx(0.5))
 
     assert t_mme.parsed_agreement is not None and t_mme.parsed_agreement.n_agree == 53
     assert {d.kind for d in result.disagreements} == {an.REGRESSION}
@@ -365,7 +370,14 @@ def test_exit_codes_agree_with_the_cli() -> None:
 
 def test_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="--policy"):
-        an.Settings(policy="strict")
+        an.Settings(policy="bogus")
+    with pytest.raises(ConfigError, match="lmms-eval cannot decide"):
+        an.Settings(policy="lmms-eval")
+    # former names still work
+    assert (an.Settings(policy="excluded").policy, an.Settings(policy="parity").policy) == (
+        "answered",
+        "strict",
+    )
     with pytest.raises(ConfigError, match="max-error-rate"):
         an.Settings(max_error_rate=2.0)
     with pytest.raises(ConfigError, match="margin"):
@@ -461,3 +473,72 @@ def test_report_data_carries_every_backend_answer(
     }
     assert [c.candidate for c in rd.comparisons] == ["b", "c"]
     assert rd.verdict.exit_code == an.overall_exit_code(analyses)
+
+
+def test_every_value_is_named_by_its_policy(
+    tmp_path: Path, data: dict[str, Path], samples: dict[str, list[Sample]]
+) -> None:
+    """The verdict's paired value and the runs' own value of mmmu_acc differ (random letters drawn per sample
+    vs lmms-eval's one sequence): each is shown with its name, in the terminal, verdict.json and the report."""
+    from vlmparity.report.html import render_report
+    from vlmparity.tasks.mmmu_parse import multi_choice_info
+
+    mc = [s for s in samples["mmmu_val"] if s.fields["question_type"] == "multiple-choice"]
+
+    def unsure(s: Sample) -> Reply:
+        return ("ok", "I cannot tell from the image") if s in mc else right(s)
+
+    out = make_store(tmp_path / "runs", data, samples, {"ref": unsure, "cand": unsure})
+    (joined,) = jn.load_joins([out])
+    result = an.analyse(joined, an.Settings(n_boot=0))
+    mmmu = metric(next(t for t in result.tasks if t.task == "mmmu_val"), "mmmu_acc")
+    # Independent replays: per sample, random.Random("0:<id>"); the run's own, one random.Random(0) in order.
+    n = len(samples["mmmu_val"])
+    paired = sum(
+        1
+        for s in samples["mmmu_val"]
+        if s not in mc
+        or random.Random(f"0:{s.id}").choice(multi_choice_info(list(s.fields["options"]))[1]) == s.target
+    )
+    rng = random.Random(0)
+    own = sum(
+        1
+        for s in samples["mmmu_val"]
+        if s not in mc or rng.choice(multi_choice_info(list(s.fields["options"]))[1]) == s.target
+    )
+    assert own != paired  # the two draws differ on this data: the point of the labels
+    assert (mmmu.a_value, mmmu.b_value) == (pytest.approx(paired / n), pytest.approx(paired / n))
+    # identical answers: 0 discordant, so the decision interval is the exact bound (not a bootstrap [0, 0])
+    assert (mmmu.discordant_ab, mmmu.discordant_ba, mmmu.delta) == (0, 0, 0.0)
+    assert mmmu.ci_high == pytest.approx(sps.beta.ppf(1 - mmmu.level, 1, n))
+
+    text = to_report.render_terminal(result)
+    assert "values: paired, policy answered" in text
+    assert f"{100 * paired / n:.2f} %" in text  # one number format: "81.33 %"
+    line = next(x for x in text.splitlines() if "|mmmu_acc" in x)
+    assert f"[{-100 * mmmu.ci_high:+.2f}, {100 * mmmu.ci_high:+.2f}]" in line
+    assert f"{100 * (1 - 2 * mmmu.level):.4g} %" in line
+    assert "p Δ≠0" in text and "p |Δ|≥margin" in text and "McNemar exact" in text
+
+    doc = to_report.json_document([result])
+    rec = next(m for m in doc["candidates"][0]["metrics"] if m["metric"] == "mmmu_acc")
+    assert (rec["values"], rec["policy"]) == ("paired", "answered")
+    assert (rec["ci_low"], rec["ci_high"]) == (pytest.approx(mmmu.ci_low), pytest.approx(mmmu.ci_high))
+    scores = doc["candidates"][0]["scores"]
+    for endpoint in ("ref", "cand"):
+        per_policy = scores[endpoint]["mmmu_val"]
+        assert "answered" in per_policy and len(per_policy) >= 2
+        for values in per_policy.values():  # no failure here: every policy gives lmms-eval's sequential value
+            assert values["mmmu_acc"] == pytest.approx(own / n, abs=1e-5)
+
+    page = render_report(to_report.report_data([result], [joined]))
+    breakdown = page.split('id="breakdown"')[1].split("</section>")[0]
+    own_cell = f'<td class="num">{100 * own / n:.2f} %</td>'
+    paired_cell = f'<td class="num">{100 * paired / n:.2f} %</td>'
+    assert f"<code>mmmu_acc</code></td><td>answered</td>{own_cell}{own_cell}" in breakdown
+    assert (
+        f"<code>mmmu_acc</code></td><td>paired, answered (verdict vs cand)</td>{paired_cell}{paired_cell}"
+        in breakdown
+    )
+    summary = page.split('id="summary"')[1].split("</section>")[0]
+    assert paired_cell in summary and own_cell not in summary

@@ -183,7 +183,10 @@ def make_report_data(n_candidates: int = 1) -> ReportData:
             fingerprint={"source": "lmms-lab/MME", "revision": "abc123", "sha256": "f00d" * 8},
             plan={"kind": "stratified", "n": 120, "seed": 1234},
             metrics={
-                n: {"mme_perception_score": 1450.0 - 10 * i, "mme_cognition_score": 300.0}
+                n: {
+                    "lmms-eval": {"mme_perception_score": 1450.0 - 10 * i, "mme_cognition_score": 300.0},
+                    "answered": {"mme_perception_score": 1460.0 - 10 * i, "mme_cognition_score": 300.0},
+                }
                 for i, n in enumerate(names)
             },
             metric_units={"mme_perception_score": "points", "mme_cognition_score": "points"},
@@ -199,7 +202,7 @@ def make_report_data(n_candidates: int = 1) -> ReportData:
             n_samples=60,
             fingerprint={"source": "lmms-lab/MMMU", "revision": "def456"},
             plan={"kind": "limit", "limit": 60},
-            metrics={n: {"mmmu_acc": 0.35 - 0.02 * i} for i, n in enumerate(names)},
+            metrics={n: {"lmms-eval": {"mmmu_acc": 0.35 - 0.02 * i}} for i, n in enumerate(names)},
             breakdown=Breakdown(
                 "subject",
                 "fraction",
@@ -420,6 +423,18 @@ def test_verdict_and_statistics_shown(data: ReportData, page: str) -> None:
     for text in ("llava-hf/llava-1.5-7b-hf", "2025.3", "0.9.2", "lmms-lab/MME", "f00d" * 8, "stratified",
                  "max_tokens", "α", "±1.00 pp", "±50.00 points", "vlmparity 0.1.0", "request hashes differ"):  # fmt: skip
         assert text in page, text
+    # Column names say what each test tests; the bootstrap is labelled a description.
+    summary = page.split('id="summary"')[1].split("</section>")[0]
+    for text in ("interval of Δ (decides)", "p (Δ ≠ 0, McNemar / z)", "p (|Δ| ≥ margin, TOST, Holm)",
+                 "p (|Δ| ≤ margin, Holm)", "bootstrap 95 % (description)", "equivalent within",
+                 "Values: paired, policy <strong>answered</strong>"):  # fmt: skip
+        assert text in summary, text
+    # Each run's own scores carry their policy's name; one number format ("35.00 %", with a space).
+    breakdown = page.split('id="breakdown"')[1].split("</section>")[0]
+    assert re.search(r"<code>mme_perception_score</code></td><td>lmms-eval</td><td class=\"num\">1450.00</td>", breakdown)
+    assert re.search(r"<code>mme_perception_score</code></td><td>answered</td><td class=\"num\">1460.00</td>", breakdown)
+    assert re.search(r"<code>mmmu_acc</code></td><td>lmms-eval</td><td class=\"num\">35.00 %</td>", breakdown)
+    assert not re.search(r"\d%", page.split("<style>")[0] + page.split("</style>")[1].split("<script")[0])
 
 
 def test_svg_charts(page: str) -> None:
@@ -514,7 +529,7 @@ def test_metric_comparison_copies_paired_result() -> None:
         1,
         0,
     )
-    assert m.ci_low is None
+    assert m.boot_low is None and m.confidence == pytest.approx(0.9)
     page = render_report(
         ReportData(
             reference="a",
@@ -523,14 +538,15 @@ def test_metric_comparison_copies_paired_result() -> None:
             comparisons=[Comparison("b", m.verdict, m.label, 2, metrics=[m])],
         )
     )
-    assert "no interval" in page
+    # The interval shown in the table and in the forest plot is the one decided on.
+    shown = f"[{100 * m.ci_low:+.2f}, {100 * m.ci_high:+.2f}]"
+    assert f'<td class="num decision-interval">{shown}</td>' in page
+    assert f"[{100 * m.ci_low:+.2f} pp, {100 * m.ci_high:+.2f} pp]" in page.split('class="chart forest"')[1]
     # One flipped answer in ten is far from certifying a 1-point margin: the verdict says how far.
     assert m.verdict == "inconclusive" and m.n_more is not None
-    assert (
-        f'<span class="t-inconclusive">inconclusive</span><div class="small muted">need ~{m.n_more} more samples</div>'
-        in page
-    )
-    assert f'id="overall-verdict">inconclusive (need ~{m.n_more} more samples)<' in page
+    note = m.label.removeprefix("inconclusive: ")
+    assert f'<span class="t-inconclusive">inconclusive</span><div class="small muted">{note}</div>' in page
+    assert f'<td class="num certified">±{100 * m.certified_margin:.2f} pp</td>' in page
 
 
 def test_validation_errors(data: ReportData) -> None:

@@ -65,10 +65,10 @@ def verdict_parameters() -> list[inspect.Parameter]:
         opt("max_error_rate", float, 0.02, "--max-error-rate",
             help="Largest share of failed requests per endpoint before the comparison is an "
             "infrastructure failure (exit 3)."),
-        opt("policy", str, "excluded", "--policy",
-            help="Failures in the verdict: excluded (samples either endpoint failed are left out; "
-            "failures are gated by --max-error-rate) or parity (a failure is a wrong answer, as "
-            "lmms-eval scores it). The other policy's verdict is shown too."),
+        opt("policy", str, "answered", "--policy",
+            help="Failures in the verdict: answered (samples either endpoint failed are left out; "
+            "failures are gated by --max-error-rate) or strict (a failure is a wrong answer). The other "
+            "policy's verdict is shown too. (Former names: excluded, parity.)"),
     ]  # fmt: skip
 
 

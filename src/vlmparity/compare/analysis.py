@@ -6,12 +6,16 @@ Pure: takes a `Joined` (see `join.py`) and settings, returns an `Analysis`. Metr
 - `mmmu_val`: `mmmu_acc` (questions within subjects).
 All of one candidate's metrics go to one `decide` (Holm across them).
 
-Failures (an endpoint error, a timeout, a sample the run never answered) are handled by a policy:
-- `excluded` (default): the verdict uses only samples both endpoints answered (for MME, only images
+Failures (an endpoint error, a timeout, a sample the run never answered) are handled by a policy,
+named like the runs' scoring policies but applied to the pair:
+- `answered` (default): the verdict uses only samples both endpoints answered (for MME, only images
   whose questions both answered, so acc_plus stays meaningful). Failures are judged separately by the
   error-rate gate, so an infrastructure problem never reads as an accuracy difference;
-- `parity`: a failure is a wrong answer, as lmms-eval scores it.
-Both are computed; the other policy's verdict is shown for information.
+- `strict`: every pair, a failure is a wrong answer.
+Both are computed; the other policy's verdict is shown for information. (`lmms-eval`, which scores a
+failure's error text like an answer and so may give it a random MMMU letter, is not offered: a
+random letter is noise in a paired test.) The values the verdict compares are therefore *paired*
+values: means over the pairs used; the runs' own per-policy scores are reported beside them.
 
 MMMU's random letter for a multiple-choice answer without one is drawn per sample here (seeded by the
 sample id, `runner.PAIRED_FALLBACK`), not from lmms-eval's one sequence: identical raw answers then get
@@ -22,9 +26,9 @@ keeps lmms-eval's sequence and can differ from the paired value by a few fallbac
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vlmparity.compare import stats
 from vlmparity.compare import verdict as v
@@ -33,9 +37,14 @@ from vlmparity.errors import ConfigError
 from vlmparity.runner import PAIRED_FALLBACK
 from vlmparity.tasks.base import Sample
 
-POLICY_EXCLUDED = "excluded"
-POLICY_PARITY = "parity"
+if TYPE_CHECKING:
+    from vlmparity.data.sampling import Plan
+
+POLICY_EXCLUDED = "answered"
+POLICY_PARITY = "strict"
 POLICIES = (POLICY_EXCLUDED, POLICY_PARITY)
+# Earlier names of the verdict policies, still accepted.
+POLICY_ALIASES = {"excluded": POLICY_EXCLUDED, "errors_excluded": POLICY_EXCLUDED, "parity": POLICY_PARITY}
 DEFAULT_MAX_ERROR_RATE = 0.02
 # The CLI's exit code for infrastructure failures (vlmparity.cli.EXIT_INFRA; a test checks they agree).
 # Not imported from the CLI: the arrows point from cli to compare.
@@ -64,10 +73,18 @@ class Settings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
+        policy = POLICY_ALIASES.get(self.policy, self.policy)
+        if policy in ("lmms-eval", "lmms_eval"):
+            raise ConfigError(
+                "--policy lmms-eval cannot decide a verdict: it scores a failure's error text like an "
+                "answer (on MMMU a random letter), noise in a paired test",
+                hint=f"choose one of {', '.join(POLICIES)}",
+            )
+        if policy not in POLICIES:
             raise ConfigError(
                 f"unknown --policy {self.policy!r}", hint=f"choose one of {', '.join(POLICIES)}"
             )
+        object.__setattr__(self, "policy", policy)
         if not 0 <= self.max_error_rate <= 1:
             raise ConfigError(f"--max-error-rate must be between 0 and 1, got {self.max_error_rate}")
         for name in ("margin", "mme_margin_perception", "mme_margin_cognition"):
@@ -159,6 +176,8 @@ class Analysis:
     health_b: Health
     problems: tuple[str, ...]  # infrastructure failures: exit 3 whatever the verdict
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # each run's own metrics (`own_scores`): endpoint label -> task -> policy key -> metric -> value
+    scores: dict[str, dict[str, dict[str, dict[str, float]]]] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -167,6 +186,34 @@ class Analysis:
     @property
     def disagreements(self) -> list[Disagreement]:
         return [d for t in self.tasks for d in t.disagreements]
+
+
+# ----- each run's own scores per named policy -------------------------------------------------------------
+
+# Scoring policies by JSON key, with the names tables show (`runner.POLICY_LABELS` once it has them).
+POLICY_DISPLAY = {"lmms_eval": "lmms-eval", "strict": "strict", "answered": "answered"}
+POLICY_KEYS = {"errors_excluded": "answered"}  # a store scored before the policies were renamed
+
+
+def own_scores(run: LoadedRun) -> dict[str, dict[str, dict[str, float]]]:
+    """A run's own metrics per task and named scoring policy, as `vlmparity run` reports them (MMMU's
+    sequential lmms-eval draw): task -> policy key (lmms_eval, strict, answered) -> metric -> value.
+
+    MME also gets `mme_acc`, its question accuracy (the metric the verdict compares besides the scores).
+    """
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for task, score in run.scores.items():
+        policies = getattr(score, "policies", None) or (score.parity, score.excluded)
+        per: dict[str, dict[str, float]] = {}
+        for pol in policies:
+            if not pol.n:  # nothing left to score under this policy
+                continue
+            values = {k: float(x) for k, x in pol.result.metrics.items()}
+            if task == "mme" and pol.accuracy is not None:
+                values["mme_acc"] = float(pol.accuracy.estimate)
+            per[POLICY_KEYS.get(pol.policy, pol.policy)] = values
+        out[task] = per
+    return out
 
 
 # ----- selection of pairs per policy --------------------------------------------------------------------
@@ -193,10 +240,43 @@ def used_pairs(task: str, pairs: Sequence[Pair], policy: str) -> list[Pair]:
 # ----- metrics ---------------------------------------------------------------------------------------
 
 
-def task_metrics(task: str, pairs: Sequence[Pair], s: Settings) -> list[v.PairedResult]:
-    """The paired metrics of one task over the given pairs (each judged on its own; `decide` re-judges)."""
+def available_counts(task: str, plan: Plan | None) -> dict[str, int]:
+    """Questions of each metric in the data set a plan was drawn from (its full size), by metric."""
+    if plan is None:
+        return {}
+    if task == "mme":
+        from vlmparity.tasks.mme import COGNITION_METRIC, PERCEPTION_METRIC, metric_for
+
+        out = {"mme_acc": plan.total, PERCEPTION_METRIC: 0, COGNITION_METRIC: 0}
+        for stratum in plan.strata:
+            out[metric_for(stratum.group)] += stratum.available
+        return out
+    return {_accuracy_metric(task): plan.total}
+
+
+def _accuracy_metric(task: str) -> str:
+    return "mmmu_acc" if task.startswith("mmmu") else f"{task}_acc"
+
+
+def _size(metric: str, available: Mapping[str, int]) -> dict[str, Any]:
+    """`available` and `task_per_metric` for one metric (nothing when the data set size is unknown)."""
+    total = max(available.values(), default=0)
+    n = available.get(metric)
+    if not n or not total:
+        return {}
+    return {"available": n, "task_per_metric": total / n}
+
+
+def task_metrics(
+    task: str, pairs: Sequence[Pair], s: Settings, available: Mapping[str, int] | None = None
+) -> list[v.PairedResult]:
+    """The paired metrics of one task over the given pairs (each judged on its own; `decide` re-judges).
+
+    `available`: questions per metric in the data set (see `available_counts`), for "how many more".
+    """
     if not pairs:
         return []
+    sizes = dict(available or {})
     a = [p.a.correct for p in pairs]
     b = [p.b.correct for p in pairs]
     common: dict[str, Any] = {"alpha": s.alpha, "n_boot": s.n_boot, "seed": s.seed}
@@ -207,7 +287,14 @@ def task_metrics(task: str, pairs: Sequence[Pair], s: Settings) -> list[v.Paired
         images = [p.sample.cluster for p in pairs]
         out = [
             v.compare_accuracy(
-                a, b, metric="mme_acc", clusters=images, strata=cats, margin=s.margin, **common
+                a,
+                b,
+                metric="mme_acc",
+                clusters=images,
+                strata=cats,
+                margin=s.margin,
+                **common,
+                **_size("mme_acc", sizes),
             )
         ]
         margins = {PERCEPTION_METRIC: s.mme_margin_perception, COGNITION_METRIC: s.mme_margin_cognition}
@@ -223,12 +310,17 @@ def task_metrics(task: str, pairs: Sequence[Pair], s: Settings) -> list[v.Paired
                         metric=metric,
                         margin=margins[metric],
                         **common,
+                        **_size(metric, sizes),
                     )
                 )
         return out
-    metric = "mmmu_acc" if task.startswith("mmmu") else f"{task}_acc"
+    metric = _accuracy_metric(task)
     strata = [p.sample.group for p in pairs]
-    return [v.compare_accuracy(a, b, metric=metric, strata=strata, margin=s.margin, **common)]
+    return [
+        v.compare_accuracy(
+            a, b, metric=metric, strata=strata, margin=s.margin, **common, **_size(metric, sizes)
+        )
+    ]
 
 
 def group_values(task: str, pairs: Sequence[Pair]) -> list[GroupValue]:
@@ -464,7 +556,12 @@ def fallback_counts(pairs: Sequence[Pair]) -> tuple[int, int]:
 
 
 def _policy_metrics(joined: Joined, policy: str, s: Settings) -> list[list[v.PairedResult]]:
-    return [task_metrics(t.task, used_pairs(t.task, t.pairs, policy), s) for t in joined.tasks]
+    out = []
+    for t in joined.tasks:
+        plan = joined.reference.plans.get(t.task)
+        available = available_counts(t.task, plan.plan if plan is not None else None)
+        out.append(task_metrics(t.task, used_pairs(t.task, t.pairs, policy), s, available))
+    return out
 
 
 def _judged(
@@ -543,6 +640,7 @@ def analyse(joined: Joined, settings: Settings | None = None) -> Analysis:
             [f"{t}: evaluated by only one of the two runs, not compared" for t in joined.unpaired_tasks]
             + notes(joined.tasks, a_label, b_label)
         ),
+        scores={a_label: own_scores(joined.reference), b_label: own_scores(joined.candidate)},
     )
 
 

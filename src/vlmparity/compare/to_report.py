@@ -7,13 +7,14 @@ here.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from vlmparity.compare import verdict as v
 from vlmparity.compare.analysis import (
+    POLICY_DISPLAY,
+    POLICY_KEYS,
     WORDING,
     Analysis,
     Disagreement,
@@ -23,6 +24,15 @@ from vlmparity.compare.analysis import (
     top_disagreements,
 )
 from vlmparity.compare.join import Joined, LoadedRun, Side
+from vlmparity.report.formatting import (
+    fmt_confidence,
+    fmt_delta,
+    fmt_interval,
+    fmt_margin,
+    fmt_p,
+    fmt_p_equivalence,
+    fmt_value,
+)
 from vlmparity.report.tables import markdown_table
 from vlmparity.runner import PAIRED_FALLBACK
 
@@ -35,42 +45,31 @@ MAX_REPORT_DISAGREEMENTS = 2000  # thumbnails make each row a few kB; beyond thi
 SAMPLE_ID_WIDTH = 48
 
 
-# ----- formatting --------------------------------------------------------------------------------------
+# ----- formatting (one format everywhere: vlmparity.report.formatting) -------------------------------
+
+POLICY_TEXT = {
+    "answered": "answered: the samples both endpoints answered (MME: whole images); failures are gated by "
+    "--max-error-rate",
+    "strict": "strict: every paired sample, a failure counts as a wrong answer",
+}
 
 
-def fmt_value(value: float | None, unit: str) -> str:
-    """An accuracy as a percentage, a score in points."""
-    if value is None or not math.isfinite(value):
-        return "–"
-    return f"{100 * value:.2f}%" if unit == "fraction" else f"{value:.2f}"
+def values_line(analysis: Analysis) -> str:
+    """What the two value columns are: paired values under the verdict's policy (named), not a run's own."""
+    s = analysis.settings
+    return (
+        f"values: paired, policy {s.policy} (the samples the verdict uses; MMMU letters for answers without "
+        "one drawn per sample); each run's own scores per policy: its run output and the report"
+    )
 
 
-def fmt_delta(value: float | None, unit: str) -> str:
-    """A signed difference: percentage points (pp) for accuracies, points for scores."""
-    if value is None or not math.isfinite(value):
-        return "–"
-    return f"{100 * value:+.2f} pp" if unit == "fraction" else f"{value:+.2f}"
-
-
-def fmt_interval(low: float | None, high: float | None, unit: str) -> str:
-    """[low, high] in the units of `fmt_delta`."""
-    if low is None or high is None:
-        return "–"
-    if unit == "fraction":
-        return f"[{100 * low:+.2f}, {100 * high:+.2f}]"
-    return f"[{low:+.2f}, {high:+.2f}]"
-
-
-def fmt_margin(value: float, unit: str) -> str:
-    """±margin in the metric's unit."""
-    return f"±{100 * value:g} pp" if unit == "fraction" else f"±{value:g}"
-
-
-def fmt_p(p: float | None) -> str:
-    """A p-value, three decimals."""
-    if p is None or not math.isfinite(p):
-        return "–"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+LEGEND = (
+    "interval of Δ: the interval the verdict is decided on, at the confidence shown (alpha, Holm-adjusted "
+    "across the metrics): inside ±margin = equivalent, wholly outside = not equivalent, across an edge = "
+    "inconclusive.\np Δ≠0: test of no difference (McNemar exact; z-test for MME's clustered metrics), "
+    "unadjusted, a description only. p |Δ|≥margin: equivalence (TOST) p-value, Holm-adjusted: equivalent "
+    "when below alpha."
+)
 
 
 def _metric_rank(metric: str) -> int:
@@ -107,10 +106,11 @@ def metrics_table(analysis: Analysis) -> str:
                     fmt_value(r.b_value, r.unit),
                     fmt_delta(r.delta, r.unit),
                     fmt_interval(r.ci_low, r.ci_high, r.unit),
+                    fmt_confidence(r.level),
                     fmt_margin(r.margin, r.unit),
                     f"{r.discordant_ab}/{r.discordant_ba}",
-                    fmt_p(r.p_diff_holm),
-                    fmt_p(r.p_tost_holm),
+                    fmt_p(r.p_difference),
+                    fmt_p_equivalence(r.p_equivalence_holm),
                     r.label,
                 ]
             )
@@ -120,11 +120,12 @@ def metrics_table(analysis: Analysis) -> str:
         f"{analysis.reference} (ref)",
         analysis.candidate,
         "Δ",
-        "95% CI of Δ",
+        "interval of Δ",
+        "conf.",
         "margin",
         "lost/gained",
-        "p diff",
-        "p equiv",
+        "p Δ≠0",
+        "p |Δ|≥margin",
         "verdict",
     ]
     return markdown_table(headers, rows)
@@ -162,11 +163,9 @@ def detail_lines(analysis: Analysis) -> list[str]:
             parts.append(f"parsed answers agree {100 * t.parsed_agreement.rate:.1f}%")
         lines.append(", ".join(parts))
     lines.append(f"{_health_text(analysis.health_a)}; {_health_text(analysis.health_b)}")
-    if s.policy == "excluded":
-        policy = "errors excluded (samples either endpoint failed are left out; failures are gated by --max-error-rate)"
-    else:
-        policy = "lmms-eval parity (a failure counts as a wrong answer)"
-    lines.append(f"policy: {policy}; alpha {s.alpha:g} with Holm across the metrics")
+    lines.append(
+        f"verdict policy: {POLICY_TEXT.get(s.policy, s.policy)}; alpha {s.alpha:g}, Holm across the metrics"
+    )
     other = analysis.other_verdict
     failures = analysis.health_a.failures + analysis.health_b.failures
     failures += analysis.health_a.missing + analysis.health_b.missing
@@ -195,7 +194,10 @@ def disagreements_table(items: Sequence[Disagreement], reference: str, candidate
 
 def render_terminal(analysis: Analysis, top: int = 10) -> str:
     """Everything `vlmparity compare` prints for one candidate."""
-    blocks = [f"{analysis.candidate} vs {analysis.reference} (reference)", metrics_table(analysis)]
+    blocks = [
+        f"{analysis.candidate} vs {analysis.reference} (reference)",
+        values_line(analysis) + "\n\n" + metrics_table(analysis) + "\n" + LEGEND,
+    ]
     blocks.append("\n".join(detail_lines(analysis)))
     items = analysis.disagreements
     shown = top_disagreements(items, top)
@@ -212,10 +214,18 @@ def render_terminal(analysis: Analysis, top: int = 10) -> str:
 # ----- the machine-readable verdict -------------------------------------------------------------------
 
 
-def _metric_record(task: str, r: v.PairedResult) -> dict[str, Any]:
+def _metric_record(task: str, r: v.PairedResult, policy: str) -> dict[str, Any]:
+    """One judged metric: the paired values of `policy`, the decision interval (ci_low, ci_high at
+    `confidence`, the one the verdict is decided on), the bootstrap (a description) and the p-values."""
     from dataclasses import asdict
 
-    return {"task": task, **asdict(r)}
+    return {
+        "task": task,
+        "values": "paired",
+        "policy": policy,
+        **asdict(r),
+        "confidence": r.confidence,
+    }
 
 
 def _health_record(h: Health) -> dict[str, Any]:
@@ -244,13 +254,17 @@ def json_document(analyses: Sequence[Analysis]) -> dict[str, Any]:
                 "exit_code": a.exit_code,
                 "n_more": a.verdict.n_more,
                 "reasons": list(a.verdict.reasons),
-                "metrics": [_metric_record(t.task, r) for t in a.tasks for r in t.metrics],
+                "metrics": [_metric_record(t.task, r, s.policy) for t in a.tasks for r in t.metrics],
                 "other_policy": {
                     "policy": s.other_policy,
                     "verdict": a.other_verdict.verdict if a.other_verdict else None,
                     "label": a.other_verdict.label if a.other_verdict else None,
-                    "metrics": [_metric_record(t.task, r) for t in a.tasks for r in t.other_metrics],
+                    "metrics": [
+                        _metric_record(t.task, r, s.other_policy) for t in a.tasks for r in t.other_metrics
+                    ],
                 },
+                # each run's own scores (MMMU: lmms-eval's sequential draw) per named scoring policy
+                "scores": a.scores,
                 "agreement": {
                     t.task: {
                         "raw": _agreement_record(t.raw_agreement),
@@ -353,6 +367,26 @@ def backend(run: LoadedRun) -> Backend:
     )
 
 
+def _own_groups(run: LoadedRun, task: str, policy: str) -> dict[str, tuple[float, int]]:
+    """One run's own per-category MME score / per-subject MMMU accuracy under a named policy, with the
+    questions behind each (from the run's own scoring, as its breakdown tables print them)."""
+    score = run.scores.get(task)
+    if score is None:
+        return {}
+    policies = getattr(score, "policies", None) or (score.parity, score.excluded)
+    keyed = {POLICY_KEYS.get(p.policy, p.policy): p for p in policies}
+    pol = keyed.get(policy)
+    if pol is None or not pol.n:
+        return {}
+    breakdown = pol.result.breakdown
+    if task == "mme":
+        cats = breakdown.get("categories", {}) or {}
+        return {c: (float(x["score"]), int(x["questions"])) for c, x in cats.items()}
+    printable = breakdown.get("printable_results", {}) or {}
+    subjects = {s.group for s in score.samples}
+    return {k: (float(x["acc"]), int(x["num"])) for k, x in printable.items() if k in subjects and x["num"]}
+
+
 def _task_summary(task: str, runs: Sequence[LoadedRun], analyses: Sequence[Analysis]) -> TaskSummary:
     from vlmparity.report.model import Breakdown, TaskSummary
 
@@ -362,35 +396,39 @@ def _task_summary(task: str, runs: Sequence[LoadedRun], analyses: Sequence[Analy
         k: x for k, x in plan.plan.to_dict().items() if k not in ("ids", "strata") and x not in ("", {})
     }
     record["groups"] = len(plan.plan.strata)
-    metrics: dict[str, dict[str, float]] = {}
-    units: dict[str, str] = {}
-    for run in runs:
-        score = run.scores.get(task)
-        if score is None:
-            continue
-        own = {k: float(x) for k, x in score.parity.result.metrics.items()}
-        if score.parity.accuracy is not None:
-            own["question accuracy"] = score.parity.accuracy.estimate
-        metrics[run.label] = own
-    for m in {m for vals in metrics.values() for m in vals}:
-        units[m] = "points" if m.endswith("_score") else "fraction"
-    values: dict[str, dict[str, float]] = {}
+    # backend -> policy display name -> metric -> value: each run's own scores, every policy named
+    metrics: dict[str, dict[str, dict[str, float]]] = {}
     for a in analyses:
-        ta = next((t for t in a.tasks if t.task == task), None)
-        if ta is None:
-            continue
-        for g in ta.groups:
-            row = values.setdefault(g.group, {})
-            row.setdefault(a.reference, g.a)
-            row[a.candidate] = g.b
+        for label, tasks in a.scores.items():
+            if task in tasks and label not in metrics:
+                metrics[label] = {POLICY_DISPLAY.get(k, k): vals for k, vals in tasks[task].items()}
+    units = {m: _unit_of(m) for per in metrics.values() for vals in per.values() for m in vals}
+    policy = analyses[0].settings.policy
+    values: dict[str, dict[str, float]] = {}
+    counts: dict[str, int] = {}
+    for run in runs:
+        for group, (value, n) in _own_groups(run, task, policy).items():
+            values.setdefault(group, {})[run.label] = value
+            counts.setdefault(group, n)
     breakdown = None
     if values:
+        order = list(values)
         if task == "mme":
-            breakdown = Breakdown("category", "points", 200.0, values)
+            from vlmparity.tasks.mme import COGNITION, PERCEPTION
+
+            rank = {c: i for i, c in enumerate((*PERCEPTION, *COGNITION))}
+            order.sort(key=lambda g: (rank.get(g, len(rank)), g))
+            values = {g: values[g] for g in order}
+            breakdown = Breakdown("category", "points", 200.0, values, counts, policy=POLICY_DISPLAY[policy])
         else:
-            breakdown = Breakdown("subject", "fraction", 1.0, values)
+            values = {g: values[g] for g in sorted(order)}
+            breakdown = Breakdown("subject", "fraction", 1.0, values, counts, policy=POLICY_DISPLAY[policy])
     n = max((t.n_pairs for a in analyses for t in a.tasks if t.task == task), default=0)
     return TaskSummary(task, n, dict(plan.fingerprint), record, metrics, units, breakdown)
+
+
+def _unit_of(metric: str) -> str:
+    return "points" if metric.endswith("_score") else "fraction"
 
 
 def _answer_view(side: Side) -> AnswerView:
@@ -505,7 +543,16 @@ def report_data(
                 agreement.append(AgreementInfo.from_stats(t.task, "raw", t.raw_agreement))
             if t.parsed_agreement is not None:
                 agreement.append(AgreementInfo.from_stats(t.task, "parsed", t.parsed_agreement))
-        comparisons.append(Comparison.from_verdict(a.candidate, a.verdict, tasks, agreement))
+        comparisons.append(
+            Comparison.from_verdict(
+                a.candidate,
+                a.verdict,
+                tasks,
+                agreement,
+                policy=POLICY_DISPLAY.get(a.settings.policy, a.settings.policy),
+                n_used={t.task: t.n_used for t in a.tasks},
+            )
+        )
         if a.problems:
             comparisons[-1].exit_code = a.exit_code
             comparisons[-1].reasons = [*a.problems, *comparisons[-1].reasons]
@@ -553,14 +600,20 @@ def _severity(verdict: str) -> int:
 def _report_notes(analyses: Sequence[Analysis]) -> list[str]:
     s = analyses[0].settings
     out = []
-    if s.policy == "excluded":
+    if s.policy == "answered":
         out.append(
-            "Verdict policy: errors excluded. Samples either endpoint failed are left out of the statistics "
+            "Verdict policy: answered. Samples either endpoint failed are left out of the statistics "
             "(MME: the whole image); failures are judged by the error-rate gate "
             f"(--max-error-rate {100 * s.max_error_rate:g}%)."
         )
     else:
-        out.append("Verdict policy: lmms-eval parity. A failed request counts as a wrong answer.")
+        out.append("Verdict policy: strict. A failed request counts as a wrong answer.")
+    out.append(
+        "The summary's values are paired values: the mean over the samples the verdict's policy uses, with "
+        "an MMMU answer that has no option letter given a letter drawn per sample (identical answers pair "
+        "identically). Each run's own scores under every policy (lmms-eval's sequential MMMU draw) are in "
+        "the per-task tables below."
+    )
     for a in analyses:
         other = a.other_verdict
         failed = a.health_a.failures + a.health_b.failures + a.health_a.missing + a.health_b.missing

@@ -1,23 +1,33 @@
 """Paired comparison of a reference run A and a candidate run B, and the equivalence verdict.
 
-Method (one framework for every metric, so Holm applies to like p-values):
-- the difference d = B - A gets a design-based standard error (questions, or images within
-  categories, as the resampling unit) plus a floor: the variance one extra discordant question would
-  add (Agresti & Min's +0.5 per discordant cell). Zero disagreements among a handful of samples is
-  weak evidence, so identical answers on 10 questions stay inconclusive; at full size the floor is
-  negligible. The test of "no difference" uses the variance under that null (uncentred), as McNemar.
-- equivalence: two one-sided z-tests (TOST) of |d| < margin; p_tost = max of the two one-sided p's.
-  Holm over the metrics' p_tost; a metric is `equivalent` when its Holm-adjusted p_tost < alpha.
-  For one metric this is "the (1 - 2 alpha) interval d +- z se lies inside +-margin".
-- difference: McNemar's exact test for accuracies on independent questions, otherwise a two-sided
-  z-test. A metric is `not equivalent` when its Holm-adjusted difference p < alpha AND |d| > margin.
-  For one metric this covers "the 95 % interval lies wholly outside +-margin" (it excludes 0 and its
-  centre is beyond the margin). Under equally accurate backends each condition alone is a level-alpha
-  test, and Holm keeps the chance that any metric is flagged at alpha too.
-- the reported interval (ci_low, ci_high) is the paired percentile bootstrap, a description of the
-  difference; the verdict does not use it, so it does not depend on the bootstrap seed.
-- inconclusive: n_more = paired samples for the TOST to reach 80 % power if the true difference is 0,
-  at the observed variance per sample and at the level Holm would test this metric at.
+One interval decides, and it is the interval every output shows (terminal, verdict.json, report,
+forest plot). Per metric, for the difference d = B - A:
+
+- the decision interval at one-sided level `level` is d +- h, with
+  h = sqrt((z(1 - level) * se)^2 + u(level)^2): `se` is the design-based standard error (questions,
+  or images within categories, as the resampling unit) and u is an exact bound for the case where the
+  runs disagree nowhere: the one-sided Clopper-Pearson upper bound 1 - level^(1/m) of the share of the
+  m units (questions or images) on which they disagree, times what that share can move the metric (1
+  for an accuracy; the questions' score impacts for MME scores). With no disagreement se = 0 and the
+  interval is exactly the exact bound; with many disagreements u is negligible. A few disagreements
+  among a handful of questions are weak evidence, so identical answers on 10 questions stay
+  inconclusive while identical answers on the full benchmark are equivalent.
+- three outcomes, read from the interval and the +-margin band: inside -> `equivalent` (for one
+  metric this is TOST at level alpha: the (1 - 2 alpha) interval inside the band); wholly outside ->
+  `not equivalent` (the difference is provably beyond the margin); straddling an edge -> `inconclusive`.
+- several metrics: Holm's step-down over each metric's p-value of the claim its data point to
+  (p_equivalence or p_nonequivalence: the smallest level at which its interval is inside, or wholly
+  outside, the band). The metric ranked r-th is judged at level alpha / (k - r + 1) while every earlier
+  one was decided; once one is not, the rest are judged at the level it failed at. Each metric's
+  interval is shown at the level it was judged at, so "inside the band" means exactly "equivalent".
+- the paired percentile bootstrap (boot_low, boot_high) and the test of "no difference" (McNemar's
+  exact test, or a z-test with the variance under no difference) are descriptions; the verdict uses
+  neither.
+- certified_margin: the smallest margin the data certify now (the interval's farthest end from 0).
+- inconclusive: n_more = about how many more paired samples (of the task) would certify the margin if
+  the rest of the data behaved like what was seen (same difference, same variance per sample), capped
+  by the samples the data set still holds; when even all of them would not do, full_margin is the
+  margin the full data set would certify and n_more is None.
 
 Units: accuracies and their margin are fractions (margin 0.01 = 1 percentage point); MME scores
 and their margin are score points.
@@ -26,7 +36,7 @@ and their margin are score points.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -37,7 +47,6 @@ from vlmparity.compare import stats
 from vlmparity.errors import ConfigError, DataError
 
 ALPHA = 0.05
-POWER = 0.80
 ACCURACY_MARGIN = 0.01  # 1 percentage point, as a fraction
 MME_MAX_SCORE = {"mme_perception_score": 2000.0, "mme_cognition_score": 800.0}
 # 2.5 % of the maximum: 50 perception, 20 cognition points, i.e. the mean over categories of
@@ -48,8 +57,10 @@ MME_MAX_SCORE = {"mme_perception_score": 2000.0, "mme_cognition_score": 800.0}
 # catch regressions concentrated in a few categories, which the pooled accuracy dilutes.
 MME_MARGIN_FRACTION = 0.025
 MME_MARGIN = {name: top * MME_MARGIN_FRACTION for name, top in MME_MAX_SCORE.items()}
-# Pseudo discordant questions added to the variance (half each way, as Agresti & Min's +0.5 per cell).
+# Pseudo discordant questions added to the null variance of the descriptive z-test of "no difference".
 PSEUDO_DISCORDANT = 1.0
+_LEVEL_MAX = 0.5  # a (1 - 2 level) interval needs level < 0.5
+_LEVEL_MIN = 1e-300
 
 EQUIVALENT = "equivalent"
 NOT_EQUIVALENT = "not equivalent"
@@ -62,28 +73,49 @@ class PairedResult:
     """One metric compared between reference A and candidate B on the same samples."""
 
     metric: str
-    unit: str  # "fraction" (accuracies) or "points" (MME scores); delta, ci, se, margin share it
+    unit: str  # "fraction" (accuracies) or "points" (MME scores); delta, intervals, se, margin share it
     n: int  # paired questions
     n_clusters: int  # resampling units (questions, or images)
-    a_value: float
+    a_value: float  # paired values: the mean over the pairs used (see the analysis for which)
     b_value: float
     delta: float  # b_value - a_value
-    ci_low: float | None  # paired bootstrap interval of delta (None when n_boot = 0)
-    ci_high: float | None
-    confidence: float
-    se: float  # standard error of delta used by the tests (floored, see module docstring)
+    se: float  # design-based standard error of delta (the normal part of the decision interval)
+    exact_units: int  # units counted by the exact bound (questions, or images when clustered)
+    exact_scale: float  # how far a share 1 of disagreeing units can move the metric (1 for accuracies)
     margin: float
     discordant_ab: int  # questions A got right and B got wrong
     discordant_ba: int  # questions A got wrong and B got right
-    p_mcnemar: float | None  # exact McNemar (accuracies only)
-    p_diff: float  # two-sided test of "no difference" used for the verdict
-    p_tost: float  # TOST p-value for |delta| < margin
-    p_diff_holm: float  # Holm-adjusted over the metrics judged together
-    p_tost_holm: float
-    alpha: float
-    verdict: str  # equivalent | not equivalent | inconclusive
-    n_more: int | None  # inconclusive: about how many more paired samples the TOST needs (power 80 %)
-    label: str  # verdict text, e.g. "inconclusive (need ~1300 more samples)"
+    p_difference: float  # two-sided test of "no difference" (a description, not the verdict)
+    difference_test: str  # "McNemar exact" | "z-test (clustered)" | "z-test"
+    p_equivalence: float  # smallest level at which the decision interval lies inside +-margin (1: none < 0.5)
+    p_nonequivalence: float  # smallest level at which it lies wholly outside (1: none < 0.5)
+    boot_low: float | None  # paired percentile bootstrap of delta (None when n_boot = 0): a description
+    boot_high: float | None
+    boot_confidence: float
+    available: int | None = None  # questions of this metric in the data set (None: unknown)
+    task_per_metric: float = 1.0  # task samples per question of this metric (MME halves: > 1)
+    # set by `judge`:
+    alpha: float = ALPHA
+    level: float = ALPHA  # one-sided level the metric is judged at (Holm): the interval is (1 - 2 level)
+    ci_low: float = math.nan  # the decision interval
+    ci_high: float = math.nan
+    certified_margin: float = math.nan  # the smallest margin the data certify now
+    p_equivalence_holm: float = 1.0
+    p_nonequivalence_holm: float = 1.0
+    verdict: str = ""  # equivalent | not equivalent | inconclusive
+    n_more: int | None = None  # inconclusive: about how many more task samples would settle it
+    remaining: int | None = None  # task samples the data set holds beyond those compared
+    full_margin: float | None = None  # inconclusive and out of reach: the margin all the data would certify
+    label: str = ""  # verdict text, e.g. "equivalent within ±0.52 pp"
+
+    @property
+    def confidence(self) -> float:
+        """Coverage of the decision interval, 1 - 2 level."""
+        return 1.0 - 2.0 * self.level
+
+    def half_width(self, level: float, n: float | None = None) -> float:
+        """Half-width of the decision interval at one-sided `level`, with `n` paired questions (default: n)."""
+        return half_width(self, level, n)
 
 
 @dataclass(frozen=True)
@@ -99,11 +131,71 @@ class Verdict:
     metrics: tuple[PairedResult, ...]
 
 
-# --------------------------------------------------------------------------- tests
+# --------------------------------------------------------------------------- the decision interval
+
+
+def exact_zero_bound(level: float, units: float) -> float:
+    """One-sided Clopper-Pearson upper bound of a proportion when 0 of `units` were seen: 1 - level^(1/units)."""
+    if units <= 0:
+        return 1.0
+    return float(-math.expm1(math.log(level) / units))
+
+
+def half_width(r: PairedResult, level: float, n: float | None = None) -> float:
+    """sqrt((z(1 - level) se)^2 + u(level)^2), projected to `n` paired questions (same variance per question)."""
+    n_now = r.n
+    n_new = float(n_now if n is None else n)
+    se = r.se * math.sqrt(n_now / n_new) if n_new > 0 else math.inf
+    units = r.exact_units * n_new / n_now if n_now else 0.0
+    z = float(sps.norm.isf(level))
+    u = r.exact_scale * exact_zero_bound(level, units)
+    return math.hypot(z * se, u)
+
+
+def decision_interval(r: PairedResult, level: float) -> tuple[float, float]:
+    """The (1 - 2 level) decision interval of the difference."""
+    h = half_width(r, level)
+    return r.delta - h, r.delta + h
+
+
+def _inside(r: PairedResult, level: float) -> bool:
+    return abs(r.delta) + half_width(r, level) < r.margin
+
+
+def _outside(r: PairedResult, level: float) -> bool:
+    return abs(r.delta) - half_width(r, level) > r.margin
+
+
+def _smallest_level(test: Callable[[float], bool]) -> float:
+    """The smallest level in (0, 0.5) at which `test(level)` holds (monotone in level); 1 if none."""
+    if not test(_LEVEL_MAX):
+        return 1.0
+    if test(_LEVEL_MIN):
+        return 0.0
+    lo, hi = math.log(_LEVEL_MIN), math.log(_LEVEL_MAX)
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if test(math.exp(mid)):
+            hi = mid
+        else:
+            lo = mid
+        if hi - lo < 1e-10:
+            break
+    return math.exp(hi)
+
+
+def equivalence_pvalue(r: PairedResult) -> float:
+    """Smallest level at which the decision interval lies inside +-margin (TOST's p for this interval)."""
+    return _smallest_level(lambda level: _inside(r, level))
+
+
+def nonequivalence_pvalue(r: PairedResult) -> float:
+    """Smallest level at which the decision interval lies wholly outside +-margin."""
+    return _smallest_level(lambda level: _outside(r, level))
 
 
 def tost_pvalue(delta: float, se: float, margin: float) -> float:
-    """TOST p-value for H1: -margin < true delta < margin (normal approximation)."""
+    """TOST p-value for H1: -margin < true delta < margin (normal approximation, no exact part)."""
     if se <= 0:
         return 0.0 if abs(delta) < margin else 1.0
     p_low = float(sps.norm.sf((delta + margin) / se))  # H0: delta <= -margin
@@ -118,20 +210,7 @@ def diff_pvalue(delta: float, se: float) -> float:
     return float(2 * sps.norm.sf(abs(delta) / se))
 
 
-def required_n(
-    n: int, se: float, margin: float, alpha: float, power: float = POWER, delta: float = 0.0
-) -> float:
-    """Paired samples for the TOST to reach `power` if the true difference is `delta`.
-
-    The variance per sample (se^2 * n) is taken as known; power at delta = 0 needs
-    margin / se >= z(1 - alpha) + z((1 + power) / 2), since both one-sided tests must reject.
-    """
-    room = margin - abs(delta)
-    if room <= 0:
-        return math.inf
-    z_beta = sps.norm.ppf((1 + power) / 2) if delta == 0 else sps.norm.ppf(power)
-    z = float(sps.norm.ppf(1 - alpha) + z_beta)
-    return se * se * n * (z / room) ** 2
+# --------------------------------------------------------------------------- how many more samples
 
 
 def _round_up(x: float) -> int:
@@ -143,50 +222,141 @@ def _round_up(x: float) -> int:
     return int(math.ceil(x / step) * step)
 
 
-def _n_more(r: PairedResult, alpha: float) -> int | None:
-    """More samples needed, assuming true difference 0 (or the observed one if 0 already suffices)."""
-    need = required_n(r.n, r.se, r.margin, alpha)
-    if need <= r.n:
-        need = required_n(r.n, r.se, r.margin, alpha, delta=r.delta)
-    if not math.isfinite(need) or need <= r.n:
+def _settles(r: PairedResult, level: float, n: float) -> bool:
+    """Would `n` paired questions settle the metric if the rest looked like what was seen?"""
+    h = half_width(r, level, n)
+    if abs(r.delta) < r.margin:
+        return abs(r.delta) + h < r.margin
+    return abs(r.delta) - h > r.margin
+
+
+def _smallest_n(r: PairedResult, level: float, top: float) -> float | None:
+    """The smallest question count in (n, top] that settles the metric, or None."""
+    if not _settles(r, level, top):
         return None
-    return max(1, _round_up(need - r.n))
+    lo, hi = float(r.n), float(top)  # not settled at lo, settled at hi
+    while hi - lo > 0.5:
+        mid = (lo + hi) / 2
+        if _settles(r, level, mid):
+            hi = mid
+        else:
+            lo = mid
+    return math.ceil(hi)
 
 
-def _label(verdict: str, n_more: int | None) -> str:
-    if verdict != INCONCLUSIVE:
-        return verdict
-    if n_more is None:
-        return f"{INCONCLUSIVE} (the observed difference is close to the margin)"
-    return f"{INCONCLUSIVE} (need ~{n_more} more samples)"
+def _planning(r: PairedResult) -> PairedResult:
+    """n_more (task samples, capped by what the data hold) or full_margin, for an inconclusive metric."""
+    scale = r.task_per_metric
+    if r.available is not None:
+        top = float(max(r.available, r.n))
+        remaining = max(0, math.floor((top - r.n) * scale + 1e-9))
+    else:
+        top, remaining = 1e12, None
+    need = _smallest_n(r, r.level, top) if top > r.n else None
+    if need is None:
+        full = abs(r.delta) + half_width(r, r.level, top) if r.available is not None else None
+        return replace(r, n_more=None, remaining=remaining, full_margin=full)
+    more = max(1, _round_up((need - r.n) * scale))
+    if remaining is not None:
+        more = min(more, remaining)
+    return replace(r, n_more=more, remaining=remaining, full_margin=None)
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def label_of(r: PairedResult) -> str:
+    """The verdict text of a judged metric: what it certifies and, if inconclusive, what would settle it."""
+    from vlmparity.report.formatting import fmt_delta, fmt_margin
+
+    within = fmt_margin(r.certified_margin, r.unit, words=True)
+    if r.verdict == EQUIVALENT:
+        return f"{EQUIVALENT} within {within}"
+    if r.verdict == NOT_EQUIVALENT:
+        nearest = r.ci_low if r.delta > 0 else r.ci_high
+        side = "higher" if r.delta > 0 else "lower"
+        return f"{NOT_EQUIVALENT}: at least {fmt_delta(abs(nearest), r.unit, words=True).lstrip('+')} {side}"
+    margin = fmt_margin(r.margin, r.unit, words=True)
+    head = f"{INCONCLUSIVE}: certifies {within}, not {margin}"
+    if abs(r.delta) >= r.margin:
+        head = f"{INCONCLUSIVE}: Δ {fmt_delta(r.delta, r.unit, words=True)} is beyond {margin}, not provably"
+    if r.n_more is not None:
+        tail = f"need ~{r.n_more} more samples"
+        if r.remaining is not None:
+            tail += (
+                f" ({r.remaining} remain)" if r.n_more < r.remaining else f" (all {r.remaining} remaining)"
+            )
+        return f"{head}; {tail}"
+    if r.full_margin is not None:
+        total = round(r.available * r.task_per_metric) if r.available is not None else 0
+        if r.remaining == 0:
+            return f"{head}; every sample of the data set ({total}) is compared already"
+        return (
+            f"{head}; out of reach even with all {total} samples of the data set (they would certify "
+            f"about {fmt_margin(r.full_margin, r.unit, words=True)})"
+        )
+    return f"{head}; the observed difference is too close to the margin to settle"
+
+
+# --------------------------------------------------------------------------- the verdict
 
 
 def judge(results: Sequence[PairedResult], alpha: float = ALPHA) -> list[PairedResult]:
-    """Holm-adjust the metrics' p-values together and set each metric's verdict."""
-    p_tost_adj = stats.holm([r.p_tost for r in results])
-    p_diff_adj = stats.holm([r.p_diff for r in results])
-    # Holm tests the i-th smallest TOST p at alpha / (k - i): the level this metric has to reach.
-    order = np.argsort([r.p_tost for r in results], kind="stable")
-    level = np.empty(len(results))
-    level[order] = alpha / (len(results) - np.arange(len(results)))
-    judged = []
-    for r, pt, pd, lvl in zip(results, p_tost_adj, p_diff_adj, level, strict=True):
-        if pt < alpha:
-            verdict = EQUIVALENT
-        elif pd < alpha and abs(r.delta) > r.margin:
-            verdict = NOT_EQUIVALENT
-        else:
-            verdict = INCONCLUSIVE
-        base = replace(r, p_tost_holm=pt, p_diff_holm=pd, alpha=alpha, verdict=verdict)
-        n_more = _n_more(base, float(lvl)) if verdict == INCONCLUSIVE else None
-        judged.append(replace(base, n_more=n_more, label=_label(verdict, n_more)))
-    return judged
+    """Holm step-down over the metrics (see the module docstring): each metric's level, interval, verdict."""
+    k = len(results)
+    claim = [min(r.p_equivalence, r.p_nonequivalence) for r in results]
+    order = [int(i) for i in np.argsort(claim, kind="stable")]
+    out: list[PairedResult | None] = [None] * k
+    stop_level: float | None = None
+    running = 0.0  # Holm-adjusted claim p-value so far (monotone)
+    for rank, i in enumerate(order):
+        r = results[i]
+        own = alpha / (k - rank)
+        level = own if stop_level is None else stop_level
+        eq, ne = _inside(r, level), _outside(r, level)
+        if stop_level is None and not (eq or ne):
+            stop_level = own
+        p_eq_holm = max(running, min(1.0, (k - rank) * r.p_equivalence))
+        p_ne_holm = max(running, min(1.0, (k - rank) * r.p_nonequivalence))
+        running = max(running, min(1.0, (k - rank) * claim[i]))
+        low, high = decision_interval(r, level)
+        verdict = EQUIVALENT if eq else NOT_EQUIVALENT if ne else INCONCLUSIVE
+        judged = replace(
+            r,
+            alpha=alpha,
+            level=level,
+            ci_low=low,
+            ci_high=high,
+            certified_margin=max(abs(low), abs(high)),
+            p_equivalence_holm=p_eq_holm,
+            p_nonequivalence_holm=p_ne_holm,
+            verdict=verdict,
+            n_more=None,
+            remaining=None,
+            full_margin=None,
+        )
+        if verdict == INCONCLUSIVE:
+            judged = _planning(judged)
+        out[i] = replace(judged, label=label_of(judged))
+    return [r for r in out if r is not None]
+
+
+def _overall_label(overall: str, judged: Sequence[PairedResult]) -> tuple[str, int | None]:
+    if overall != INCONCLUSIVE:
+        return overall, None
+    open_ = [r for r in judged if r.verdict == INCONCLUSIVE]
+    out_of_reach = [r.metric for r in open_ if r.n_more is None]
+    if out_of_reach:
+        return f"{INCONCLUSIVE} (not settled even with the whole data set: {', '.join(out_of_reach)})", None
+    n_more = max(r.n_more for r in open_ if r.n_more is not None)
+    return f"{INCONCLUSIVE} (need ~{n_more} more samples)", n_more
 
 
 def decide(results: Sequence[PairedResult], alpha: float = ALPHA) -> Verdict:
     """Overall verdict: not equivalent if any metric is; equivalent if all are; else inconclusive."""
     if not results:
         raise DataError("no metrics to compare", hint="the two runs share no task")
+    _check_alpha(alpha)
     judged = judge(results, alpha)
     verdicts = {r.verdict for r in judged}
     if NOT_EQUIVALENT in verdicts:
@@ -195,21 +365,23 @@ def decide(results: Sequence[PairedResult], alpha: float = ALPHA) -> Verdict:
         overall = EQUIVALENT
     else:
         overall = INCONCLUSIVE
-    needs = [r.n_more for r in judged if r.verdict == INCONCLUSIVE and r.n_more is not None]
-    n_more = max(needs) if overall == INCONCLUSIVE and needs else None
+    label, n_more = _overall_label(overall, judged)
     reasons = tuple(f"{r.metric}: {r.label}" for r in judged if r.verdict == overall)
-    label = overall if overall != INCONCLUSIVE or n_more is None else _label(overall, n_more)
     return Verdict(overall, label, EXIT_CODES[overall], alpha, n_more, reasons, tuple(judged))
 
 
 # --------------------------------------------------------------------------- metrics
 
 
+def _check_alpha(alpha: float) -> None:
+    if not 0 < alpha < 0.5:
+        raise ConfigError(f"alpha must be between 0 and 0.5, got {alpha}")
+
+
 def _check_margin(margin: float, alpha: float) -> None:
     if not margin > 0 or not math.isfinite(margin):
         raise ConfigError(f"margin must be a positive number, got {margin}")
-    if not 0 < alpha < 0.5:
-        raise ConfigError(f"alpha must be between 0 and 0.5, got {alpha}")
+    _check_alpha(alpha)
 
 
 def _stratum_variance(contrib: stats.FloatArray, strata: stats.IntArray) -> float:
@@ -220,6 +392,11 @@ def _stratum_variance(contrib: stats.FloatArray, strata: stats.IntArray) -> floa
         if e.size >= 2:
             total += e.size / (e.size - 1) * float(np.sum((e - e.mean()) ** 2))
     return total
+
+
+def _with_pvalues(r: PairedResult, alpha: float) -> PairedResult:
+    r = replace(r, p_equivalence=equivalence_pvalue(r), p_nonequivalence=nonequivalence_pvalue(r))
+    return judge([r], alpha)[0]
 
 
 def compare_accuracy(
@@ -234,11 +411,13 @@ def compare_accuracy(
     n_boot: int = stats.DEFAULT_N_BOOT,
     confidence: float = 0.95,
     seed: stats.Seed = 0,
+    available: int | None = None,
+    task_per_metric: float = 1.0,
 ) -> PairedResult:
     """Paired accuracy difference B - A per question (fractions), judged on its own (see `decide`).
 
     `clusters` (e.g. MME image) makes the resampling unit the cluster; `strata` (e.g. category or
-    subject) resamples within each stratum.
+    subject) resamples within each stratum. `available`: questions of this metric in the data set.
     """
     _check_margin(margin, alpha)
     ok_a = stats.as_bool(a, "reference correctness")
@@ -259,18 +438,20 @@ def compare_accuracy(
     # Linearised (ratio) contributions of each cluster to delta.
     d = np.bincount(cl, weights=ok_b.astype(float) - ok_a.astype(float), minlength=m)
     size = np.bincount(cl, minlength=m)
-    floor = PSEUDO_DISCORDANT / n**2
-    se = math.sqrt(_stratum_variance((d - delta * size) / n, cl_strata) + floor)
-    # The test of no difference uses the variance under that null (uncentred), like McNemar's.
-    se_null = math.sqrt(float(np.sum((d / n) ** 2)) + floor)
+    se = math.sqrt(_stratum_variance((d - delta * size) / n, cl_strata))
+    # A share p of the clusters disagreeing moves the accuracy by at most p * (largest cluster / mean).
+    scale = float(size.max()) * m / n
 
     p_mcnemar = stats.mcnemar_exact(n_ab, n_ba)
-    # McNemar assumes independent questions; with clusters the z-test uses the cluster-robust se.
-    p_diff = p_mcnemar if clusters is None else diff_pvalue(delta, se_null)
-    ci_low = ci_high = None
+    if clusters is None:
+        p_difference, test = p_mcnemar, "McNemar exact"
+    else:  # McNemar assumes independent questions; the z-test uses the variance under no difference
+        se_null = math.sqrt(float(np.sum((d / n) ** 2)) + PSEUDO_DISCORDANT / n**2)
+        p_difference, test = diff_pvalue(delta, se_null), "z-test (clustered)"
+    boot_low = boot_high = None
     if n_boot > 0:
         draws = stats.paired_accuracy_draws(ok_a, ok_b, cl, cl_strata, n_boot, stats.rng_from(seed))
-        ci_low, ci_high = stats.percentile_interval(draws, confidence)
+        boot_low, boot_high = stats.percentile_interval(draws, confidence)
     result = PairedResult(
         metric=metric,
         unit="fraction",
@@ -279,24 +460,23 @@ def compare_accuracy(
         a_value=acc_a,
         b_value=acc_b,
         delta=delta,
-        ci_low=ci_low,
-        ci_high=ci_high,
-        confidence=confidence,
         se=se,
+        exact_units=m,
+        exact_scale=scale,
         margin=margin,
         discordant_ab=n_ab,
         discordant_ba=n_ba,
-        p_mcnemar=p_mcnemar,
-        p_diff=p_diff,
-        p_tost=tost_pvalue(delta, se, margin),
-        p_diff_holm=p_diff,
-        p_tost_holm=0.0,
-        alpha=alpha,
-        verdict="",
-        n_more=None,
-        label="",
+        p_difference=p_difference,
+        difference_test=test,
+        p_equivalence=1.0,
+        p_nonequivalence=1.0,
+        boot_low=boot_low,
+        boot_high=boot_high,
+        boot_confidence=confidence,
+        available=available,
+        task_per_metric=task_per_metric,
     )
-    return judge([result], alpha)[0]
+    return _with_pvalues(result, alpha)
 
 
 def compare_mme_score(
@@ -311,6 +491,8 @@ def compare_mme_score(
     n_boot: int = stats.DEFAULT_N_BOOT,
     confidence: float = 0.95,
     seed: stats.Seed = 0,
+    available: int | None = None,
+    task_per_metric: float = 1.0,
 ) -> PairedResult:
     """Paired MME score difference B - A (points), images resampled within categories.
 
@@ -336,14 +518,13 @@ def compare_mme_score(
     delta = score_b - score_a
 
     contrib = (sb - sa) * per_cluster_weight
-    floor = _score_floor(table, ok_a, ok_b, per_cluster_weight)
-    se = math.sqrt(_stratum_variance(contrib, table.category) + floor)
-    se_null = math.sqrt(float(np.sum(contrib**2)) + floor)  # variance under "no difference"
+    se = math.sqrt(_stratum_variance(contrib, table.category))
+    se_null = math.sqrt(float(np.sum(contrib**2)) + PSEUDO_DISCORDANT * _mean_sq_impact(table, ok_a, ok_b))
 
-    ci_low = ci_high = None
+    boot_low = boot_high = None
     if n_boot > 0:
         draws = stats.paired_mme_draws(table, ok_a, ok_b, n_boot, stats.rng_from(seed))
-        ci_low, ci_high = stats.percentile_interval(draws, confidence)
+        boot_low, boot_high = stats.percentile_interval(draws, confidence)
     result = PairedResult(
         metric=metric,
         unit="points",
@@ -352,42 +533,46 @@ def compare_mme_score(
         a_value=score_a,
         b_value=score_b,
         delta=delta,
-        ci_low=ci_low,
-        ci_high=ci_high,
-        confidence=confidence,
         se=se,
+        exact_units=n,
+        exact_scale=_impact_sum(table, ok_a, ok_b, per_cluster_weight),
         margin=margin,
         discordant_ab=int(np.sum(ok_a & ~ok_b)),
         discordant_ba=int(np.sum(~ok_a & ok_b)),
-        p_mcnemar=None,
-        p_diff=diff_pvalue(delta, se_null),
-        p_tost=tost_pvalue(delta, se, margin),
-        p_diff_holm=0.0,
-        p_tost_holm=0.0,
-        alpha=alpha,
-        verdict="",
-        n_more=None,
-        label="",
+        p_difference=diff_pvalue(delta, se_null),
+        difference_test="z-test (clustered)",
+        p_equivalence=1.0,
+        p_nonequivalence=1.0,
+        boot_low=boot_low,
+        boot_high=boot_high,
+        boot_confidence=confidence,
+        available=available,
+        task_per_metric=task_per_metric,
     )
-    return judge([result], alpha)[0]
+    return _with_pvalues(result, alpha)
 
 
-def _score_floor(
-    table: stats.MmeClusters,
-    ok_a: NDArray[np.bool_],
-    ok_b: NDArray[np.bool_],
-    per_cluster_weight: stats.FloatArray,
-) -> float:
-    """Variance two extra discordant questions, placed at random, would add to the score difference.
-
-    Flipping one question moves its image's score by 100/size (acc) plus 100 when the image's other
-    questions are all right (acc_plus); the score moves by that over the category's image count.
-    """
+def _impacts(table: stats.MmeClusters, ok: NDArray[np.bool_], weight: stats.FloatArray) -> stats.FloatArray:
+    """How far flipping each question alone moves the score: (100/size + 100 if the image's other
+    questions are all right) over the category's image count."""
     q = table.question_cluster
-    impacts_sq = []
-    for ok in (ok_a, ok_b):
-        right = np.bincount(q, weights=ok.astype(float), minlength=table.size.size)
-        others_right = right[q] - ok == table.size[q] - 1
-        impact = 100.0 / table.size[q] + 100.0 * others_right
-        impacts_sq.append((impact * per_cluster_weight[q]) ** 2)
-    return PSEUDO_DISCORDANT * float(np.mean((impacts_sq[0] + impacts_sq[1]) / 2))
+    right = np.bincount(q, weights=ok.astype(float), minlength=table.size.size)
+    others_right = right[q] - ok == table.size[q] - 1
+    impact: stats.FloatArray = (100.0 / table.size[q] + 100.0 * others_right) * weight[q]
+    return impact
+
+
+def _impact_sum(
+    table: stats.MmeClusters, ok_a: NDArray[np.bool_], ok_b: NDArray[np.bool_], weight: stats.FloatArray
+) -> float:
+    """Score change if every question flipped, each by its own impact (mean of both runs'): a share p of
+    questions disagreeing, spread like the questions, moves the score by about p times this."""
+    return float(np.sum((_impacts(table, ok_a, weight) + _impacts(table, ok_b, weight)) / 2))
+
+
+def _mean_sq_impact(table: stats.MmeClusters, ok_a: NDArray[np.bool_], ok_b: NDArray[np.bool_]) -> float:
+    """Variance one extra discordant question, placed at random, would add to the score difference."""
+    counts = np.bincount(table.category, minlength=table.category_names.size)
+    weight = 1.0 / counts[table.category]
+    sq = (_impacts(table, ok_a, weight) ** 2 + _impacts(table, ok_b, weight) ** 2) / 2
+    return float(np.mean(sq))

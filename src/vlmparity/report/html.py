@@ -26,6 +26,15 @@ from markupsafe import Markup
 
 from vlmparity.errors import DataError, VlmparityError
 from vlmparity.report import charts
+from vlmparity.report.formatting import (
+    fmt_confidence,
+    fmt_delta,
+    fmt_interval,
+    fmt_margin,
+    fmt_p,
+    fmt_p_equivalence,
+    fmt_value,
+)
 from vlmparity.report.model import (
     OUTCOME_CLASSES,
     AnswerView,
@@ -51,32 +60,6 @@ SIDE_NONE = "none_right"
 # --------------------------------------------------------------------------- formatting
 
 
-def fmt_value(value: float | None, unit: str) -> str:
-    """A metric value: accuracies as percentages, scores as points."""
-    if value is None or not math.isfinite(value):
-        return "–"
-    return f"{value * 100:.2f} %" if unit == "fraction" else f"{value:.2f}"
-
-
-def fmt_delta(value: float | None, unit: str) -> str:
-    """A signed difference: percentage points for accuracies, points for scores."""
-    if value is None or not math.isfinite(value):
-        return "–"
-    return f"{value * 100:+.2f} pp" if unit == "fraction" else f"{value:+.2f}"
-
-
-def fmt_margin(value: float, unit: str) -> str:
-    """A margin (unsigned)."""
-    return f"{value * 100:.2f} pp" if unit == "fraction" else f"{value:.2f} points"
-
-
-def fmt_p(p: float | None) -> str:
-    """A p-value, four decimals."""
-    if p is None or not math.isfinite(p):
-        return "–"
-    return "< 0.0001" if p < 0.0001 else f"{p:.4f}"
-
-
 def fmt_seconds(value: float | None) -> str:
     """Seconds, three significant digits."""
     return "–" if value is None or not math.isfinite(value) else f"{value:.3g} s"
@@ -99,14 +82,12 @@ def _verdict_class(verdict: str, prefix: str) -> str:
     return prefix + verdict.replace(" ", "-")
 
 
-def _bare(text: str) -> str:
-    return text.removesuffix(" pp")
-
-
 def _verdict_note(label: str, verdict: str) -> str:
-    """What a label adds to its verdict: "inconclusive (need ~900 more samples)" -> "need ~900 more samples"."""
+    """What a label adds to its verdict: "equivalent within ±0.52 pp" -> "within ±0.52 pp",
+    "inconclusive: certifies …" -> "certifies …"."""
     if label.startswith(verdict):
-        return label[len(verdict) :].strip().removeprefix("(").removesuffix(")")
+        rest = label[len(verdict) :].strip()
+        return rest.removeprefix(":").strip().removeprefix("(").removesuffix(")")
     return label
 
 
@@ -202,11 +183,6 @@ def _ordered_backends(data: ReportData) -> list[Backend]:
 def _comparison_view(c: Comparison, colour: str) -> dict[str, Any]:
     metrics = []
     for m in c.metrics:
-        ci = (  # in the unit of Δ, shown beside it
-            f"[{_bare(fmt_delta(m.ci_low, m.unit))}, {_bare(fmt_delta(m.ci_high, m.unit))}]"
-            if m.ci_low is not None and m.ci_high is not None
-            else "–"
-        )
         metrics.append(
             {
                 "task": m.task,
@@ -215,26 +191,32 @@ def _comparison_view(c: Comparison, colour: str) -> dict[str, Any]:
                 "a": fmt_value(m.a_value, m.unit),
                 "b": fmt_value(m.b_value, m.unit),
                 "delta": fmt_delta(m.delta, m.unit),
-                "ci": ci,
+                "ci": fmt_interval(m.ci_low, m.ci_high, m.unit),
+                "confidence": fmt_confidence(m.level),
+                "boot": fmt_interval(m.boot_low, m.boot_high, m.unit),
                 "margin": fmt_margin(m.margin, m.unit),
+                "certified": fmt_margin(m.certified_margin, m.unit),
                 "disc_ab": m.discordant_ab,
                 "disc_ba": m.discordant_ba,
-                "p_mcnemar": fmt_p(m.p_mcnemar),
-                "p_diff": fmt_p(m.p_diff_holm),
-                "p_tost": fmt_p(m.p_tost_holm),
+                "p_difference": fmt_p(m.p_difference),
+                "difference_test": m.difference_test,
+                "p_equivalence": fmt_p_equivalence(m.p_equivalence_holm),
+                "p_nonequivalence": fmt_p_equivalence(m.p_nonequivalence_holm),
                 "verdict": m.verdict,
                 "note": _verdict_note(m.label, m.verdict),
                 "tcls": _verdict_class(m.verdict, "t-"),
             }
         )
-    confidence = c.metrics[0].confidence if c.metrics else 0.95
+    boot = c.metrics[0].boot_confidence if c.metrics else 0.95
     return {
         "candidate": c.candidate,
         "colour": colour,
         "label": c.label,
         "tcls": _verdict_class(c.verdict, "t-"),
         "reasons": c.reasons,
-        "confidence": f"{confidence * 100:g} %",
+        "policy": c.policy,
+        "n_used": ", ".join(f"{t}: {n}" for t, n in c.n_used.items()),
+        "boot_confidence": f"{boot * 100:g} %",
         "metrics": metrics,
         "agreement": [
             {
@@ -242,8 +224,8 @@ def _comparison_view(c: Comparison, colour: str) -> dict[str, Any]:
                 "kind": a.kind,
                 "n": a.n,
                 "n_agree": a.n_agree,
-                "rate": f"{a.rate * 100:.2f} %",
-                "ci": f"[{a.low * 100:.2f} %, {a.high * 100:.2f} %]",
+                "rate": fmt_value(a.rate, "fraction"),
+                "ci": f"[{fmt_value(a.low, 'fraction')}, {fmt_value(a.high, 'fraction')}]",
             }
             for a in c.agreement
         ],
@@ -260,32 +242,59 @@ def _forest(data: ReportData) -> Markup | None:
             def fmt(v: float, unit: str = unit) -> str:
                 return fmt_delta(v, unit)
 
-            sub = f"{m.task} · n={m.n}" + (f" · {c.candidate}" if many else "")
+            sub = f"{m.task} · n={m.n} · {fmt_confidence(m.level)}" + (f" · {c.candidate}" if many else "")
             rows.append(
                 charts.ForestRow(m.metric, sub, m.delta, m.ci_low, m.ci_high, m.margin, m.verdict, fmt)
             )
     if not rows:
         return None
-    return charts.forest_plot(rows, title="Differences with intervals and equivalence margins")
+    return charts.forest_plot(rows, title="Differences with their decision intervals and equivalence margins")
 
 
-def _task_view(t: TaskSummary, backends: Sequence[Backend]) -> dict[str, Any]:
+def _paired_rows(
+    t: TaskSummary, names: Sequence[str], reference: str, comparisons: Sequence[Comparison]
+) -> list[tuple[str, str, list[str]]]:
+    """The values each verdict compared (paired, under its policy), one row per metric and candidate."""
+    rows = []
+    for c in comparisons:
+        for m in c.metrics:
+            if m.task != t.name:
+                continue
+            by_name = {reference: m.a_value, c.candidate: m.b_value}
+            values = [fmt_value(by_name.get(b), m.unit) for b in names]
+            rows.append((m.metric, f"paired, {c.policy} (verdict vs {c.candidate})", values))
+    return rows
+
+
+def _task_view(
+    t: TaskSummary, backends: Sequence[Backend], reference: str = "", comparisons: Sequence[Comparison] = ()
+) -> dict[str, Any]:
     names = [b.name for b in backends]
     metric_names: list[str] = []
+    policies: list[str] = []
     for b in names:
-        for metric in t.metrics.get(b, {}):
-            if metric not in metric_names:
-                metric_names.append(metric)
+        for policy, values in t.metrics.get(b, {}).items():
+            if policy not in policies:
+                policies.append(policy)
+            for metric in values:
+                if metric not in metric_names:
+                    metric_names.append(metric)
     metric_rows = [
         (
             metric,
+            policy,
             [
-                fmt_value(t.metrics.get(b, {}).get(metric), t.metric_units.get(metric, _unit_of(metric)))
+                fmt_value(
+                    t.metrics.get(b, {}).get(policy, {}).get(metric),
+                    t.metric_units.get(metric, _unit_of(metric)),
+                )
                 for b in names
             ],
         )
         for metric in metric_names
+        for policy in policies
     ]
+    metric_rows += _paired_rows(t, names, reference, comparisons)
     chart = None
     bd = t.breakdown
     if bd is not None and bd.values:
@@ -296,7 +305,7 @@ def _task_view(t: TaskSummary, backends: Sequence[Backend]) -> dict[str, Any]:
             return f"{v * 100:.0f} %" if unit == "fraction" else f"{v:.0f}"
 
         def fmt_bar(v: float, unit: str = unit) -> str:
-            return f"{v * 100:.1f} %" if unit == "fraction" else f"{v:.1f}"
+            return fmt_value(v, unit)
 
         series = [(b, [bd.values[g].get(b) for g in groups]) for b in names]
         labels = [f"{g} (n={bd.counts[g]})" if g in bd.counts else g for g in groups]
@@ -306,7 +315,7 @@ def _task_view(t: TaskSummary, backends: Sequence[Backend]) -> dict[str, Any]:
             max_value=bd.max_value,
             tick_fmt=fmt,
             value_fmt=fmt_bar,
-            title=f"{t.name}: per {bd.label}",
+            title=f"{t.name}: per {bd.label}" + (f" (policy {bd.policy})" if bd.policy else ""),
         )
     return {
         "name": t.name,
@@ -315,6 +324,7 @@ def _task_view(t: TaskSummary, backends: Sequence[Backend]) -> dict[str, Any]:
         "plan": [(k, _fmt_scalar(v)) for k, v in t.plan.items()],
         "metric_rows": metric_rows,
         "breakdown_label": bd.label if bd is not None else "",
+        "breakdown_policy": bd.policy if bd is not None else "",
         "chart": chart,
     }
 
@@ -479,7 +489,7 @@ def _context(data: ReportData) -> dict[str, Any]:
     backends = _ordered_backends(data)
     backend_rows = _backend_rows(data)
     colours = {b["name"]: b["colour"] for b in backend_rows}
-    margins = [(k, fmt_margin(v, _unit_of(k))) for k, v in data.margins.items()]
+    margins = [(k, fmt_margin(v, _unit_of(k), words=True)) for k, v in data.margins.items()]
     dis = _disagreement_view(data, backends)
     assets = _assets()
     perf_series_lat = [(b.name, b.performance.latencies_s if b.performance else []) for b in backends]
@@ -497,7 +507,7 @@ def _context(data: ReportData) -> dict[str, Any]:
         "candidates": [b.name for b in data.candidates],
         "comparisons": [_comparison_view(c, colours[c.candidate]) for c in data.comparisons],
         "backends": backend_rows,
-        "tasks": [_task_view(t, backends) for t in data.tasks],
+        "tasks": [_task_view(t, backends, data.reference, data.comparisons) for t in data.tasks],
         "alpha": f"{data.alpha:g}",
         "margins": margins,
         "generation": [(k, _fmt_scalar(v)) for k, v in data.generation.items()],

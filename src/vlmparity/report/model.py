@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from vlmparity.compare.stats import Agreement
     from vlmparity.compare.verdict import PairedResult, Verdict
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: decision intervals, named scoring policies
 OUTCOME_CLASSES = ("ok", "http_error", "timeout", "connection", "empty", "length", "unsupported")
 THUMBNAIL_MAX_SIDE = 160
 
@@ -69,7 +69,8 @@ class Breakdown:
     unit: str  # "points" (MME category score, 0-200) | "fraction" (accuracy)
     max_value: float  # axis end: 200 for MME category scores, 1.0 for accuracies
     values: dict[str, dict[str, float]] = field(default_factory=dict)  # group -> backend -> value
-    counts: dict[str, int] = field(default_factory=dict)  # group -> paired questions (optional)
+    counts: dict[str, int] = field(default_factory=dict)  # group -> questions (optional)
+    policy: str = ""  # the scoring policy the values are under (lmms-eval | strict | answered)
 
 
 @dataclass
@@ -80,7 +81,8 @@ class TaskSummary:
     n_samples: int
     fingerprint: dict[str, Any] = field(default_factory=dict)  # dataset fingerprint fields
     plan: dict[str, Any] = field(default_factory=dict)  # sampling plan as recorded by the run
-    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # backend -> metric -> value
+    # backend -> scoring policy (lmms-eval | strict | answered) -> metric -> value: each run's own scores
+    metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     metric_units: dict[str, str] = field(default_factory=dict)  # metric -> "fraction" | "points"
     breakdown: Breakdown | None = None
 
@@ -90,32 +92,49 @@ class TaskSummary:
 
 @dataclass
 class MetricComparison:
-    """One metric compared between the reference (a) and one candidate (b): a `PairedResult` plus task."""
+    """One metric compared between the reference (a) and one candidate (b): a judged `PairedResult`
+    plus its task (see `compare.verdict` for every field)."""
 
     task: str
     metric: str
     unit: str  # "fraction" | "points"
     n: int
     n_clusters: int
-    a_value: float
+    a_value: float  # paired values (the mean over the pairs the verdict's policy uses)
     b_value: float
     delta: float  # b_value - a_value
-    ci_low: float | None
-    ci_high: float | None
-    confidence: float
     se: float
+    exact_units: int
+    exact_scale: float
     margin: float
     discordant_ab: int  # reference right, candidate wrong
     discordant_ba: int  # reference wrong, candidate right
-    p_mcnemar: float | None
-    p_diff: float
-    p_tost: float
-    p_diff_holm: float
-    p_tost_holm: float
+    p_difference: float  # test of no difference (a description)
+    difference_test: str
+    p_equivalence: float
+    p_nonequivalence: float
+    boot_low: float | None  # paired bootstrap interval (a description)
+    boot_high: float | None
+    boot_confidence: float
+    available: int | None
+    task_per_metric: float
     alpha: float
+    level: float  # one-sided level the verdict judged this metric at: the interval is (1 - 2 level)
+    ci_low: float  # the decision interval
+    ci_high: float
+    certified_margin: float
+    p_equivalence_holm: float
+    p_nonequivalence_holm: float
     verdict: str  # equivalent | not equivalent | inconclusive
     n_more: int | None
-    label: str  # e.g. "inconclusive (need ~1300 more samples)"
+    remaining: int | None
+    full_margin: float | None
+    label: str  # e.g. "equivalent within ±0.52 pp"
+
+    @property
+    def confidence(self) -> float:
+        """Coverage of the decision interval."""
+        return 1.0 - 2.0 * self.level
 
     @classmethod
     def from_paired(cls, task: str, result: PairedResult) -> MetricComparison:
@@ -152,10 +171,19 @@ class Comparison:
     reasons: list[str] = field(default_factory=list)
     metrics: list[MetricComparison] = field(default_factory=list)
     agreement: list[AgreementInfo] = field(default_factory=list)
+    policy: str = "answered"  # the verdict's scoring policy: the metrics' values are paired values under it
+    n_used: dict[str, int] = field(default_factory=dict)  # task -> pairs the policy uses
 
     @classmethod
     def from_verdict(
-        cls, candidate: str, verdict: Verdict, tasks: list[str], agreement: list[AgreementInfo] | None = None
+        cls,
+        candidate: str,
+        verdict: Verdict,
+        tasks: list[str],
+        agreement: list[AgreementInfo] | None = None,
+        *,
+        policy: str = "answered",
+        n_used: dict[str, int] | None = None,
     ) -> Comparison:
         """Copy a `compare.verdict.Verdict`; `tasks[i]` is the task of `verdict.metrics[i]`."""
         if len(tasks) != len(verdict.metrics):
@@ -169,6 +197,8 @@ class Comparison:
             reasons=list(verdict.reasons),
             metrics=metrics,
             agreement=list(agreement or []),
+            policy=policy,
+            n_used=dict(n_used or {}),
         )
 
 

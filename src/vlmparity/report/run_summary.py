@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlmparity.report import lmms_output
+from vlmparity.report.formatting import fmt_value
 from vlmparity.report.tables import markdown_table
 from vlmparity.store import STORE_FILENAME
 
@@ -202,7 +203,8 @@ def _tool_version() -> str:
 
 
 def _fmt_metric(value: float, metric: str) -> str:
-    return f"{value:.2f}" if metric.startswith("mme_") else f"{value:.4f}"
+    # one format everywhere (report.formatting): scores in points, accuracies as percentages
+    return fmt_value(value, "points" if metric.endswith("_score") else "fraction")
 
 
 def _fmt_interval(iv: Any, metric: str) -> str:
