@@ -5,7 +5,9 @@ question right with probability --accuracy; the candidate answers a fraction `di
 differently, half each way (equal accuracy), plus `drop` extra right-to-wrong flips (a true loss).
 At MMMU-val size (900 questions, 30 subjects) and MME size (2374 questions, 1187 images, 14
 categories; metrics mme_acc, mme_perception_score, mme_cognition_score with Holm), it prints the
-share of trials ending `equivalent`, `inconclusive` and `not equivalent`, with default margins.
+share of trials ending `equivalent`, `inconclusive` and `not equivalent`, with default margins. A drop
+of exactly the accuracy margin (1 point) is where `equivalent` is the wrong answer: it should stay
+near alpha = 5 % or below.
 
     python bench/verdict_calibration.py [--trials 200] [--accuracy 0.6] [--seed 0]
 """
@@ -19,7 +21,7 @@ from vlmparity.compare import calibration
 from vlmparity.compare import verdict as v
 
 DIVERGENCES = (0.01, 0.02, 0.05, 0.10)
-DROPS = (0.0, 0.02, 0.05)
+DROPS = (0.0, 0.01, 0.02, 0.05)
 
 
 def main() -> None:
@@ -49,7 +51,12 @@ def main() -> None:
                     accuracy=args.accuracy,
                     seed=args.seed + 100 * i + j,
                 )
-                note = "  <- false alarm" if drop == 0 else "  <- power"
+                if drop == 0:
+                    note = "  <- false alarm (not equivalent)"
+                elif drop == v.ACCURACY_MARGIN:
+                    note = "  <- at the margin (false equivalence)"
+                else:
+                    note = "  <- power"
                 print(
                     f"{task:5} {n:5d} {divergence:7.2f} {drop * 100:4.0f}pt  "
                     f"{rates[v.EQUIVALENT]:10.3f} {rates[v.INCONCLUSIVE]:8.3f} {rates[v.NOT_EQUIVALENT]:10.3f}{note}"

@@ -431,8 +431,12 @@ def test_verdict_and_statistics_shown(data: ReportData, page: str) -> None:
         assert text in summary, text
     # Each run's own scores carry their policy's name; one number format ("35.00 %", with a space).
     breakdown = page.split('id="breakdown"')[1].split("</section>")[0]
-    assert re.search(r"<code>mme_perception_score</code></td><td>lmms-eval</td><td class=\"num\">1450.00</td>", breakdown)
-    assert re.search(r"<code>mme_perception_score</code></td><td>answered</td><td class=\"num\">1460.00</td>", breakdown)
+    assert re.search(
+        r"<code>mme_perception_score</code></td><td>lmms-eval</td><td class=\"num\">1450.00</td>", breakdown
+    )
+    assert re.search(
+        r"<code>mme_perception_score</code></td><td>answered</td><td class=\"num\">1460.00</td>", breakdown
+    )
     assert re.search(r"<code>mmmu_acc</code></td><td>lmms-eval</td><td class=\"num\">35.00 %</td>", breakdown)
     assert not re.search(r"\d%", page.split("<style>")[0] + page.split("</style>")[1].split("<script")[0])
 
