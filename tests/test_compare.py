@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -542,3 +543,22 @@ def test_every_value_is_named_by_its_policy(
     )
     summary = page.split('id="summary"')[1].split("</section>")[0]
     assert paired_cell in summary and own_cell not in summary
+
+
+def test_run_tables_use_the_one_number_format(
+    tmp_path: Path, data: dict[str, Path], samples: dict[str, list[Sample]]
+) -> None:
+    """`vlmparity run`'s policies table and `compare`'s table print an accuracy the same way ("83.93 %")."""
+    from vlmparity.report import run_summary
+
+    flips = {samples["mmmu_val"][0].id, samples["mmmu_val"][1].id}
+    out = make_store(tmp_path / "runs", data, samples, {"ref": right, "cand": flipper(flips)})
+    (joined,) = jn.load_joins([out])
+    table = run_summary.policies_table(list(joined.candidate.scores.values()))
+    n = len(samples["mmmu_val"])
+    expected = f"{100 * (n - 2) / n:.2f} %"
+    row = next(line for line in table.splitlines() if "mmmu_acc" in line)
+    assert expected in row
+    assert not re.search(r"\b0\.\d{4}\b", table)  # no bare fractions
+    text = to_report.render_terminal(an.analyse(joined, an.Settings(n_boot=0)))
+    assert expected in next(line for line in text.splitlines() if "|mmmu_acc" in line)
