@@ -562,3 +562,38 @@ def test_run_tables_use_the_one_number_format(
     assert not re.search(r"\b0\.\d{4}\b", table)  # no bare fractions
     text = to_report.render_terminal(an.analyse(joined, an.Settings(n_boot=0)))
     assert expected in next(line for line in text.splitlines() if "|mmmu_acc" in line)
+
+
+def test_more_samples_are_counted_against_the_data_set(
+    tmp_path: Path, data: dict[str, Path], samples: dict[str, list[Sample]]
+) -> None:
+    """A --limit run of identical answers: each metric knows how many questions of its kind the data set
+    holds, and an inconclusive one asks for at most what remains (in the task's samples)."""
+    from vlmparity.tasks.mme import metric_for
+
+    out = make_store(tmp_path / "runs", data, samples, {"ref": right, "cand": right}, limit=20)
+    (joined,) = jn.load_joins([out])
+    result = an.analyse(joined, an.Settings(n_boot=0))
+    mme, mmmu = samples["mme"], samples["mmmu_val"]
+    perception = sum(1 for s in mme if metric_for(s.group) == "mme_perception_score")
+    expected = {
+        "mme_acc": len(mme),
+        "mme_perception_score": perception,
+        "mme_cognition_score": len(mme) - perception,
+        "mmmu_acc": len(mmmu),
+    }
+    for t in result.tasks:
+        total = len(samples[t.task])
+        for r in t.metrics:
+            assert r.available == expected[r.metric], r.metric
+            assert r.task_per_metric == pytest.approx(total / expected[r.metric])
+            assert r.verdict == "inconclusive"  # 20 identical answers certify about +-15 pp only
+            # the metric's own share of what is left, scaled to task samples, never more than the task has left
+            share = int((expected[r.metric] - r.n) * total / expected[r.metric] + 1e-9)
+            assert r.remaining == min(share, total - t.n_pairs)
+            if r.n_more is not None:
+                assert r.n_more <= r.remaining
+            else:
+                assert r.full_margin is not None and "out of reach" in r.label
+    mmmu_acc = metric(next(t for t in result.tasks if t.task == "mmmu_val"), "mmmu_acc")
+    assert mmmu_acc.remaining == len(mmmu) - 20

@@ -258,13 +258,14 @@ def _accuracy_metric(task: str) -> str:
     return "mmmu_acc" if task.startswith("mmmu") else f"{task}_acc"
 
 
-def _size(metric: str, available: Mapping[str, int]) -> dict[str, Any]:
-    """`available` and `task_per_metric` for one metric (nothing when the data set size is unknown)."""
+def _size(metric: str, available: Mapping[str, int], used: int) -> dict[str, Any]:
+    """`available`, `task_per_metric` and `task_remaining` for one metric of a task whose verdict uses
+    `used` samples (nothing when the data set size is unknown)."""
     total = max(available.values(), default=0)
     n = available.get(metric)
     if not n or not total:
         return {}
-    return {"available": n, "task_per_metric": total / n}
+    return {"available": n, "task_per_metric": total / n, "task_remaining": max(0, total - used)}
 
 
 def task_metrics(
@@ -294,7 +295,7 @@ def task_metrics(
                 strata=cats,
                 margin=s.margin,
                 **common,
-                **_size("mme_acc", sizes),
+                **_size("mme_acc", sizes, len(pairs)),
             )
         ]
         margins = {PERCEPTION_METRIC: s.mme_margin_perception, COGNITION_METRIC: s.mme_margin_cognition}
@@ -310,7 +311,7 @@ def task_metrics(
                         metric=metric,
                         margin=margins[metric],
                         **common,
-                        **_size(metric, sizes),
+                        **_size(metric, sizes, len(pairs)),
                     )
                 )
         return out
@@ -318,7 +319,7 @@ def task_metrics(
     strata = [p.sample.group for p in pairs]
     return [
         v.compare_accuracy(
-            a, b, metric=metric, strata=strata, margin=s.margin, **common, **_size(metric, sizes)
+            a, b, metric=metric, strata=strata, margin=s.margin, **common, **_size(metric, sizes, len(pairs))
         )
     ]
 

@@ -94,6 +94,7 @@ class PairedResult:
     boot_confidence: float
     available: int | None = None  # questions of this metric in the data set (None: unknown)
     task_per_metric: float = 1.0  # task samples per question of this metric (MME halves: > 1)
+    task_remaining: int | None = None  # task samples the data set holds beyond those compared
     # set by `judge`:
     alpha: float = ALPHA
     level: float = ALPHA  # one-sided level the metric is judged at (Holm): the interval is (1 - 2 level)
@@ -250,6 +251,8 @@ def _planning(r: PairedResult) -> PairedResult:
     if r.available is not None:
         top = float(max(r.available, r.n))
         remaining = max(0, math.floor((top - r.n) * scale + 1e-9))
+        if r.task_remaining is not None:  # a --limit plan may have taken this metric's part unevenly
+            remaining = min(remaining, r.task_remaining)
     else:
         top, remaining = 1e12, None
     need = _smallest_n(r, r.level, top) if top > r.n else None
@@ -413,11 +416,13 @@ def compare_accuracy(
     seed: stats.Seed = 0,
     available: int | None = None,
     task_per_metric: float = 1.0,
+    task_remaining: int | None = None,
 ) -> PairedResult:
     """Paired accuracy difference B - A per question (fractions), judged on its own (see `decide`).
 
     `clusters` (e.g. MME image) makes the resampling unit the cluster; `strata` (e.g. category or
-    subject) resamples within each stratum. `available`: questions of this metric in the data set.
+    subject) resamples within each stratum. `available`: questions of this metric in the data set;
+    `task_per_metric`, `task_remaining`: task samples per such question and left beyond those compared.
     """
     _check_margin(margin, alpha)
     ok_a = stats.as_bool(a, "reference correctness")
@@ -475,6 +480,7 @@ def compare_accuracy(
         boot_confidence=confidence,
         available=available,
         task_per_metric=task_per_metric,
+        task_remaining=task_remaining,
     )
     return _with_pvalues(result, alpha)
 
@@ -493,6 +499,7 @@ def compare_mme_score(
     seed: stats.Seed = 0,
     available: int | None = None,
     task_per_metric: float = 1.0,
+    task_remaining: int | None = None,
 ) -> PairedResult:
     """Paired MME score difference B - A (points), images resampled within categories.
 
@@ -548,6 +555,7 @@ def compare_mme_score(
         boot_confidence=confidence,
         available=available,
         task_per_metric=task_per_metric,
+        task_remaining=task_remaining,
     )
     return _with_pvalues(result, alpha)
 

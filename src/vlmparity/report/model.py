@@ -118,6 +118,7 @@ class MetricComparison:
     boot_confidence: float
     available: int | None
     task_per_metric: float
+    task_remaining: int | None
     alpha: float
     level: float  # one-sided level the verdict judged this metric at: the interval is (1 - 2 level)
     ci_low: float  # the decision interval
