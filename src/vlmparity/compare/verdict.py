@@ -36,6 +36,7 @@ and their margin are score points.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 
@@ -59,6 +60,7 @@ MME_MARGIN_FRACTION = 0.025
 MME_MARGIN = {name: top * MME_MARGIN_FRACTION for name, top in MME_MAX_SCORE.items()}
 # Pseudo discordant questions added to the null variance of the descriptive z-test of "no difference".
 PSEUDO_DISCORDANT = 1.0
+_NORMAL = statistics.NormalDist()
 _LEVEL_MAX = 0.5  # a (1 - 2 level) interval needs level < 0.5
 _LEVEL_MIN = 1e-300
 
@@ -148,7 +150,7 @@ def half_width(r: PairedResult, level: float, n: float | None = None) -> float:
     n_new = float(n_now if n is None else n)
     se = r.se * math.sqrt(n_now / n_new) if n_new > 0 else math.inf
     units = r.exact_units * n_new / n_now if n_now else 0.0
-    z = float(sps.norm.isf(level))
+    z = -_NORMAL.inv_cdf(level)  # z(1 - level); pure Python: bisections call this often
     u = r.exact_scale * exact_zero_bound(level, units)
     return math.hypot(z * se, u)
 
