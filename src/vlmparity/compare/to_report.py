@@ -158,9 +158,9 @@ def detail_lines(analysis: Analysis) -> list[str]:
         if t.n_used != t.n_pairs:
             parts.append(f"{t.n_used} used by the verdict")
         if t.raw_agreement is not None:
-            parts.append(f"raw answers agree {100 * t.raw_agreement.rate:.1f}%")
+            parts.append(f"raw answers agree {fmt_value(t.raw_agreement.rate, 'fraction')}")
         if t.parsed_agreement is not None:
-            parts.append(f"parsed answers agree {100 * t.parsed_agreement.rate:.1f}%")
+            parts.append(f"parsed answers agree {fmt_value(t.parsed_agreement.rate, 'fraction')}")
         lines.append(", ".join(parts))
     lines.append(f"{_health_text(analysis.health_a)}; {_health_text(analysis.health_b)}")
     lines.append(
