@@ -21,6 +21,7 @@ TINY=${VLMPARITY_TINY_LLAVA:-$CACHE/tiny-llava}         # the HF folder real_vll
 OV_MODEL=${VLMPARITY_OVGENAI_MODEL_DIR:-$CACHE/tiny-llava-ov}
 SERVED_NAME=${VLMPARITY_OVGENAI_MODEL_NAME:-tiny-llava}
 READY_TIMEOUT=${VLMPARITY_OVGENAI_READY_TIMEOUT:-180}
+ARTIFACT=${VLMPARITY_CROSS_ENGINE_JSON:-$CACHE/cross-engine.json}  # the measured cross-engine figures
 BASE_PYTHON=${VLMPARITY_OVGENAI_BASE_PYTHON:-python3}
 NICE=${VLMPARITY_CI_NICE:-nice -n 10}                 # pip and the export share the machine with other jobs
 
@@ -180,8 +181,27 @@ cmd_up() {
 run_tests() {
   VLMPARITY_VLLM_URL=$(cat "$CACHE/vllm-url") VLMPARITY_VLLM_MODEL=$SERVED_NAME \
     VLMPARITY_OVGENAI_URL=$OV_URL VLMPARITY_OVGENAI_DEFAULT_URL=$OV_DEFAULT_URL \
-    VLMPARITY_OVGENAI_MODEL=$SERVED_NAME VLMPARITY_OVGENAI_LOGS=$CACHE \
+    VLMPARITY_OVGENAI_MODEL=$SERVED_NAME VLMPARITY_TINY_LLAVA=$TINY VLMPARITY_CROSS_ENGINE_JSON=$ARTIFACT \
     "${VLMPARITY_PYTHON:-python3}" -m pytest -m realengine "$REPO/tests/realengine" "$@"
+}
+
+# The artifact's headline figures, one line each (the whole JSON stays in the file).
+summarize() {
+  "$BASE_PYTHON" - "$ARTIFACT" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+print("  CPU BF16 flags:", " ".join(d.get("cpu_bf16_flags") or []) or "none")
+for name, c in (d.get("compare") or {}).items():
+    agree = ", ".join(f"{t} raw {a['raw_same']}/{a['n']} parsed {a['parsed_rate']}" for t, a in c["agreement"].items())
+    print(f"  vllm vs {name}: {c['label']}; answers agree: {agree}")
+for name, p in (d.get("prompt_tokens") or {}).items():
+    print(f"  prompt tokens {name} - vllm: {p['difference_vs_vllm']} (the BOS accounts for {p['explained_by_bos']})")
+for pair, t in (d.get("tokens") or {}).items():
+    print(f"  tokens {pair}: {t['tokens_same']}/{t['tokens']} same, {t['requests_identical']}/{t['requests']} requests identical, "
+          f"max |dlogprob| {t['max_abs_logprob_delta_common_prefix']:.2g}")
+if "default_precision" in d:
+    print("  default precision:", json.dumps(d["default_precision"].get("answers_differing_from", d["default_precision"])))
+PY
 }
 
 cmd_test() {
@@ -194,7 +214,12 @@ cmd_test() {
   line=$(cmd_start)
   OV_URL=$(sed -E 's/.*VLMPARITY_OVGENAI_URL=([^ ]+).*/\1/' <<<"$line")
   OV_DEFAULT_URL=$(sed -E 's/.*VLMPARITY_OVGENAI_DEFAULT_URL=([^ ]+).*/\1/' <<<"$line")
+  rm -f "$ARTIFACT"
   timed "real-engine tests (vLLM alone, and vLLM against OpenVINO GenAI)" run_tests "$@" || rc=$?
+  if [ -f "$ARTIFACT" ]; then
+    log "cross-engine figures ($ARTIFACT):"
+    summarize >&2 || cat "$ARTIFACT" >&2
+  fi
   cmd_stop || true
   bash "$REPO/.ci/real_vllm.sh" stop || true
   trap - EXIT

@@ -408,7 +408,8 @@ class Engine:
         return Generation(list(out.generated_ids), list(out.generated_log_probs), reason, n_prompt)
 
     def stream(self, handle: Any) -> Any:
-        """Yields lists of new token ids as steps produce them; returns the finish reason at the end."""
+        """Yields (new token ids, finish reason "stop" | "length" | None) as steps produce them."""
+        finish = self._genai.GenerationFinishReason
         while True:
             with self._work:
                 while not handle.can_read() and not self._finished(handle):
@@ -416,9 +417,9 @@ class Engine:
                         raise RequestError(wrapped(self.step_error))
                     self._work.wait(timeout=1.0)
             if handle.can_read():
-                outputs = handle.read()
-                for out in outputs.values():
-                    yield list(out.generated_ids), out.finish_reason
+                for out in handle.read().values():
+                    reason = {finish.LENGTH: "length", finish.STOP: "stop"}.get(out.finish_reason)
+                    yield list(out.generated_ids), reason
                 continue
             if self._finished(handle):
                 return
@@ -574,12 +575,9 @@ class Handler(BaseHTTPRequestHandler):
             for new_ids, reason in engine.stream(handle):
                 ids.extend(new_ids)
                 text = engine.decode(ids)
-                if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
+                finish = reason or finish
+                if text.endswith("\ufffd") and not finish:  # an incomplete UTF-8 sequence: wait for more
                     continue
-                if reason == engine._genai.GenerationFinishReason.LENGTH:
-                    finish = "length"
-                elif reason == engine._genai.GenerationFinishReason.STOP:
-                    finish = "stop"
                 if text != sent or finish:
                     self._chunk(chunk({"content": text[len(sent) :]}, finish))
                     sent = text
