@@ -127,7 +127,8 @@ start_one() {
   pid=$!
   echo "$pid $port" >"$CACHE/ovgenai-$precision.state"
   deadline=$(($(date +%s) + READY_TIMEOUT))
-  until curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null 2>&1; do
+  until "$BASE_PYTHON" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+    "http://127.0.0.1:$port/v2/health/ready" >/dev/null 2>&1; do
     if ! kill -0 "$pid" 2>/dev/null || [ "$(date +%s)" -ge "$deadline" ]; then
       log "the $precision server did not become ready; last lines of $CACHE/ovgenai-$precision.log:"
       tail -n 30 "$CACHE/ovgenai-$precision.log" >&2 || true
