@@ -25,6 +25,7 @@ ImageFormat = Literal["png", "jpeg"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MAX_INT = 2**63 - 1
+_TASK_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _URL_PASSWORD = re.compile(r"(https?://[^\s/@:]*:)[^\s/@]*@")
 
 
@@ -318,6 +319,12 @@ def parse_task_data(values: Sequence[str], tasks: Sequence[str]) -> dict[str, st
             raise ConfigError(
                 f"--data {value!r} is for task {key!r}, which is not in --tasks",
                 hint=f"add {key} to --tasks or drop that --data",
+            )
+        elif sep and _TASK_KEY.match(key):
+            # `mmmu=DIR`: a task key nobody knows (a path or hub id has "/" or "." before any "=")
+            raise ConfigError(
+                f"--data {value!r}: unknown task {key!r}",
+                hint=f"known tasks: {', '.join(task_names())} (--data TASK=SOURCE)",
             )
         elif len(tasks) == 1:
             out[tasks[0]] = value

@@ -301,10 +301,11 @@ def prepare_task(
     """
     from vlmparity.data.fingerprint import dataset_fingerprint
     from vlmparity.data.sampling import plan_all, plan_limit, plan_stratified
-    from vlmparity.data.sources import load_split
+    from vlmparity.data.sources import load_split, resolve_source
 
     task = get_task(name)
-    src = source or task.default_source
+    # a local source is recorded by its absolute path: compare/report find it from any folder later
+    src = resolve_source(source or task.default_source)
     loaded = load_split(src, split=task.split, task=name, images=images)
     samples = task.samples_from_rows(loaded.rows, images=images)
     if sample is not None:
@@ -1047,6 +1048,7 @@ class RunOutcome:
     started: float
     finished: float
     errors: dict[str, str] = field(default_factory=dict)  # endpoint -> why it did not finish
+    plan_id: int | None = None  # this invocation's plan in the store (`compare` uses exactly it)
 
 
 def _spec(ep: Any) -> Any:
@@ -1069,6 +1071,12 @@ async def resolve_all(config: RunConfig) -> list[ResolvedEndpoint]:
             )
         )
     )
+
+
+def plan_spec(config: RunConfig, plans: Sequence[TaskPlan]) -> dict[str, dict[str, Any]]:
+    """Per task what an invocation evaluates: the data source (absolute for local data) and the sampling."""
+    sampling = config.plan.model_dump() | {"mode": config.plan.mode}
+    return {p.task.name: {"source": p.source, "plan": dict(sampling)} for p in plans}
 
 
 def _check_fingerprints(store: Store, plans: Sequence[TaskPlan]) -> None:
@@ -1155,9 +1163,14 @@ def run(
                 else rec.image_limit
             )
             eps.append(EndpointRun(name=ecfg.name, resolved=res, run_id=rec.run_id, limit=known))
-        run_json = run_summary.write_run_json(
-            config, plans, eps, argv=argv, secrets=secrets, started=started, finished=None
+        plan_rec = store.begin_plan(
+            [e.name for e in eps], plan_spec(config, plans), config=public, stamp=stamp
         )
+        plan_id = plan_rec.plan_id
+        run_json = run_summary.write_run_json(
+            config, plans, eps, argv=argv, secrets=secrets, started=started, finished=None,
+            plan_id=plan_id, plans_made=store.plans(),
+        )  # fmt: skip
         encoder = ImageEncoder(config.options.image_format, compress_level=config.options.png_level)
         engine = Engine(config, plans, store, eps, encoder, progress=progress)
         # run.json must not keep saying "running" after the invocation stopped (a full disk, a store
@@ -1187,8 +1200,13 @@ def run(
                     )
                 ]
             sessions = engine.session_stats()
+            store.end_plan(
+                plan_id, "incomplete" if errors else "complete", [e.name for e in eps if e.name in scores]
+            )
         except BaseException as exc:
-            _record_failure(config, plans, eps, argv, secrets, started, exc)
+            with contextlib.suppress(Exception):  # the store may be what failed
+                store.end_plan(plan_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+            _record_failure(config, plans, eps, argv, secrets, started, exc, plan_id=plan_id)
             raise
         run_json = run_summary.write_run_json(
             config,
@@ -1202,10 +1220,14 @@ def run(
             sessions=sessions,
             files=files,
             errors=errors,
+            plan_id=plan_id,
+            plans_made=store.plans(),
         )
     finally:
         store.close()
-    return RunOutcome(config, plans, eps, scores, sessions, files, str(run_json), started, finished, errors)
+    return RunOutcome(
+        config, plans, eps, scores, sessions, files, str(run_json), started, finished, errors, plan_id
+    )
 
 
 def _record_failure(
@@ -1216,6 +1238,8 @@ def _record_failure(
     secrets: Sequence[str],
     started: float,
     exc: BaseException,
+    *,
+    plan_id: int | None = None,
 ) -> None:
     """Rewrite run.json with status "failed" and the reason; never raises (the disk may be full)."""
     from vlmparity.report import run_summary
@@ -1228,8 +1252,9 @@ def _record_failure(
         reason = f"{type(exc).__name__}: {exc}"
     with contextlib.suppress(Exception):  # the original error is the one to report
         run_summary.write_run_json(
-            config, plans, eps, argv=argv, secrets=secrets, started=started, finished=None, failure=reason
-        )
+            config, plans, eps, argv=argv, secrets=secrets, started=started, finished=None, failure=reason,
+            plan_id=plan_id,
+        )  # fmt: skip
 
 
 def public_url(url: str) -> str:

@@ -86,6 +86,24 @@ CREATE TABLE IF NOT EXISTS results (
 );
 """
 
+# One row per `vlmparity run` invocation: its own plan (tasks, data source, sampling) so that a folder can
+# be reused with other plans (as lmms-eval's --output_path is) and `compare`/`report` pick one plan per
+# endpoint and task instead of mixing them. Added to every store when opened (an additive table: older
+# vlmparity versions ignore it, so no schema version bump).
+_PLANS_TABLE = """
+CREATE TABLE IF NOT EXISTS plans (
+    plan_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    status TEXT NOT NULL,
+    endpoints_json TEXT NOT NULL,
+    completed_json TEXT NOT NULL DEFAULT '[]',
+    tasks_json TEXT NOT NULL,
+    config_json TEXT NOT NULL DEFAULT '{}',
+    stamp TEXT NOT NULL DEFAULT ''
+)
+"""
+
 # Migration hook: MIGRATIONS[v] upgrades a store from schema v to v + 1.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
 
@@ -105,6 +123,44 @@ class RunRecord:
     updated: float
     config: Mapping[str, Any]
     tool_version: str
+
+
+@dataclass(frozen=True)
+class PlanRecord:
+    """One invocation's plan: which endpoints, and per task its data source (an absolute path for local
+    data, else a hub id) and sampling (`limit`/`sample`/`seed`/`mode`). `completed` are the endpoints that
+    finished every task of it; `status` is running | complete | incomplete | failed | interrupted."""
+
+    plan_id: int
+    created: float
+    updated: float
+    status: str
+    endpoints: tuple[str, ...]
+    completed: tuple[str, ...]
+    tasks: Mapping[str, Mapping[str, Any]]  # task -> {"source": ..., "plan": {...}}
+    config: Mapping[str, Any]
+    stamp: str
+
+    def complete_for(self, endpoint: str) -> bool:
+        return endpoint in self.completed
+
+    def describe(self, task: str) -> str:
+        """E.g. 'plan #2 (limit 20, 2026-12-07 01:40)'."""
+        return f"plan #{self.plan_id} ({describe_sampling(self.tasks[task].get('plan') or {})}, {self.when})"
+
+    @property
+    def when(self) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.created))
+
+
+def describe_sampling(plan: Mapping[str, Any]) -> str:
+    """'all', 'limit 20' or 'sample 250 seed 0' for a stored sampling plan."""
+    if plan.get("sample") is not None:
+        return f"sample {plan['sample']} seed {plan.get('seed', 0)}"
+    if plan.get("limit") is not None:
+        limit = float(plan["limit"])
+        return f"limit {int(limit) if limit.is_integer() else limit:g}"
+    return "all samples"
 
 
 @dataclass(frozen=True)
@@ -244,6 +300,7 @@ class Store:
                 for stmt in _SCHEMA_V1.split(";"):
                     if stmt.strip():
                         c.execute(stmt)
+                c.execute(_PLANS_TABLE)
                 c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             return
         if version > SCHEMA_VERSION:
@@ -259,6 +316,12 @@ class Store:
                 migrate(c)
                 c.execute(f"PRAGMA user_version = {version + 1}")
             version += 1
+        has_plans = self._conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='plans'"
+        ).fetchone()[0]
+        if not has_plans:
+            with self._tx() as c:
+                c.execute(_PLANS_TABLE)
 
     @property
     def schema_version(self) -> int:
@@ -355,6 +418,84 @@ class Store:
     def runs(self) -> list[RunRecord]:
         """Every endpoint run in the store, in creation order."""
         return [self._run_from_row(r) for r in self._conn.execute(self._RUN_SELECT + " ORDER BY run_id")]
+
+    # ----- plans (one per invocation) ---------------------------------------------------------------------
+
+    def begin_plan(
+        self,
+        endpoints: Sequence[str],
+        tasks: Mapping[str, Mapping[str, Any]],
+        *,
+        config: Mapping[str, Any] | None = None,
+        stamp: str = "",
+    ) -> PlanRecord:
+        """The plan of a new invocation; a rerun of an unfinished invocation with the same endpoints and
+        the same plan resumes its record (the same command rerun after a crash is one invocation)."""
+        now = time.time()
+        eps = orjson.dumps(list(endpoints)).decode()
+        spec = orjson.dumps(dict(tasks), option=orjson.OPT_SORT_KEYS).decode()
+        cfg = orjson.dumps(dict(config or {})).decode()
+        latest = self._conn.execute(
+            "SELECT plan_id, status, endpoints_json, tasks_json FROM plans ORDER BY plan_id DESC LIMIT 1"
+        ).fetchone()
+        with self._tx() as c:
+            if (
+                latest is not None
+                and latest[1] != "complete"
+                and latest[2] == eps
+                and orjson.dumps(orjson.loads(latest[3]), option=orjson.OPT_SORT_KEYS).decode() == spec
+            ):
+                plan_id = int(latest[0])
+                c.execute(
+                    "UPDATE plans SET status = 'running', updated = ?, config_json = ?, stamp = ? "
+                    "WHERE plan_id = ?",
+                    (now, cfg, stamp, plan_id),
+                )
+            else:
+                cur = c.execute(
+                    "INSERT INTO plans (created, updated, status, endpoints_json, tasks_json, config_json, stamp)"
+                    " VALUES (?, ?, 'running', ?, ?, ?, ?)",
+                    (now, now, eps, spec, cfg, stamp),
+                )
+                plan_id = int(cur.lastrowid or 0)
+        plan = self.get_plan(plan_id)
+        assert plan is not None
+        return plan
+
+    def end_plan(self, plan_id: int, status: str, completed: Sequence[str] = ()) -> None:
+        """Record how an invocation ended and which endpoints finished every task of it."""
+        with self._tx() as c:
+            c.execute(
+                "UPDATE plans SET status = ?, completed_json = ?, updated = ? WHERE plan_id = ?",
+                (status, orjson.dumps(list(completed)).decode(), time.time(), plan_id),
+            )
+
+    _PLAN_SELECT = (
+        "SELECT plan_id, created, updated, status, endpoints_json, completed_json, tasks_json, config_json,"
+        " stamp FROM plans"
+    )
+
+    @staticmethod
+    def _plan_from_row(row: Sequence[Any]) -> PlanRecord:
+        return PlanRecord(
+            plan_id=int(row[0]),
+            created=float(row[1]),
+            updated=float(row[2]),
+            status=str(row[3]),
+            endpoints=tuple(orjson.loads(row[4])),
+            completed=tuple(orjson.loads(row[5])),
+            tasks=orjson.loads(row[6]),
+            config=orjson.loads(row[7]),
+            stamp=str(row[8]),
+        )
+
+    def get_plan(self, plan_id: int) -> PlanRecord | None:
+        row = self._conn.execute(self._PLAN_SELECT + " WHERE plan_id = ?", (plan_id,)).fetchone()
+        return None if row is None else self._plan_from_row(row)
+
+    def plans(self) -> list[PlanRecord]:
+        """Every invocation's plan, oldest first."""
+        return [self._plan_from_row(r) for r in self._conn.execute(self._PLAN_SELECT + " ORDER BY plan_id")]
 
     # ----- samples ---------------------------------------------------------------------------------------
 

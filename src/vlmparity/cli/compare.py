@@ -65,6 +65,9 @@ def verdict_parameters() -> list[inspect.Parameter]:
         opt("max_error_rate", float, 0.02, "--max-error-rate",
             help="Largest share of failed requests per endpoint before the comparison is an "
             "infrastructure failure (exit 3)."),
+        opt("plan", list[str], [], "--plan",
+            help="Which plan of a reused output folder to compare: --plan ID (every run) or NAME=ID, with "
+            "ID as listed under 'plans:'. Default: per endpoint and task the latest complete one."),
         opt("policy", str, "answered", "--policy",
             help="Failures in the verdict: answered (samples either endpoint failed are left out; "
             "failures are gated by --max-error-rate) or strict (a failure is a wrong answer). The other "
@@ -187,7 +190,7 @@ def register(app: typer.Typer) -> None:
 def compare(**options: Any) -> None:
     """Run (with --endpoint) and compare; exit with the verdict's code."""
     from vlmparity.cli import run as run_cmd
-    from vlmparity.compare.join import PlanKey, load_joins
+    from vlmparity.compare.join import PlanKey, load_joins, parse_plan_picks
     from vlmparity.errors import ConfigError
     from vlmparity.runner import TaskPlan
 
@@ -203,6 +206,8 @@ def compare(**options: Any) -> None:
     endpoints = run_options.get("endpoint") or []
     cache: dict[PlanKey, TaskPlan] = {}
     data: dict[str, str] = {}
+    picks = parse_plan_picks(options.get("plan") or [])
+    pinned: dict[tuple[Path, str], int] = {}
     if endpoints:
         output = _check_endpoint_mode(run_options, len(endpoints))
         run_cmd.run(**run_options)  # Ctrl-C while running: `run`'s own line (answers kept, resume)
@@ -210,6 +215,9 @@ def compare(**options: Any) -> None:
         from vlmparity.config import parse_endpoints
 
         given = [e.name for e in parse_endpoints(endpoints)]
+        outcome = run_cmd.last_outcome()
+        if outcome is not None and outcome.plan_id is not None:  # compare exactly what was just run
+            pinned = {(Path(output).resolve(), name): outcome.plan_id for name in given}
         reference = reference or given[0]
         candidates = candidates or [n for n in given if n != reference]
         typer.echo("")
@@ -220,7 +228,10 @@ def compare(**options: Any) -> None:
         data = data_overrides(run_options.get("data") or [])
         stopped, hint = "interrupted while comparing (the runs are unchanged)", "rerun the command"
     with run_cmd.interrupt_as_error(stopped, hint=hint):
-        joins = load_joins(dirs, reference=reference, candidates=candidates, data=data, cache=cache)
+        joins = load_joins(
+            dirs, reference=reference, candidates=candidates, data=data, cache=cache, plans=picks,
+            pinned=pinned,
+        )  # fmt: skip
         code = finish(joins, settings, options, default_report=Path(dirs[0]) / "report.html", top=top)
     raise SystemExit(code)
 
@@ -276,11 +287,14 @@ def finish(
 ) -> int:
     """Analyse, print, write the JSON and the HTML report; return the exit code."""
     from vlmparity.compare.analysis import analyse, overall_exit_code
+    from vlmparity.compare.join import plan_lines
     from vlmparity.compare.to_report import render_terminal
 
     analyses = [analyse(j, settings) for j in joins]
     # With --json - stdout carries the JSON alone; the human text goes to stderr.
     to_stderr = options.get("json_out") == "-"
+    for line in plan_lines(joins):
+        typer.echo(line, err=to_stderr)
     for a in analyses:
         typer.echo(render_terminal(a, top), err=to_stderr)
     code = overall_exit_code(analyses)

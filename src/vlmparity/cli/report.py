@@ -55,7 +55,7 @@ def report(**options: Any) -> None:
     """Load, join, analyse and write report.html; print the verdict line and the path."""
     from vlmparity.cli.compare import data_overrides, settings_from, write_html
     from vlmparity.compare.analysis import analyse
-    from vlmparity.compare.join import load_joins
+    from vlmparity.compare.join import load_joins, parse_plan_picks, plan_lines
     from vlmparity.compare.to_report import verdict_line
 
     settings = settings_from(options)
@@ -65,7 +65,10 @@ def report(**options: Any) -> None:
         reference=options.get("reference"),
         candidates=list(options.get("candidate") or []),
         data=data_overrides(options.get("data") or []),
+        plans=parse_plan_picks(options.get("plan") or []),
     )
+    for line in plan_lines(joins):
+        typer.echo(line)
     analyses = [analyse(j, settings) for j in joins]
     for a in analyses:
         typer.echo(verdict_line(a, exit_code=False))

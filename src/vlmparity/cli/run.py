@@ -176,12 +176,21 @@ def run(
         progress = RichProgress() if sys.stderr.isatty() else PlainProgress()
         with progress:
             outcome = runner.run(config, argv=["vlmparity", *sys.argv[1:]], progress=progress, plans=plans)
+    _last["outcome"] = outcome
     _print_outcome(outcome)
     if outcome.errors:
         from vlmparity.errors import DataError
 
         broken = {ep.name for ep in outcome.endpoints if isinstance(ep.error, DataError)}
         raise unfinished_error(outcome.errors, data=broken)
+
+
+_last: dict[str, RunOutcome] = {}
+
+
+def last_outcome() -> RunOutcome | None:
+    """What the last `run` of this process did (`compare --endpoint` compares exactly that plan)."""
+    return _last.get("outcome")
 
 
 @contextmanager

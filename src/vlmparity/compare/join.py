@@ -18,7 +18,15 @@ from typing import Any
 
 from vlmparity.errors import ConfigError, DataError
 from vlmparity.runner import MISSING, TaskPlan, TaskScore, prepare_task, score_endpoint
-from vlmparity.store import ANSWERED, RunRecord, SampleRecord, Store, store_path
+from vlmparity.store import (
+    ANSWERED,
+    PlanRecord,
+    RunRecord,
+    SampleRecord,
+    Store,
+    describe_sampling,
+    store_path,
+)
 from vlmparity.tasks.base import Sample
 
 # (task, source, limit, sample, seed) -> the plan: runs of one folder share their data and plan.
@@ -32,10 +40,31 @@ class RunRef:
     directory: Path
     run: RunRecord
     label: str  # the endpoint name, or `folder:endpoint` when several folders hold that name
+    plans: tuple[PlanRecord, ...] = ()  # the folder's invocations that included this endpoint
 
     @property
     def endpoint(self) -> str:
         return self.run.endpoint
+
+
+@dataclass(frozen=True)
+class TaskChoice:
+    """Which plan of a run one task is loaded with: its invocation, data source and sampling."""
+
+    task: str
+    plan_id: int | None  # None: a store written before plans were recorded (its last configuration)
+    source: str
+    sampling: Mapping[str, Any]
+    status: str = ""
+    when: str = ""
+
+    def describe(self) -> str:
+        """E.g. 'plan #2 (limit 20, 2026-12-07 01:40:12)'."""
+        what = describe_sampling(self.sampling)
+        if self.plan_id is None:
+            return f"its last configuration ({what})"
+        state = "" if self.status == "complete" else f", {self.status}"
+        return f"plan #{self.plan_id} ({what}, {self.when}{state})"
 
 
 @dataclass(frozen=True)
@@ -47,6 +76,7 @@ class LoadedRun:
     scores: Mapping[str, TaskScore]
     sample_records: Mapping[str, Mapping[str, SampleRecord]]  # task -> sample_id -> what was sent
     session: Mapping[str, Any] = field(default_factory=dict)  # run.json's speed figures, when present
+    choices: Mapping[str, TaskChoice] = field(default_factory=dict)  # task -> the plan it was loaded with
 
     @property
     def label(self) -> str:
@@ -111,7 +141,7 @@ def discover(directories: Sequence[Path]) -> list[RunRef]:
     """Every endpoint run in the given output folders, in folder then creation order."""
     if not directories:
         raise ConfigError("no run folder given", hint="pass the --output-path folders of `vlmparity run`")
-    found: list[tuple[Path, RunRecord]] = []
+    found: list[tuple[Path, RunRecord, list[PlanRecord]]] = []
     seen: set[Path] = set()
     for directory in directories:
         directory = Path(directory)
@@ -128,20 +158,22 @@ def discover(directories: Sequence[Path]) -> list[RunRef]:
         seen.add(key)
         with Store.open(directory, create=False) as store:
             runs = store.runs()
+            plans = store.plans()
         if not runs:
             raise DataError(f"the run store in {directory} holds no run", hint="run `vlmparity run` first")
-        found.extend((directory, run) for run in runs)
+        found.extend((directory, run, plans) for run in runs)
     counts: dict[str, int] = {}
-    for _, run in found:
+    for _, run, _ in found:
         counts[run.endpoint] = counts.get(run.endpoint, 0) + 1
     refs = []
-    for directory, run in found:
+    for directory, run, plans in found:
         label = run.endpoint
         if counts[run.endpoint] > 1:
             # the folder's name suffices unless two folders of that name hold this endpoint
-            twins = [d for d, r in found if r.endpoint == run.endpoint and d.name == directory.name]
+            twins = [d for d, r, _ in found if r.endpoint == run.endpoint and d.name == directory.name]
             label = f"{directory.name if len(twins) == 1 else directory}:{run.endpoint}"
-        refs.append(RunRef(directory, run, label))
+        mine = tuple(p for p in plans if run.endpoint in p.endpoints)
+        refs.append(RunRef(directory, run, label, mine))
     return refs
 
 
@@ -236,31 +268,132 @@ def _prepare(
     return prepared
 
 
+def parse_plan_picks(values: Sequence[str]) -> dict[str, int]:
+    """`--plan ID` (every run) or `--plan NAME=ID` (one run) -> {NAME or '*': ID}."""
+    out: dict[str, int] = {}
+    for value in values:
+        name, sep, number = value.rpartition("=")
+        text = number.strip().lstrip("#")
+        if not text.isdigit() or (sep and not name.strip()):
+            raise ConfigError(
+                f"--plan {value!r} is not a plan number",
+                hint="--plan ID or --plan NAME=ID, with ID as listed under 'plans' (e.g. --plan 2)",
+            )
+        out[name.strip() if sep else "*"] = int(text)
+    return out
+
+
+def _pick_for(ref: RunRef, picks: Mapping[str, int]) -> int | None:
+    for key in (ref.label, ref.endpoint, "*"):
+        if key in picks:
+            return picks[key]
+    return None
+
+
+def _plans_line(ref: RunRef) -> str:
+    parts = []
+    for p in ref.plans:
+        sampling = describe_sampling(next(iter(p.tasks.values()), {}).get("plan") or {})
+        state = "complete" if p.complete_for(ref.endpoint) else p.status
+        parts.append(f"#{p.plan_id} {','.join(p.tasks)} ({sampling}, {p.when}, {state})")
+    return "; ".join(parts)
+
+
+def choose_plans(ref: RunRef, pick: int | None = None) -> list[TaskChoice]:
+    """The plan each task of a run is loaded with: `pick` (an invocation's number), else per task the
+    latest invocation this endpoint completed (else the latest that included the task). A store written
+    before plans were recorded gives its last configuration."""
+    plans = list(ref.plans)
+    if pick is not None:
+        chosen = next((p for p in plans if p.plan_id == pick), None)
+        if chosen is None:
+            raise ConfigError(
+                f"run {ref.label} in {ref.directory} has no plan #{pick}",
+                hint=f"its plans: {_plans_line(ref)}" if plans else "this store records no plans",
+            )
+        return [_choice(chosen, t) for t in chosen.tasks]
+    out: list[TaskChoice] = []
+    tasks = list(dict.fromkeys(t for p in plans for t in p.tasks))
+    for task in tasks:
+        having = [p for p in plans if task in p.tasks]
+        done = [p for p in having if p.complete_for(ref.endpoint)]
+        out.append(_choice((done or having)[-1], task))
+    return out
+
+
+def _choice(plan: PlanRecord, task: str) -> TaskChoice:
+    spec = plan.tasks[task]
+    return TaskChoice(
+        task=task,
+        plan_id=plan.plan_id,
+        source=str(spec.get("source") or ""),
+        sampling=dict(spec.get("plan") or {}),
+        status=plan.status,
+        when=plan.when,
+    )
+
+
+def _legacy_choices(ref: RunRef, store: Store) -> list[TaskChoice]:
+    """A store without plans: its tasks with the endpoint's last configuration."""
+    from vlmparity.tasks.base import get_task
+
+    config = ref.run.config
+    tasks = [str(t) for t in config.get("tasks") or []]
+    sources: Mapping[str, str] = config.get("data") or {}
+    plan_cfg: Mapping[str, Any] = config.get("plan") or {}
+    registered = {t for t, _ in store.samples()}
+    tasks = [t for t in tasks if t in registered] + sorted(registered - set(tasks))
+    out = []
+    for task in tasks:
+        source = sources.get(task)
+        if not source:  # the data the store was made from, when it is here (rather than the Hub)
+            recorded = (store.get_meta(f"fingerprint:{task}") or {}).get("source")
+            source = recorded if recorded and Path(str(recorded)).exists() else get_task(task).default_source
+        out.append(TaskChoice(task, None, str(source), dict(plan_cfg)))
+    return out
+
+
+def _source_for(choice: TaskChoice, ref: RunRef, data: Mapping[str, str] | None) -> str:
+    """The data to load a task from: `--data`, else where the run read it; never the Hub for local data."""
+    from vlmparity.data.sources import looks_like_path
+
+    override = (data or {}).get(choice.task)
+    if override:
+        return override
+    source = choice.source
+    if choice.plan_id is not None and looks_like_path(source) and not Path(source).expanduser().exists():
+        raise DataError(
+            f"run {ref.label} read its {choice.task} data from {source}, which is no longer there "
+            f"({choice.describe()})",
+            hint=f"pass --data {choice.task}=PATH with the folder's new place",
+        )
+    return source
+
+
 def load_run(
     ref: RunRef,
     *,
     data: Mapping[str, str] | None = None,
     cache: dict[PlanKey, TaskPlan] | None = None,
     seed: int | None = None,
+    plan: int | None = None,
 ) -> LoadedRun:
-    """Rebuild one run's samples from its data (or `data` overrides) and score it from the store."""
+    """Rebuild one run's samples from its data (or `data` overrides) and score it from the store.
+
+    Each task is loaded with one plan of the run (`choose_plans`: `plan`, else the latest complete one),
+    never with another invocation's sampling or data.
+    """
     cache = cache if cache is not None else {}
     config = ref.run.config
-    tasks = [str(t) for t in config.get("tasks") or []]
-    sources: Mapping[str, str] = config.get("data") or {}
-    plan_cfg: Mapping[str, Any] = config.get("plan") or {}
     score_seed = seed if seed is not None else int((config.get("options") or {}).get("score_seed", 0))
     with Store.open(ref.directory, create=False) as store:
-        registered = {t for t, _ in store.samples()}
-        tasks = [t for t in tasks if t in registered] + sorted(registered - set(tasks))
+        choices = choose_plans(ref, plan) if ref.plans else _legacy_choices(ref, store)
         plans: dict[str, TaskPlan] = {}
-        for task in tasks:
-            from vlmparity.tasks.base import get_task
-
-            source = (data or {}).get(task) or sources.get(task) or get_task(task).default_source
-            plan = _prepare(task, str(source), plan_cfg, cache, ref)
-            _check_fingerprint(store, plan, ref)
-            plans[task] = plan
+        for choice in choices:
+            source = _source_for(choice, ref, data)
+            prepared = _prepare(choice.task, source, choice.sampling, cache, ref)
+            _check_fingerprint(store, prepared, ref)
+            plans[choice.task] = prepared
         # Paired statistics draw MMMU fallbacks per sample; the run's own scores keep lmms-eval's sequence.
         scored = score_endpoint(
             store, ref.run.run_id, ref.endpoint, list(plans.values()), seed=score_seed, paired=True
@@ -272,6 +405,7 @@ def load_run(
         scores={s.task: s for s in scored},
         sample_records=records,
         session=_session(ref),
+        choices={c.task: c for c in choices},
     )
 
 
@@ -375,13 +509,42 @@ def load_joins(
     candidates: Sequence[str] = (),
     data: Mapping[str, str] | None = None,
     cache: dict[PlanKey, TaskPlan] | None = None,
+    plans: Mapping[str, int] | None = None,
+    pinned: Mapping[tuple[Path, str], int] | None = None,
 ) -> list[Joined]:
-    """Find the runs in `directories`, load the reference and each candidate, join each with the reference."""
+    """Find the runs in `directories`, load the reference and each candidate, join each with the reference.
+
+    `plans` picks a plan by run name (or '*' for every run, see `parse_plan_picks`); `pinned` by
+    (resolved folder, endpoint) (`compare --endpoint`: the invocation it just ran).
+    """
     refs = discover(directories)
     ref, cands = select(refs, reference, candidates)
     cache = cache if cache is not None else {}
-    loaded_ref = load_run(ref, data=data, cache=cache)
-    return [join(loaded_ref, load_run(c, data=data, cache=cache)) for c in cands]
+
+    def pick(r: RunRef) -> int | None:
+        fixed = (pinned or {}).get((r.directory.resolve(), r.endpoint))
+        return fixed if fixed is not None else _pick_for(r, plans or {})
+
+    loaded_ref = load_run(ref, data=data, cache=cache, plan=pick(ref))
+    return [join(loaded_ref, load_run(c, data=data, cache=cache, plan=pick(c))) for c in cands]
+
+
+def plan_lines(joins: Sequence[Joined]) -> list[str]:
+    """What `compare`/`report` say about the plans they use: one line per run (the analysis notes when
+    the reference's and a candidate's plans of a task differ: only the samples both planned are compared)."""
+    runs: dict[int, LoadedRun] = {}
+    for j in joins:
+        for r in (j.reference, j.candidate):
+            runs.setdefault(id(r), r)
+    lines = []
+    for r in runs.values():
+        if not r.choices:
+            continue
+        several = len(r.ref.plans) > 1
+        what = ", ".join(f"{t} {c.describe()}" for t, c in r.choices.items())
+        more = f" (of {len(r.ref.plans)} in {r.ref.directory}; choose with --plan)" if several else ""
+        lines.append(f"plans: {r.label}: {what}{more}")
+    return lines
 
 
 def is_missing(side: Side) -> bool:

@@ -349,6 +349,16 @@ def performance(run: LoadedRun) -> Performance:
     return Performance(lat, ttft, wall, len(timed) / wall, tokens / wall)
 
 
+def _plans_used(run: LoadedRun) -> str:
+    """' (plan #2)', or per task when they differ; '' for a store without recorded plans."""
+    ids = {t: c.plan_id for t, c in run.choices.items() if c.plan_id is not None}
+    if not ids:
+        return ""
+    if len(set(ids.values())) == 1:
+        return f" (plan #{next(iter(ids.values()))})"
+    return " (" + ", ".join(f"{t} plan #{i}" for t, i in ids.items()) + ")"
+
+
 def backend(run: LoadedRun) -> Backend:
     """One endpoint of the report: identity, speed, outcome classes and MMMU random fallbacks."""
     from vlmparity.report.model import Backend
@@ -360,7 +370,7 @@ def backend(run: LoadedRun) -> Backend:
         model=rec.model,
         server_version=rec.server_version,
         url=rec.url or None,
-        run=str(run.ref.directory),
+        run=str(run.ref.directory) + _plans_used(run),
         performance=performance(run),
         outcomes={t: dict(s.outcomes) for t, s in run.scores.items()},
         random_fallbacks={t: s.random_fallbacks for t, s in run.scores.items() if t.startswith("mmmu")},

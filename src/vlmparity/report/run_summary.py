@@ -19,6 +19,7 @@ from vlmparity.store import STORE_FILENAME
 if TYPE_CHECKING:
     from vlmparity.config import RunConfig
     from vlmparity.runner import EndpointRun, SessionStats, TaskPlan, TaskScore
+    from vlmparity.store import PlanRecord
 
 RUN_JSON = "run.json"
 
@@ -50,6 +51,19 @@ def _plan_record(plan: TaskPlan) -> dict[str, Any]:
 
 def _scores_record(scores: Sequence[TaskScore]) -> dict[str, Any]:
     return {s.task: lmms_output.policies_record(s) for s in scores}
+
+
+def plan_summary(p: PlanRecord) -> dict[str, Any]:
+    """One invocation's plan as run.json lists it."""
+    return {
+        "plan_id": p.plan_id,
+        "created": p.created,
+        "status": p.status,
+        "endpoints": list(p.endpoints),
+        "completed": list(p.completed),
+        "stamp": p.stamp,
+        "tasks": {t: dict(spec) for t, spec in p.tasks.items()},
+    }
 
 
 def session_record(s: SessionStats) -> dict[str, Any]:
@@ -92,11 +106,16 @@ def write_run_json(
     files: Mapping[str, Sequence[str]] | None = None,
     errors: Mapping[str, str] | None = None,
     failure: str | None = None,
+    plan_id: int | None = None,
+    plans_made: Sequence[PlanRecord] | None = None,
 ) -> Path:
     """Write `run.json` (provenance, plans, results summary); rewritten at the end of each invocation.
 
     `failure`: the one-line reason an invocation stopped early (status "failed"; answers already stored
     are kept and the next invocation resumes from them).
+
+    `run.json` describes the latest invocation (`plan_id`); `plans` lists every invocation's plan kept in
+    the store (a folder reused with other tasks or samples keeps each), `compare`/`report` pick from them.
     """
     from vlmparity import __version__
     from vlmparity.config import mask_argv
@@ -126,6 +145,10 @@ def write_run_json(
         "configured_endpoints": public["endpoints"],
         "store": STORE_FILENAME,
     }
+    if plan_id is not None:
+        doc["plan_id"] = plan_id
+    if plans_made is not None:
+        doc["plans"] = [plan_summary(p) for p in plans_made]
     if scores is not None:
         doc["results"] = {name: _scores_record(s) for name, s in scores.items()}
     if sessions is not None:
