@@ -545,6 +545,7 @@ def fake_hub(
         return ds
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.setattr(sources, "hub_reachable", lambda repo_id, timeout=5.0: True)  # the Hub "answers"
     return calls
 
 
