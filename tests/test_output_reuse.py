@@ -7,47 +7,21 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
+from hub_support import HubListener
 from vlmparity.sim import SimConfig, SimServer
 
 INSTANT = {"capacity": 16, "base_latency": 0.0, "per_image": 0.0, "per_token": 0.0, "time_scale": 0}
 N_MME, N_MMMU = 24, 12  # MME: 12 image pairs
 SAMPLE = 16  # first invocation: a stratified sample of 16 per task (whole MME pairs: 16 of 24)
 LIMIT = 6  # second invocation: MME's first 6 questions
-
-
-class HubListener:
-    """A loopback TCP listener standing in for the Hugging Face Hub: counts the connections it gets."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.connections = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture
