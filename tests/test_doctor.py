@@ -305,7 +305,7 @@ def test_not_ready_within_timeout(capsys: pytest.CaptureFixture[str], personalit
     ready = check(doc, "ready")
     assert ready["mark"] == "fail"
     assert "not ready after" in ready["detail"] and f"{route} answered 503" in ready["detail"]
-    assert "raise --timeout" in ready["fix"]
+    assert "raise --ready-timeout" in ready["fix"]
     assert code_text == 3
     assert out.splitlines()[-1].startswith("✗ ready: ")
 
@@ -348,6 +348,46 @@ def test_dead_port_one_line_no_traceback() -> None:
     assert len(lines) == 1
     assert lines[0].startswith(f"✗ reachable: cannot connect to {url}: connection refused")
     assert "→ check the host and port" in lines[0]
+
+
+def test_refused_connection_fails_at_once_unless_asked_to_wait() -> None:
+    """Nothing listening: without --ready-timeout one attempt, then the checklist (no 30 s retry loop);
+    with --ready-timeout the refusals are retried until it runs out. The attempts are counted on a
+    transport that refuses every connection, as a dead port does."""
+    import httpx
+
+    from vlmparity.client.probe import resolve_endpoint
+    from vlmparity.errors import EndpointError
+
+    def attempts(**kwargs: Any) -> int:
+        calls = 0
+
+        def refuse(request: httpx.Request) -> httpx.Response:
+            nonlocal calls
+            calls += 1
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+        async def go() -> None:
+            async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
+                await resolve_endpoint(
+                    EndpointSpec(url="http://127.0.0.1:1/v1"), client=client, poll_interval=0.001, **kwargs
+                )
+
+        with pytest.raises(EndpointError, match="cannot connect"):
+            asyncio.run(go())
+        return calls
+
+    assert attempts(ready_timeout=30.0, connect_timeout=0.0) == 1  # doctor's default
+    assert attempts(ready_timeout=0.2) > 1  # --ready-timeout 0.2: refusals retried meanwhile
+    # the command: no --ready-timeout, a dead port: exit 3 and the fix names the option
+    url = f"http://127.0.0.1:{_free_port()}/v1"
+    out = subprocess.run(
+        [sys.executable, "-m", "vlmparity", "doctor", url], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 3, out.stderr
+    (line,) = out.stdout.splitlines()
+    assert line.startswith(f"✗ reachable: cannot connect to {url}: connection refused")
+    assert "waited" not in line and "pass --ready-timeout SECONDS to wait while it starts" in line
 
 
 def test_dead_port_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -281,11 +281,11 @@ _STEP_TITLES = {
 
 def _gate_fix(step: str, spec: EndpointSpec, hint: str | None) -> str:
     if step == "reachable":
-        return "check the host and port, start the server, or raise --timeout while it starts"
+        return "check the host and port, start the server, or pass --ready-timeout SECONDS to wait while it starts"
     if step == "ready":
         if spec.kind is not BackendKind.AUTO:
-            return f"wait for the model to load and raise --timeout, or check --kind {spec.kind.value} (try auto)"
-        return "wait for the model to finish loading, then rerun (or raise --timeout)"
+            return f"wait for the model to load and raise --ready-timeout, or check --kind {spec.kind.value} (try auto)"
+        return "wait for the model to finish loading, then rerun (or raise --ready-timeout)"
     if step == "models":
         return "point the URL at the OpenAI-compatible API port of the server"
     if step == "model":
@@ -864,13 +864,18 @@ class _Behaviour:
 
 
 async def run_doctor(
-    spec: EndpointSpec, *, timeout: float = 30.0, request_timeout: float = 120.0
+    spec: EndpointSpec,
+    *,
+    timeout: float = 30.0,
+    request_timeout: float = 120.0,
+    connect_timeout: float | None = None,
 ) -> DoctorReport:
-    """Probe `spec` (waiting up to `timeout` s for readiness) and run every check; never raises for the
-    endpoint's own failures (they become failed checks)."""
+    """Probe `spec` (waiting up to `timeout` s for readiness, and up to `connect_timeout` s for a server
+    that refuses connections: None waits as long as for readiness, 0 not at all) and run every check;
+    never raises for the endpoint's own failures (they become failed checks)."""
     start = time.monotonic()
     try:
-        resolved = await resolve_endpoint(spec, ready_timeout=timeout)
+        resolved = await resolve_endpoint(spec, ready_timeout=timeout, connect_timeout=connect_timeout)
     except EndpointError as err:
         return await diagnose(spec, err, time.monotonic() - start)
     report = DoctorReport(url=spec.url)

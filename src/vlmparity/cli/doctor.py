@@ -9,6 +9,7 @@ import typer
 if TYPE_CHECKING:
     from vlmparity.doctor import DoctorReport
 
+DEFAULT_READY_TIMEOUT_S = 30.0
 MARKS = {"ok": ("✓", "green"), "warn": ("!", "yellow"), "fail": ("✗", "red")}
 
 
@@ -31,8 +32,14 @@ def register(app: typer.Typer) -> None:
             None, "--api-key", help="Bearer key (default: OPENAI_API_KEY); never printed."
         ),
         kind: str = typer.Option("auto", "--kind", help="Backend: auto, vllm, ovms, sglang or openai."),
-        timeout: float = typer.Option(
-            30.0, "--timeout", help="Seconds to wait for the server to answer and be ready."
+        timeout: float | None = typer.Option(
+            None,
+            "--ready-timeout",
+            "--timeout",
+            help="Seconds to wait for the server to be ready, refused connections included (a server "
+            "still starting). Default: 30 s for a server that answers but is still loading; a refused "
+            "connection fails at once.",
+            show_default=False,
         ),
         request_timeout: float = typer.Option(
             120.0, "--request-timeout", help="Seconds per probe request (each asks for 8 tokens)."
@@ -52,8 +59,8 @@ def register(app: typer.Typer) -> None:
         kinds = [k.value for k in BackendKind]
         if kind not in kinds:
             raise ConfigError(f"unknown --kind {kind!r}", hint=f"use one of {', '.join(kinds)}")
-        if timeout < 0 or request_timeout <= 0:
-            raise ConfigError("--timeout must be >= 0 and --request-timeout > 0")
+        if (timeout is not None and timeout < 0) or request_timeout <= 0:
+            raise ConfigError("--ready-timeout must be >= 0 and --request-timeout > 0")
         try:
             spec = EndpointSpec(
                 url=url,
@@ -66,7 +73,15 @@ def register(app: typer.Typer) -> None:
                 f"endpoint URL must look like http://host:port, got {url!r}",
                 hint="e.g. http://127.0.0.1:8000/v1",
             ) from None
-        report = asyncio.run(run_doctor(spec, timeout=timeout, request_timeout=request_timeout))
+        # Nothing listening is not worth 30 s of waiting unless asked for (a server being started)
+        report = asyncio.run(
+            run_doctor(
+                spec,
+                timeout=DEFAULT_READY_TIMEOUT_S if timeout is None else timeout,
+                request_timeout=request_timeout,
+                connect_timeout=0.0 if timeout is None else None,
+            )
+        )
         if as_json:
             import orjson
 

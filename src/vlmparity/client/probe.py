@@ -364,8 +364,12 @@ async def resolve_endpoint(
     ready_timeout: float = 30.0,
     poll_interval: float = 1.0,
     client: httpx.AsyncClient | None = None,
+    connect_timeout: float | None = None,
 ) -> ResolvedEndpoint:
     """Wait up to `ready_timeout` seconds for the endpoint to be ready, detect it, and resolve the model.
+
+    `connect_timeout` bounds the wait for a server that refuses connections (nothing listening yet):
+    0 gives up after the first refusal; None waits as long as for readiness.
 
     Each probe request may take at most what is left of `ready_timeout` (but at least
     MIN_PROBE_TIMEOUT_S), so a server that hangs is given up on when the budget ends."""
@@ -384,7 +388,8 @@ async def resolve_endpoint(
                 resolved = await prober.resolve()
             except _NotReady as err:
                 waited = time.monotonic() - start
-                if waited >= ready_timeout:
+                budget = connect_timeout if err.connection and connect_timeout is not None else ready_timeout
+                if waited >= min(budget, ready_timeout):
                     raise _not_ready_error(spec, err, waited) from None
                 log.debug("%s not ready yet: %s", spec.display_name, err.reason)
                 await asyncio.sleep(min(poll_interval, max(0.0, ready_timeout - waited)))
