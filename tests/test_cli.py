@@ -72,3 +72,41 @@ def test_console_script_uses_the_light_entry_point() -> None:
 
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "vlmparity"]
     assert script.value == "vlmparity._entry:main"
+
+
+def test_no_help_shows_a_type_after_a_flag() -> None:
+    """Every command's help (every sub-command's too): flags show no `<bool>`, lists their element type.
+
+    The flags are found from the commands' own declarations, independently of the help text."""
+    import os
+
+    from typing import Any
+
+    import typer
+
+    from vlmparity.cli import app
+
+    def commands(group: Any, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
+        out = [(path, group)]
+        for name, sub in (getattr(group, "commands", None) or {}).items():  # Typer's own click classes
+            out += commands(sub, (*path, name))
+        return out
+
+    root = typer.main.get_command(app)
+    checked = 0
+    for path, command in commands(root, ()):
+        out = subprocess.run(
+            [sys.executable, "-m", "vlmparity", *path, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "COLUMNS": "250"},
+        )
+        assert out.returncode == 0, (path, out.stderr)
+        assert "<bool>" not in out.stdout and "<list[" not in out.stdout, path
+        for param in command.params:
+            if getattr(param, "is_flag", False) and not getattr(param, "hidden", False):
+                line = next(x for x in out.stdout.splitlines() if f" {param.opts[0]} " in x)
+                assert "<" not in line.split(param.opts[0], 1)[1].split("  ", 2)[1], line
+                checked += 1
+    assert checked >= 10  # --help of each command, --stream, --log-samples, --rerun-errors, --json, ...

@@ -13,6 +13,7 @@ import sys
 import typer
 
 from vlmparity import __version__
+from vlmparity.cli._help import fix_help_metavars
 from vlmparity.errors import VlmparityError
 
 app = typer.Typer(
@@ -59,6 +60,8 @@ def debug_enabled() -> bool:
     """True when --debug (or VLMPARITY_DEBUG) asked for tracebacks."""
     return _state["debug"]
 
+
+fix_help_metavars()  # no `<bool>` after flags (Typer's type labels), for every command
 
 for _name in COMMAND_MODULES:
     _module = importlib.import_module(f"vlmparity.cli.{_name}")
