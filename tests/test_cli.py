@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from vlmparity import __version__
 
@@ -79,7 +80,6 @@ def test_no_help_shows_a_type_after_a_flag() -> None:
 
     The flags are found from the commands' own declarations, independently of the help text."""
     import os
-
     from typing import Any
 
     import typer
@@ -110,3 +110,46 @@ def test_no_help_shows_a_type_after_a_flag() -> None:
                 assert "<" not in line.split(param.opts[0], 1)[1].split("  ", 2)[1], line
                 checked += 1
     assert checked >= 10  # --help of each command, --stream, --log-samples, --rerun-errors, --json, ...
+
+
+def test_tasks_lists_every_metric_results_and_verdicts_hold(
+    tmp_path: Path, synth_mme_small: Path, synth_mmmu_small: Path
+) -> None:
+    """Every metric of a run's results.json and of compare's verdict JSON is in `vlmparity tasks`'s row
+    for its task (the metric names are read from those files, not from the task classes)."""
+    import json
+    import re
+
+    from vlmparity.sim import SimConfig, SimServer
+
+    instant = {"capacity": 16, "base_latency": 0.0, "per_image": 0.0, "per_token": 0.0, "time_scale": 0}
+    data = [synth_mme_small, synth_mmmu_small]
+    with (
+        SimServer(SimConfig(personality="vllm", data=data, load=instant, image_limit=None)) as a,
+        SimServer(SimConfig(personality="ovms", data=data, load=instant)) as b,
+    ):
+        out = run(
+            "compare", "-e", f"a={a.url}", "-e", f"b={b.url}", "--tasks", "mme,mmmu_val",
+            "--data", f"mme={synth_mme_small}", "--data", f"mmmu_val={synth_mmmu_small}",
+            "-o", str(tmp_path / "o"), "--no-report", "--json", str(tmp_path / "verdict.json"),
+        )  # fmt: skip
+    assert out.returncode in (0, 1, 2), out.stderr
+    wanted: dict[str, set[str]] = {"mme": set(), "mmmu_val": set()}
+    (results,) = (tmp_path / "o" / "a").glob("*_results.json")
+    for task, values in json.loads(results.read_text())["results"].items():
+        for key, value in values.items():
+            metric = key.split(",")[0]
+            if "," in key and "_stderr" not in metric and not isinstance(value, list):  # lists: artifacts
+                wanted[task].add(metric)
+    verdict = (tmp_path / "verdict.json").read_text()
+    for task in wanted:
+        for metric in re.findall(rf'"metric": "({task.split("_")[0]}_\w+)"', verdict):
+            wanted[task].add(metric)
+    assert "mme_acc" in wanted["mme"] and "mme_perception_score" in wanted["mme"]
+    assert "mmmu_acc" in wanted["mmmu_val"]
+    listed = run("tasks")
+    assert listed.returncode == 0
+    rows = {line.split("|")[1].strip(): line for line in listed.stdout.splitlines() if line.startswith("|mm")}
+    for task, metrics in wanted.items():
+        missing = [m for m in sorted(metrics) if not re.search(rf"\b{m}\b", rows[task])]
+        assert missing == [], (task, rows[task])

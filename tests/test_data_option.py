@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hub_support import HubListener, closed_port_url
 
+from hub_support import HubListener, closed_port_url
 from vlmparity.data.sources import looks_like_path
 
 

@@ -111,5 +111,28 @@ def test_cli_serves_until_interrupted(tmp_path: Path) -> None:
         _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
     assert "stopped" in stderr and "Traceback" not in stderr
+    # started without --data: one line says it knows no question
+    warned = [line for line in stderr.splitlines() if "warning" in line]
+    assert len(warned) == 1 and warned[0].startswith(
+        "vlmparity sim: warning: no --data, so it knows no question"
+    )
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     assert [e["path"] for e in entries] == ["/v2/health/ready", "/v3/chat/completions"]
+
+
+def test_cli_with_data_does_not_warn(synth_mme_small: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vlmparity", "sim", "--port", "0", "--data", str(synth_mme_small), "--zero-latency"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip().startswith("http://127.0.0.1:")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "warning" not in stderr and "(56 known questions;" in stderr

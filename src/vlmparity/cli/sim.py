@@ -72,13 +72,18 @@ def register(app: typer.Typer) -> None:
         previous = signal.signal(signal.SIGTERM, _terminate)
         previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # even if inherited ignored
         try:
-            typer.echo(server.base_url)
             known = len(server.index.samples)
+            if not known:
+                sys.stderr.write(
+                    "vlmparity sim: warning: no --data, so it knows no question and gives generic answers "
+                    "(accuracy near chance); pass --data DIR from `vlmparity synth` for the questions you run\n"
+                )
             sys.stderr.write(
                 f"vlmparity sim: {cfg.personality} personality serving {cfg.model!r} at {server.base_url} "
                 f"({known} known questions; Ctrl-C to stop)\n"
             )
             sys.stderr.flush()
+            typer.echo(server.base_url)  # last: whoever reads the URL has the lines above already
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:

@@ -7,7 +7,10 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add the `tasks` command to the app."""
-    app.command("tasks", help="List the tasks: default dataset, split, metrics, max_tokens.")(tasks)
+    app.command(
+        "tasks",
+        help="List the tasks: default dataset, split, metrics (lmms-eval's and those `compare` judges), max_tokens.",
+    )(tasks)
 
 
 def tasks() -> None:
@@ -25,7 +28,20 @@ def tasks() -> None:
                 task.default_source + (f" (also {legacy})" if legacy else ""),
                 task.split,
                 ", ".join(getattr(task, "metric_names", ())),
+                ", ".join(getattr(task, "compare_metrics", ())),
                 str(getattr(task, "max_tokens", "")),
             ]
         )
-    typer.echo(markdown_table(["Task", "Default source", "Split", "Metrics", "max_tokens"], rows))
+    headers = [
+        "Task",
+        "Default source",
+        "Split",
+        "Metrics (results.json)",
+        "Compared (verdict)",
+        "max_tokens",
+    ]
+    typer.echo(markdown_table(headers, rows))
+    typer.echo(
+        "\nmme_acc is MME's question accuracy (lmms-eval reports MME as the two scores); `run` prints every "
+        "task's question accuracy beside its metrics, under both failure policies."
+    )

@@ -147,6 +147,7 @@ class MMETask:
     split = "test"
     metric_names = (COGNITION_METRIC, PERCEPTION_METRIC)
     max_tokens = MAX_TOKENS
+    compare_metrics = ("mme_acc", PERCEPTION_METRIC, COGNITION_METRIC)  # `compare`: question accuracy too
 
     def __init__(self, reasoning_tags: Sequence[TagPair] | None = DEFAULT_REASONING_TAGS) -> None:
         self.reasoning_tags = reasoning_tags

@@ -183,6 +183,7 @@ class MMMUTask:
     split = "validation"
     metric_names = (METRIC,)
     max_tokens = MAX_TOKENS
+    compare_metrics = (METRIC,)  # what `compare` judges
 
     def __init__(self, reasoning_tags: Sequence[TagPair] | None = DEFAULT_REASONING_TAGS) -> None:
         self.reasoning_tags = reasoning_tags
