@@ -310,3 +310,50 @@ def test_unfinished_by_broken_data_names_the_row_and_no_resume() -> None:
     mixed = unfinished_error({"vllm": broken, "ovms": "connection refused"}, data={"vllm"})
     assert not isinstance(mixed, DataError)
     assert "rerun the same command" not in mixed.one_line()
+
+
+def test_progress_counts_connection_failures_after_the_server_died(tmp_path: Path) -> None:
+    """The server dies mid-run: the progress says so and its end line counts the connection failures
+    (the unsent samples are kept for a resume, so they are no stored errors: it used to read 0 errors)."""
+    import re
+    import signal
+    import time
+
+    from vlmparity.data.synth import write_mme
+    from vlmparity.sim import SimConfig, SimServer
+
+    data = write_mme(tmp_path / "mme", n=40, seed=5)
+    slow = {"capacity": 2, "base_latency": 0.2, "per_image": 0.0, "per_token": 0.0}
+    out = tmp_path / "o"
+    sim = SimServer(SimConfig(personality="vllm", data=[data], load=slow)).start()
+    try:
+        args = [sys.executable, "-m", "vlmparity", "run", "-e", f"a={sim.url}", "--tasks", "mme",
+                "--data", f"mme={data}", "-o", str(out), "--concurrency", "2"]  # fmt: skip
+        proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while len(_stored_rows(out / "vlmparity.sqlite")) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        sim.stop()  # the server dies
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:  # wait (on the output, not on time) until the run says the server is gone
+        lines.append(line)
+        if "stopped answering" in line:
+            break
+    os.killpg(proc.pid, signal.SIGINT)
+    rest = proc.communicate(timeout=60)[1]
+    stderr = "".join(lines) + rest
+    assert proc.returncode == 130, stderr
+    said = [line for line in stderr.splitlines() if "stopped answering" in line]
+    assert len(said) == 1 and re.fullmatch(
+        r"a: the server stopped answering \((\d+) connection failure\(s\)\); retrying one request at a time",
+        said[0],
+    )
+    (end,) = [line for line in stderr.splitlines() if re.match(r"a: \d+/40 done", line)]
+    found = re.fullmatch(r"a: (\d+)/40 done, 0 error\(s\), (\d+) connection failure\(s\)", end)
+    assert found is not None, end
+    assert 4 <= int(found[1]) < 40 and int(found[2]) >= 8  # the breaker opens after 8 in a row

@@ -609,8 +609,19 @@ class ProgressSink(Protocol):
     def begin(self, endpoint: str, total: int) -> None:
         """An endpoint has `total` samples to send in this pass."""
 
-    def update(self, endpoint: str, *, done: int, errors: int, in_flight: int, concurrency: int) -> None:
-        """Counters of one endpoint (called a few times per second)."""
+    def update(
+        self,
+        endpoint: str,
+        *,
+        done: int,
+        errors: int,
+        in_flight: int,
+        concurrency: int,
+        connection_failures: int = 0,
+    ) -> None:
+        """Counters of one endpoint (called a few times per second). `errors`: stored failures;
+        `connection_failures`: attempts that could not reach the server (a dead server's requests are
+        left unsent for a resume, so they never become stored failures)."""
 
     def end(self, endpoint: str) -> None:
         """An endpoint finished its pass."""
@@ -625,7 +636,16 @@ class NullProgress:
     def begin(self, endpoint: str, total: int) -> None:
         return None
 
-    def update(self, endpoint: str, *, done: int, errors: int, in_flight: int, concurrency: int) -> None:
+    def update(
+        self,
+        endpoint: str,
+        *,
+        done: int,
+        errors: int,
+        in_flight: int,
+        concurrency: int,
+        connection_failures: int = 0,
+    ) -> None:
         return None
 
     def end(self, endpoint: str) -> None:
@@ -655,6 +675,7 @@ class EndpointRun:
     results: list[Result] = field(default_factory=list)  # this session's results (timings)
     wall_s: float = 0.0
     error: BaseException | None = None
+    breaker_told: bool = False  # the user was told the server stopped answering (this pass)
 
 
 @dataclass(frozen=True)
@@ -1002,12 +1023,20 @@ class Engine:
 
     def _report(self, ep: EndpointRun) -> None:
         stats = ep.dispatcher.stats if ep.dispatcher is not None else None
+        if stats is not None and stats.breaker_open != ep.breaker_told:
+            ep.breaker_told = stats.breaker_open
+            if stats.breaker_open:
+                self.progress.message(
+                    f"{ep.name}: the server stopped answering ({stats.connection_failures} connection "
+                    "failure(s)); retrying one request at a time"
+                )
         self.progress.update(
             ep.name,
             done=ep.done - ep.pass_base,
             errors=ep.errors,
             in_flight=stats.in_flight if stats else 0,
             concurrency=stats.concurrency if stats else 0,
+            connection_failures=stats.connection_failures if stats else 0,
         )
 
     def session_stats(self) -> list[SessionStats]:

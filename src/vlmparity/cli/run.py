@@ -274,12 +274,20 @@ def _print_outcome(outcome: RunOutcome) -> None:
     )
 
 
+def errors_text(errors: int, connection_failures: int) -> str:
+    """'2 error(s)', plus the attempts that could not reach the server when there were any."""
+    text = f"{errors} error(s)"
+    if connection_failures:
+        text += f", {connection_failures} connection failure(s)"
+    return text
+
+
 class PlainProgress:
     """Progress for logs and pipes: a line when an endpoint starts and ends, and notable messages."""
 
     def __init__(self) -> None:
         self._totals: dict[str, int] = {}
-        self._last: dict[str, tuple[int, int]] = {}
+        self._last: dict[str, tuple[int, int, int]] = {}
 
     def __enter__(self) -> PlainProgress:
         return self
@@ -291,12 +299,21 @@ class PlainProgress:
         self._totals[endpoint] = total
         _err(f"{endpoint}: sending {total} request(s)")
 
-    def update(self, endpoint: str, *, done: int, errors: int, in_flight: int, concurrency: int) -> None:
-        self._last[endpoint] = (done, errors)
+    def update(
+        self,
+        endpoint: str,
+        *,
+        done: int,
+        errors: int,
+        in_flight: int,
+        concurrency: int,
+        connection_failures: int = 0,
+    ) -> None:
+        self._last[endpoint] = (done, errors, connection_failures)
 
     def end(self, endpoint: str) -> None:
-        done, errors = self._last.get(endpoint, (0, 0))
-        _err(f"{endpoint}: {done}/{self._totals.get(endpoint, 0)} done, {errors} error(s)")
+        done, errors, refused = self._last.get(endpoint, (0, 0, 0))
+        _err(f"{endpoint}: {done}/{self._totals.get(endpoint, 0)} done, {errors_text(errors, refused)}")
 
     def message(self, text: str) -> None:
         _err(text)
@@ -327,7 +344,7 @@ class RichProgress:
             TextColumn("ETA"),
             TimeRemainingColumn(),
             TextColumn("in flight {task.fields[in_flight]}/{task.fields[limit]}"),
-            TextColumn("[red]{task.fields[errors]} errors"),
+            TextColumn("[red]{task.fields[errors]}"),
             console=Console(stderr=True),
             transient=False,
         )
@@ -345,10 +362,19 @@ class RichProgress:
             self._progress.reset(self._ids[endpoint], total=total)
             return
         self._ids[endpoint] = self._progress.add_task(
-            endpoint, total=total, rate="", in_flight=0, limit=0, errors=0
+            endpoint, total=total, rate="", in_flight=0, limit=0, errors=errors_text(0, 0)
         )
 
-    def update(self, endpoint: str, *, done: int, errors: int, in_flight: int, concurrency: int) -> None:
+    def update(
+        self,
+        endpoint: str,
+        *,
+        done: int,
+        errors: int,
+        in_flight: int,
+        concurrency: int,
+        connection_failures: int = 0,
+    ) -> None:
         task_id = self._ids.get(endpoint)
         if task_id is None:
             return
@@ -360,7 +386,7 @@ class RichProgress:
             rate=f"{speed:.1f} req/s" if speed else "",
             in_flight=in_flight,
             limit=concurrency,
-            errors=errors,
+            errors=errors_text(errors, connection_failures),
         )
 
     def end(self, endpoint: str) -> None:

@@ -112,6 +112,7 @@ class DispatchStats:
     done: int = 0  # results delivered
     errors: int = 0  # results whose outcome is not an answer (http_error, timeout, connection, unsupported)
     retries: int = 0
+    connection_failures: int = 0  # attempts that could not reach the server (retries included)
     concurrency: int = 0  # current limit
     paused: bool = False
     pauses: int = 0  # how many times sending was paused (Retry-After, circuit breaker)
@@ -407,6 +408,7 @@ class Dispatcher:
                 self._stats.breaker_open = False
             return
         self._consecutive_conn += 1
+        self._stats.connection_failures += 1
         self._last_conn_message = cls.server_message or "connection failed"
         if self._consecutive_conn < self.breaker.threshold:
             return
