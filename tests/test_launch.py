@@ -195,7 +195,8 @@ def test_vllm_dry_run_prints_the_cpu_command_and_environment(
         in out
     )
     assert "--host 127.0.0.1 --port 8123" in out
-    assert """--limit-mm-per-prompt '{"image": 1}'""" in out
+    # by default the image limit is the most any default task sends: MMMU-val's image_1 .. image_7
+    assert """--limit-mm-per-prompt '{"image": 7}'""" in out
     assert "--max-model-len 2048 --dtype float32" in out and "--enforce-eager" in out
     assert "export VLLM_CPU_KVCACHE_SPACE=1\n" in out
     assert "export VLLM_CPU_OMP_THREADS_BIND=auto\n" in out
@@ -317,7 +318,7 @@ def test_vllm_launch_waits_until_ready_prints_url_and_stop_leaves_nothing(
         assert info["env"]["HF_HUB_OFFLINE"] == "1"
         argv = info["argv"]
         assert argv[:2] == ["-m", "vllm.entrypoints.openai.api_server"]
-        assert argv[argv.index("--limit-mm-per-prompt") + 1] == '{"image": 1}'
+        assert argv[argv.index("--limit-mm-per-prompt") + 1] == '{"image": 7}'  # MMMU-val: up to 7
         assert argv[argv.index("--port") + 1] == url.split(":")[2].split("/")[0]
         assert httpx.get(url + "/models").json()["data"][0]["id"] == "tiny"
     finally:
@@ -673,3 +674,49 @@ def test_ovms_bad_options_are_usage_errors(tmp_path: Path, state_env: dict[str, 
     (tmp_path / "r" / "config.json").write_text("{broken")
     res = cli(base, state_env)
     assert res.returncode == 4 and "config.json is not valid JSON" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ("", '{"image": 7}'),  # mme + mmmu_val: MMMU-val questions carry up to 7 images
+        ("--tasks mmmu_val", '{"image": 7}'),
+        ("--tasks mme", '{"image": 1}'),  # one image per MME question
+        ("--limit-mm-per-prompt 1", '{"image": 1}'),  # told otherwise
+        ("--tasks mme --limit-mm-per-prompt 3", '{"image": 3}'),
+    ],
+)
+def test_vllm_image_limit_follows_the_tasks(
+    llava_folder: Path, state_env: dict[str, str], args: str, expected: str
+) -> None:
+    res = cli(f"launch vllm --model {llava_folder} --port 8123 --dry-run {args}".strip(), state_env)
+    assert res.returncode == 0, res.stderr
+    command = [line for line in res.stdout.splitlines() if "vllm.entrypoints" in line]
+    assert len(command) == 1 and f"--limit-mm-per-prompt '{expected}'" in command[0]
+
+
+def test_vllm_unknown_task_names_the_known_ones(llava_folder: Path, state_env: dict[str, str]) -> None:
+    res = cli(f"launch vllm --model {llava_folder} --dry-run --tasks mmmu", state_env)
+    assert res.returncode == 4
+    assert res.stderr.strip() == "vlmparity: error: unknown task 'mmmu' (known tasks: mme, mmmu_val)"
+
+
+def test_sim_takes_vllms_image_limit_flag() -> None:
+    """`vlmparity sim --limit-mm-per-prompt 2`: doctor (which tries up to 3 images) finds a vLLM taking 2."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vlmparity", "sim", "--port", "0", "--zero-latency", "--limit-mm-per-prompt", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        doctor = subprocess.run(
+            [sys.executable, "-m", "vlmparity", "doctor", url, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert json.loads(doctor.stdout)["image_limit"] == 2

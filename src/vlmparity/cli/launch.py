@@ -39,9 +39,13 @@ def launch_vllm(
         help="Interpreter or venv folder that has vLLM installed (default: this interpreter).",
     ),
     limit_mm_per_prompt: str = typer.Option(
-        "1",
+        "auto",
         "--limit-mm-per-prompt",
-        help='Images per prompt: N for {"image": N}, a JSON object, or 0 for no flag.',
+        help='Images per prompt: auto (the most any of --tasks sends: MME 1, MMMU-val 7), N for {"image": N}, '
+        "a JSON object, or 0 for no flag.",
+    ),
+    tasks: str = typer.Option(
+        "mme,mmmu_val", "--tasks", help="The tasks the server will be evaluated on (sizes the image limit)."
     ),
     max_model_len: int | None = typer.Option(
         None, "--max-model-len", help="Context length (default: the model's)."
@@ -80,8 +84,17 @@ def launch_vllm(
 ) -> None:
     """Start vLLM's OpenAI-compatible server (CPU build), wait until /health and /v1/models answer."""
     from vlmparity.launch import common, vllm
+    from vlmparity.tasks.base import get_task
 
+    task_list = tuple(t.strip() for t in tasks.split(",") if t.strip())
+    for name in task_list:
+        get_task(name)  # an unknown task: one line naming the known ones
+    if not task_list:
+        from vlmparity.errors import ConfigError
+
+        raise ConfigError("--tasks names no task", hint="e.g. --tasks mme,mmmu_val")
     opts = vllm.VllmOptions(
+        tasks=task_list,
         model=model,
         served_model_name=served_model_name,
         host=host,

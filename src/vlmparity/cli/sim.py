@@ -36,6 +36,13 @@ def register(app: typer.Typer) -> None:
             None, "--startup-delay", help="Seconds before the server reports ready."
         ),
         log_file: Path | None = typer.Option(None, "--log-file", help="Append one JSON line per request."),
+        limit_mm_per_prompt: int | None = typer.Option(
+            None,
+            "--limit-mm-per-prompt",
+            min=0,
+            help="vllm personality: images accepted per request, as vLLM's flag (default 1; 0: no limit). "
+            "MMMU-val questions have up to 7.",
+        ),
         zero_latency: bool = typer.Option(False, "--zero-latency", help="Answer instantly (time_scale 0)."),
     ) -> None:
         import signal
@@ -58,6 +65,8 @@ def register(app: typer.Typer) -> None:
             "log_file": str(log_file) if log_file else None,
         }
         settings.update({k: v for k, v in overrides.items() if v is not None})
+        if limit_mm_per_prompt is not None:
+            settings["image_limit"] = limit_mm_per_prompt or None
         if zero_latency:
             settings["load"]["time_scale"] = 0.0
         cfg = config_from_dict(settings, source="sim options")

@@ -32,7 +32,8 @@ class VllmOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     python: str | None = None  # interpreter or venv folder; None: the one running vlmparity
-    limit_mm_per_prompt: str = "1"
+    limit_mm_per_prompt: str = "auto"  # auto: the most images any of `tasks` sends in one request
+    tasks: tuple[str, ...] = ("mme", "mmmu_val")
     max_model_len: int | None = None
     dtype: str | None = None
     kv_cache_gb: float = 4.0
@@ -61,6 +62,13 @@ def resolve_python(spec: str | None) -> str:
     if "/" not in spec:
         return spec  # a command name found on PATH at start
     raise ConfigError(f"--python {spec}: no such interpreter or venv folder")
+
+
+def auto_image_limit(tasks: tuple[str, ...] | list[str]) -> int:
+    """The most images one request of any of `tasks` carries (MME 1, MMMU-val 7)."""
+    from vlmparity.tasks.base import get_task
+
+    return max(int(getattr(get_task(t), "max_images", 1)) for t in tasks)
 
 
 def limit_mm_json(value: str) -> str:
@@ -185,7 +193,15 @@ def build_plan(opts: VllmOptions) -> LaunchPlan:
         cmd += ["--dtype", opts.dtype]
     else:
         notes.append("dtype: vLLM's CPU default (bfloat16); pass --dtype to pin it")
-    limit = limit_mm_json(opts.limit_mm_per_prompt)
+    if opts.limit_mm_per_prompt.strip().lower() == "auto":
+        most = auto_image_limit(opts.tasks)
+        limit = limit_mm_json(str(most))
+        notes.append(
+            f"images per prompt: {most} (auto: the most any of {', '.join(opts.tasks)} sends in one request; "
+            "--limit-mm-per-prompt N to choose)"
+        )
+    else:
+        limit = limit_mm_json(opts.limit_mm_per_prompt)
     if limit:
         cmd += ["--limit-mm-per-prompt", limit]
         notes.append(f"images per prompt limited to {limit}: more images get vLLM's 400 'At most N image(s)'")

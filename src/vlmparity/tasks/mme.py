@@ -148,6 +148,7 @@ class MMETask:
     metric_names = (COGNITION_METRIC, PERCEPTION_METRIC)
     max_tokens = MAX_TOKENS
     compare_metrics = ("mme_acc", PERCEPTION_METRIC, COGNITION_METRIC)  # `compare`: question accuracy too
+    max_images = 1  # images one request sends at most (`launch vllm` sizes --limit-mm-per-prompt by it)
 
     def __init__(self, reasoning_tags: Sequence[TagPair] | None = DEFAULT_REASONING_TAGS) -> None:
         self.reasoning_tags = reasoning_tags

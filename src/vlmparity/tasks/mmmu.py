@@ -184,6 +184,7 @@ class MMMUTask:
     metric_names = (METRIC,)
     max_tokens = MAX_TOKENS
     compare_metrics = (METRIC,)  # what `compare` judges
+    max_images = 7  # image_1 .. image_7: the most one MMMU-val question shows (and one request sends)
 
     def __init__(self, reasoning_tags: Sequence[TagPair] | None = DEFAULT_REASONING_TAGS) -> None:
         self.reasoning_tags = reasoning_tags
