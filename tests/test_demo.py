@@ -53,6 +53,39 @@ def test_small_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["compare", str(out / "runs"), "--no-report"]) == doc["exit_code"]
 
 
+def test_demo_points_at_nothing_it_deletes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --keep the data and runs are scratch: no message, report or verdict names them; the last
+    line says how to open the report. With --keep everything named exists afterwards."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--n-mme", "12", "--n-mmmu", "4"]) == 0
+    captured = capsys.readouterr()
+    printed = captured.out + captured.err
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "report.html", "verdict.json"]
+    texts = {
+        "terminal": printed,
+        "report": (out / "report.html").read_text(encoding="utf-8"),
+        "verdict": (out / "verdict.json").read_text(encoding="utf-8"),
+    }
+    for gone in (out / "runs", out / "data", out.resolve() / "runs", out.resolve() / "data"):
+        for where, text in texts.items():
+            assert str(gone) not in text, (where, gone)
+    assert "--keep" in printed and "--keep" in texts["report"]  # said where it matters
+    report = (out / "report.html").resolve()
+    last = captured.out.strip().splitlines()[-1]
+    assert last == f"open the report: xdg-open {report}  (or {report.as_uri()} in a browser)"
+
+    kept = tmp_path / "kept"
+    assert main(["demo", "--out", str(kept), "--n-mme", "12", "--n-mmmu", "4", "--keep"]) == 0
+    captured = capsys.readouterr()
+    printed = captured.out + captured.err
+    html = (kept / "report.html").read_text(encoding="utf-8")
+    runs = kept / "runs"
+    assert runs.is_dir() and (runs / "vlmparity.sqlite").is_file() and (kept / "data" / "mme").is_dir()
+    assert f"vlmparity run -o {runs}" in printed and f"try `vlmparity compare {runs.resolve()}`" in printed
+    assert f"{runs} (plan #1)" in html  # the setup table names the kept run folder and its plan
+    assert captured.out.strip().splitlines()[-1].startswith("open the report: ")
+
+
 @pytest.mark.slow
 def test_default_demo(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

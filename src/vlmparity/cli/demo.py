@@ -11,7 +11,8 @@ import typer
 DEMO_HELP = (
     "Try vlmparity offline in about a minute: start a vLLM-like and an OVMS-like simulated server on "
     "loopback (the candidate answers a few percent of the questions differently), generate a small "
-    "synthetic MME + MMMU-val set, run both endpoints, compare them, and write report.html. "
+    "synthetic MME + MMMU-val set, run both endpoints, compare them, and write report.html (--keep also "
+    "keeps the data and runs to try `vlmparity compare` on). "
     "Exits 0 whatever the verdict (it is a demonstration), non-zero only if something broke."
 )
 
@@ -26,15 +27,16 @@ def demo(
         Path("vlmparity-demo"),
         "--out",
         "-o",
-        help="Folder for the report (and, with --keep, the data and runs). A previous demo's folder is "
-        "cleared; any other non-empty folder is refused.",
+        help="Folder for report.html and verdict.json (and, with --keep, the data and runs). A previous "
+        "demo's folder is cleared; any other non-empty folder is refused.",
     ),
     n_mme: int = typer.Option(280, "--n-mme", help="Synthetic MME questions (two per image)."),
     n_mmmu: int = typer.Option(150, "--n-mmmu", help="Synthetic MMMU-val questions."),
     keep: bool = typer.Option(
         False,
         "--keep",
-        help="Keep the generated data and the run store (to try `vlmparity compare` on them).",
+        help="Keep the generated data and the run store in OUT/data and OUT/runs (to try `vlmparity "
+        "compare OUT/runs`); without it they are scratch, removed at the end.",
     ),
     top: int = typer.Option(5, "--top", help="Disagreements to list."),
 ) -> None:
@@ -65,9 +67,27 @@ def demo(
 
         typer.echo(summary_line(s))
     elapsed = time.perf_counter() - started
-    typer.echo(f"\nreport: {result.report.resolve()}")
+    report = result.report.resolve()
+    typer.echo(f"\nreport: {report}")
     typer.echo(f"verdict JSON: {result.verdict_json.resolve()}")
     if keep:
         runs = (result.out / "runs").resolve()
         typer.echo(f"runs kept in {runs}: try `vlmparity compare {runs}`")
+    else:
+        typer.echo(
+            "the generated data and runs were scratch and are removed; `vlmparity demo --keep` keeps them "
+            "to try `vlmparity compare` on"
+        )
     typer.echo(f"demo finished in {elapsed:.0f} s (the verdict is informational: exit 0)")
+    typer.echo(f"open the report: {open_command(report)}  (or {report.as_uri()} in a browser)")
+
+
+def open_command(path: Path) -> str:
+    """The shell command that opens `path` in the default browser on this platform."""
+    import shlex
+
+    if sys.platform == "darwin":
+        return f"open {shlex.quote(str(path))}"
+    if sys.platform.startswith("win"):
+        return f'start "" "{path}"'
+    return f"xdg-open {shlex.quote(str(path))}"
