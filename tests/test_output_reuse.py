@@ -78,6 +78,8 @@ def test_second_plan_into_the_same_folder(workdir: Path, hub: HubListener, tmp_p
             cwd=root, hub=hub,
         )  # fmt: skip
         assert second.returncode == 0, second.stderr
+    assert "run.json (plan #1) and" in first.stdout and "latest complete one" not in first.stdout
+    assert "run.json (plan #2) and" in second.stdout and "latest complete one unless --plan" in second.stdout
     out = root / "out"
     doc = orjson.loads((out / "run.json").read_bytes())
     # run.json: the latest invocation, and every invocation's own plan with its absolute data paths

@@ -269,9 +269,16 @@ def _print_outcome(outcome: RunOutcome) -> None:
     for session in outcome.sessions:
         typer.echo(run_summary.summary_line(session))
     files = [f for paths in outcome.files.values() for f in paths]
+    plan = f" (plan #{outcome.plan_id})" if outcome.plan_id is not None else ""
     typer.echo(
-        f"\nwrote {outcome.run_json} and {len(files)} lmms-eval file(s) under {outcome.config.options.output_path}"
+        f"\nwrote {outcome.run_json}{plan} and {len(files)} lmms-eval file(s) under "
+        f"{outcome.config.options.output_path}"
     )
+    if outcome.plan_id is not None and outcome.plan_id > 1:
+        typer.echo(
+            "the folder keeps every invocation's plan (see run.json 'plans'); compare and report use, per "
+            "endpoint and task, the latest complete one unless --plan chooses"
+        )
 
 
 def errors_text(errors: int, connection_failures: int) -> str:
