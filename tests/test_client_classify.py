@@ -200,21 +200,21 @@ def test_html_4xx_is_permanent() -> None:
     assert (cls.transient, cls.server_message) == (False, "413 Request Entity Too Large")
 
 
-def test_html_200_is_transient_error() -> None:
+def test_html_200_is_transient_malformed() -> None:
     cls = classify(200, {"content-type": "text/html; charset=utf-8"}, b"<html><title>Login</title></html>")
-    assert cls.outcome is Outcome.HTTP_ERROR and cls.transient
+    assert cls.outcome is Outcome.MALFORMED and cls.transient
     assert cls.server_message is not None and "Login" in cls.server_message
 
 
 def test_truncated_json_200_is_transient() -> None:
     body = _answer("Yes")[:-10]
     cls = classify(200, JSON, body)
-    assert (cls.outcome, cls.transient, cls.status) == (Outcome.HTTP_ERROR, True, 200)
+    assert (cls.outcome, cls.transient, cls.status) == (Outcome.MALFORMED, True, 200)
 
 
 def test_empty_200_body_is_transient() -> None:
     cls = classify(200, JSON, b"")
-    assert cls.outcome is Outcome.HTTP_ERROR and cls.transient
+    assert cls.outcome is Outcome.MALFORMED and cls.transient
 
 
 @pytest.mark.parametrize(
@@ -371,7 +371,7 @@ def test_stream_ovms_appended_plain_error() -> None:
 
 def test_stream_truncated_is_transient() -> None:
     cls = _feed([_chunk({"content": "Ye"}), ""]).classify()
-    assert (cls.outcome, cls.transient) == (Outcome.HTTP_ERROR, True)
+    assert (cls.outcome, cls.transient) == (Outcome.MALFORMED, True)
 
 
 # -- bodies ----------------------------------------------------------------------------------------------

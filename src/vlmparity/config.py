@@ -11,10 +11,11 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from vlmparity import masking
 from vlmparity.errors import ConfigError
 from vlmparity.tasks.base import GenerationParams, task_names
 
@@ -26,7 +27,6 @@ ImageFormat = Literal["png", "jpeg"]
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MAX_INT = 2**63 - 1
 _TASK_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_URL_PASSWORD = re.compile(r"(https?://[^\s/@:]*:)[^\s/@]*@")
 
 
 class _Model(BaseModel):
@@ -52,6 +52,7 @@ class EndpointConfig(_Model):
     @field_validator("url")
     @classmethod
     def _check_url(cls, v: str) -> str:
+        masking.remember_url(v)  # its password or token is never printed nor written
         try:
             parts = urlsplit(v)
             parts.port  # noqa: B018 -- raises ValueError for a port out of range or not a number
@@ -60,6 +61,13 @@ class EndpointConfig(_Model):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"endpoint URL {mask_url(v)!r} must look like http://HOST:PORT[/v1]")
         return v.rstrip("/")
+
+    @field_validator("api_key")
+    @classmethod
+    def _remember_key(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            masking.remember(v.get_secret_value())
+        return v
 
     def public(self) -> dict[str, Any]:
         """What may be written to disk: no API key, URL credentials masked."""
@@ -216,19 +224,8 @@ class RunConfig(_Model):
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password in it replaced by ***."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        port = parts.port
-    except ValueError:  # a URL urllib cannot take apart (bad port, bracket): mask by pattern
-        return _URL_PASSWORD.sub(r"\1***@", url)
-    host = parts.hostname or ""
-    if port is not None:
-        host = f"{host}:{port}"
-    netloc = f"{parts.username}:***@{host}" if parts.username else f"***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """The URL with its credentials masked (user info, secret-named query parameters): `masking.mask_url`."""
+    return masking.mask_url(url)
 
 
 def default_endpoint_name(url: str) -> str:
@@ -356,7 +353,7 @@ def mask_argv(argv: Sequence[str], secrets: Iterable[str] = ()) -> list[str]:
                 out.append(arg)
                 hide_next = True
             continue
-        masked = _URL_PASSWORD.sub(r"\1***@", arg)
+        masked = masking.mask_urls(arg)
         for secret in secrets:
             masked = masked.replace(secret, "***")
         out.append(masked)

@@ -101,10 +101,13 @@ class DoctorReport:
         return next((c for c in self.checks if c.id == check_id), None)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of the facts and the checks."""
+        """A JSON-ready dict of the facts and the checks (URL credentials and known secrets masked)."""
+        from vlmparity.masking import scrub_obj
+
         doc = asdict(self)
         doc["checks"] = [{**asdict(c), "mark": c.mark.value} for c in self.checks]
-        return {"url": self.url, "evaluable": self.evaluable, "exit_code": self.exit_code, **doc}
+        out = {"url": self.url, "evaluable": self.evaluable, "exit_code": self.exit_code, **doc}
+        return scrub_obj(out)  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------------------------------- small helpers

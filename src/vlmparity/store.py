@@ -32,7 +32,7 @@ SCHEMA_VERSION = 1
 # Outcome classes (DESIGN.md "Outcome"). An answered outcome carries the model's text and is scored as is;
 # a failure carries no text and is scored per the two explicit policies.
 ANSWERED = ("ok", "length", "empty")
-FAILURES = ("http_error", "timeout", "connection", "unsupported")
+FAILURES = ("http_error", "timeout", "connection", "unsupported", "malformed")
 OUTCOMES = ANSWERED + FAILURES
 
 # How a sample's request was treated under the multi-image policy.
@@ -209,8 +209,20 @@ _UPSERT_RESULT = (
 )
 
 
+# SQLite INTEGER is a signed 64-bit number: a larger Python int would raise OverflowError in the writer.
+_SQLITE_INT_MIN, _SQLITE_INT_MAX = -(2**63), 2**63 - 1
+
+
+def _sqlite_value(value: Any) -> Any:
+    """`value`, with an integer SQLite cannot hold (a number from the wire that escaped its range check)
+    stored as NULL ("absent") instead of killing the writer."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if _SQLITE_INT_MIN <= value <= _SQLITE_INT_MAX else None
+    return value
+
+
 def _result_row(rec: ResultRecord) -> tuple[Any, ...]:
-    values = [getattr(rec, c) for c in _RESULT_COLUMNS]
+    values = [_sqlite_value(getattr(rec, c)) for c in _RESULT_COLUMNS]
     values[_RESULT_COLUMNS.index("transient")] = int(rec.transient)
     if not rec.created:
         values[_RESULT_COLUMNS.index("created")] = time.time()
@@ -384,6 +396,8 @@ class Store:
 
     def set_image_limit(self, run_id: int, limit: int) -> None:
         """Remember the image limit an endpoint reported (the smallest seen wins)."""
+        if _sqlite_value(limit) is None:
+            return  # not a limit any server can have (the client range-checks it first)
         with self._tx() as c:
             c.execute(
                 "UPDATE runs SET image_limit = CASE WHEN image_limit IS NULL OR image_limit > ? THEN ? "

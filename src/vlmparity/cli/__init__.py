@@ -69,7 +69,10 @@ for _name in COMMAND_MODULES:
 
 
 def error_line(message: str) -> None:
-    """Print one error line on stderr."""
+    """Print one error line on stderr (URL credentials, keys and known secrets masked)."""
+    from vlmparity.masking import scrub_message
+
+    message = " ".join(scrub_message(message).splitlines())  # one line, whatever a server said
     sys.stderr.write(f"vlmparity: error: {message}\n")
     sys.stderr.flush()
 

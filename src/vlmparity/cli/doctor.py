@@ -69,8 +69,10 @@ def register(app: typer.Typer) -> None:
                 kind=BackendKind(kind),
             )
         except ValidationError:
+            from vlmparity.masking import mask_url
+
             raise ConfigError(
-                f"endpoint URL must look like http://host:port, got {url!r}",
+                f"endpoint URL must look like http://host:port, got {mask_url(url)!r}",
                 hint="e.g. http://127.0.0.1:8000/v1",
             ) from None
         # Nothing listening is not worth 30 s of waiting unless asked for (a server being started)
@@ -97,17 +99,23 @@ def print_report(report: DoctorReport) -> None:
     from rich.console import Console
     from rich.text import Text
 
+    from vlmparity.masking import scrub_message
+
     console = Console(soft_wrap=True, highlight=False)
     for check in report.checks:
         mark, colour = MARKS[check.mark.value]
         line = Text()
         line.append(mark, style=f"bold {colour}")
         line.append(f" {check.title}: ", style="bold")
-        line.append(check.detail)
+        line.append(scrub_message(check.detail))
         if check.fix:
-            line.append(f" → {check.fix}", style=colour)
+            line.append(f" → {scrub_message(check.fix)}", style=colour)
         console.print(line)
     if report.evaluable:
         warnings = sum(1 for c in report.checks if c.mark.value == "warn")
         tail = f"{warnings} warning{'s' if warnings != 1 else ''}" if warnings else "no warnings"
-        console.print(Text(f"→ {report.chat_url} can be evaluated with model {report.model!r} ({tail})"))
+        console.print(
+            Text(
+                f"→ {scrub_message(report.chat_url or '')} can be evaluated with model {report.model!r} ({tail})"
+            )
+        )

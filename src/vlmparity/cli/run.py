@@ -240,11 +240,14 @@ def unfinished_error(errors: Mapping[str, str], *, data: Collection[str] = ()) -
 
 
 def _err(text: str) -> None:
-    sys.stderr.write(text + "\n")
+    from vlmparity.masking import scrub_message
+
+    sys.stderr.write(scrub_message(text) + "\n")
     sys.stderr.flush()
 
 
 def _print_outcome(outcome: RunOutcome) -> None:
+    from vlmparity.masking import mask_url
     from vlmparity.report import run_summary, tables
 
     for ep in outcome.endpoints:
@@ -253,7 +256,7 @@ def _print_outcome(outcome: RunOutcome) -> None:
             continue
         r = ep.resolved
         version = f" {r.server_version}" if r.server_version else ""
-        typer.echo(f"\n{ep.name}: {r.kind.value}{version} at {r.chat_url}")
+        typer.echo(f"\n{ep.name}: {r.kind.value}{version} at {mask_url(r.chat_url)}")
         # lmms-eval's header line before its table
         gen = ",".join(f"{k}={v}" for k, v in outcome.config.generation.model_dump().items() if v is not None)
         limit = outcome.config.plan.limit
@@ -400,4 +403,6 @@ class RichProgress:
         return None
 
     def message(self, text: str) -> None:
-        self._progress.console.print(text)
+        from vlmparity.masking import scrub_message
+
+        self._progress.console.print(scrub_message(text), markup=False, highlight=False)

@@ -2,21 +2,30 @@
 
 `classify(status, headers, body, exc)` is a pure function: it takes what came back (or the exception
 raised instead) and returns a `Classification` — the outcome class (`ok | http_error | timeout |
-connection | empty | length | unsupported`), whether retrying can help (`transient`), the server's own
+connection | empty | length | unsupported | malformed`), whether retrying can help (`transient`), the server's own
 message extracted from any error shape (vLLM nested and flat, OVMS flat string with or without the
 MediaPipe prefix, FastAPI `detail`, HTML pages, plain text), `Retry-After`, the image limit of a
 "too many images" 400, and for answers the text, finish reason and token usage.
+
+Every number read from a reply is range-checked where it is parsed (`wire_int`, `parse_retry_after`,
+`image_limit_from_message`, `valid_status`): a value out of range (negative, above its documented bound,
+NaN, infinite, not an integer) counts as absent, and the raw text is kept in `server_message` ("ignored
+…") for the report. A 200 reply that is not a usable chat.completion (not JSON, HTML, no choices, a
+`message` that is not an object, a `content` that is neither a string, null nor a list of parts) is
+`malformed`: transient, retried, and recorded as a failure, never as an answer. `content: null` is a
+valid empty answer (lmms-eval turns it into "").
 """
 
 from __future__ import annotations
 
 import email.utils
 import html
+import math
 import re
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -36,6 +45,16 @@ class Outcome(StrEnum):
     EMPTY = "empty"
     LENGTH = "length"
     UNSUPPORTED = "unsupported"
+    MALFORMED = "malformed"
+
+
+# Bounds of the numbers read from a server; outside them a value counts as absent.
+MAX_TOKEN_COUNT = 10**9  # usage.*_tokens (the longest contexts are ~10^7 tokens)
+MAX_IMAGE_LIMIT = 10**6  # "At most N image(s)"
+MAX_RETRY_AFTER_HEADER_S = 10**9  # a Retry-After beyond this (~32 years) is nonsense, not a long wait
+MAX_REPLY_BYTES = 256 * 1024 * 1024  # a reply body (after content decoding) larger than this is refused
+MAX_FINISH_REASON_CHARS = 64
+_MAX_DIGITS = 18  # more digits than this cannot be in any bound above (and int() stays cheap)
 
 
 # Statuses that say "try again later" rather than "this request is wrong".
@@ -68,6 +87,7 @@ class Classification:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     response: dict[str, Any] | None = None  # the parsed JSON body (answers and JSON errors)
+    ignored: tuple[str, ...] = ()  # out-of-range values read from the reply, raw (also in server_message)
 
     @property
     def is_answer(self) -> bool:
@@ -80,35 +100,72 @@ def is_transient_status(status: int) -> bool:
     return status >= 500 or status in _TRANSIENT_4XX
 
 
+def wire_int(value: Any, *, lo: int = 0, hi: int) -> int | None:
+    """`value` if it is an integer in [lo, hi] (a JSON int, or a string of digits), else None.
+
+    Booleans, floats (even 12.0), NaN, infinities, negative or huge values, and strings of more than
+    `_MAX_DIGITS` digits are all "absent"."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text or len(text) > _MAX_DIGITS or not text.isascii() or not text.isdigit():
+            return None
+        value = int(text)
+    if not isinstance(value, int):
+        return None
+    return value if lo <= value <= hi else None
+
+
+def raw(value: Any, limit: int = 40) -> str:
+    """A short printable form of a value read from a server (for "ignored ..." notes)."""
+    text = value if isinstance(value, str) else repr(value)
+    text = " ".join(text.split())
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def valid_status(status: Any) -> int | None:
+    """An HTTP status code in 100..599, else None."""
+    return wire_int(status, lo=100, hi=599)
+
+
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP-date); None if absent/invalid."""
+    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP-date); None if absent/invalid.
+
+    Invalid: not a number nor an HTTP-date, NaN, infinite, negative, or above MAX_RETRY_AFTER_HEADER_S.
+    A date in the past means 0. The dispatcher caps what it honours (RetryPolicy)."""
     if value is None:
         return None
     value = value.strip()
-    if not value:
+    if not value or len(value) > 64:
         return None
     try:
         seconds = float(value)
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
         if when is None:
             return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
+        try:
+            seconds = max(0.0, when.timestamp() - (time.time() if now is None else now))
+        except (OverflowError, ValueError, OSError):
+            return None
+    if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_RETRY_AFTER_HEADER_S:
         return None
-    return max(0.0, seconds)
+    return seconds
 
 
 def image_limit_from_message(message: str | None) -> int | None:
-    """N from vLLM's "At most N image(s) may be provided in one prompt/request."; 0 for text-only OVMS."""
+    """N from vLLM's "At most N image(s) may be provided in one prompt/request."; 0 for text-only OVMS.
+
+    None when absent or out of range (0..MAX_IMAGE_LIMIT): a limit that cannot be true is no limit."""
     if not message:
         return None
     match = _IMAGE_LIMIT_RE.search(message)
     if match:
-        return int(match.group(1))
+        return wire_int(match.group(1), lo=0, hi=MAX_IMAGE_LIMIT)
     if _TEXT_ONLY_RE.search(message):
         return 0
     return None
@@ -210,11 +267,7 @@ def _error_code(doc: Any) -> int | None:
         return None
     err = doc.get("error")
     code = err.get("code") if isinstance(err, dict) else doc.get("code")
-    if isinstance(code, int):
-        return code
-    if isinstance(code, str) and code.isdigit():
-        return int(code)
-    return None
+    return valid_status(code)
 
 
 def classify_error_doc(doc: Any, *, status: int | None) -> Classification:
@@ -222,6 +275,8 @@ def classify_error_doc(doc: Any, *, status: int | None) -> Classification:
     message = message_from_json(doc)
     message = _clip(message) if message is not None else None
     limit = image_limit_from_message(message)
+    if limit is None and message and _IMAGE_LIMIT_RE.search(message):
+        message = f"{message} (ignored: image limit out of range 0..{MAX_IMAGE_LIMIT})"
     if limit is not None:
         return Classification(
             Outcome.UNSUPPORTED, status=status, server_message=message, image_limit=limit, response=doc
@@ -238,44 +293,79 @@ def classify_error_doc(doc: Any, *, status: int | None) -> Classification:
     )
 
 
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def malformed(what: str, *, status: int | None = 200) -> Classification:
+    """A reply that is not a usable chat.completion: transient (retried), never an answer."""
+    return Classification(
+        Outcome.MALFORMED, transient=True, status=status, server_message=_clip(f"malformed reply: {what}")
+    )
+
+
+def _content_text(content: Any) -> tuple[str | None, str | None]:
+    """(text, problem) of `message.content`: a string, null (None: an empty answer), or a list of parts
+    (each an object with a string `type`; `text` parts carry a string `text`, other parts are skipped)."""
+    if content is None or isinstance(content, str):
+        return content, None
+    if isinstance(content, list):
+        texts = []
+        for i, part in enumerate(content):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                return None, f"choices[0].message.content[{i}] is {type(part).__name__}, not a content part"
+            if part["type"] == "text":
+                if not isinstance(part.get("text"), str):
+                    return None, f"choices[0].message.content[{i}] is a text part without a string text"
+                texts.append(part["text"])
+        return "".join(texts), None
+    return None, f"choices[0].message.content is {type(content).__name__}, not a string"
+
+
+def usage_counts(usage: Any) -> tuple[int | None, int | None, tuple[str, ...]]:
+    """(prompt_tokens, completion_tokens, ignored) from a `usage` object, each range-checked."""
+    if not isinstance(usage, dict):
+        return None, None, ((f"usage {raw(usage)}",) if usage is not None else ())
+    counts: list[int | None] = []
+    ignored: list[str] = []
+    for name in ("prompt_tokens", "completion_tokens"):
+        value = usage.get(name)
+        checked = wire_int(value, hi=MAX_TOKEN_COUNT) if not isinstance(value, str) else None
+        if checked is None and value is not None:
+            ignored.append(f"usage.{name} {raw(value)}")
+        counts.append(checked)
+    return counts[0], counts[1], tuple(ignored)
+
+
+def _with_ignored(message: str | None, ignored: tuple[str, ...]) -> str | None:
+    if not ignored:
+        return message
+    note = f"ignored out-of-range or invalid {', '.join(ignored)}"
+    return _clip(f"{message} ({note})" if message else note)
 
 
 def classify_completion(doc: Any, *, status: int | None = 200) -> Classification:
     """A 200 chat.completion document (unary, or assembled from a stream)."""
     if not isinstance(doc, dict):
-        return Classification(
-            Outcome.HTTP_ERROR,
-            transient=True,
-            status=status,
-            server_message=f"unexpected JSON in response: {type(doc).__name__}, not an object",
-        )
+        return malformed(f"JSON {type(doc).__name__}, not an object", status=status)
     if "error" in doc and not doc.get("choices"):
         return classify_error_doc(doc, status=status)
     choices = doc.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        return Classification(
-            Outcome.HTTP_ERROR,
-            transient=True,
-            status=status,
-            server_message="response has no choices",
-            response=doc,
-        )
+    if not isinstance(choices, list) or not choices:
+        return malformed("no choices", status=status)
     choice = choices[0]
-    message = choice.get("message") or choice.get("delta") or {}
-    content = message.get("content") if isinstance(message, dict) else None
-    if isinstance(content, list):  # some servers return content parts
-        content = "".join(
-            part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
-        )
-    text = content if isinstance(content, str) else None
+    if not isinstance(choice, dict):
+        return malformed(f"choices[0] is {type(choice).__name__}, not an object", status=status)
+    message = choice.get("message", choice.get("delta"))
+    if not isinstance(message, dict):
+        what = "missing" if message is None else f"{type(message).__name__}, not an object"
+        return malformed(f"choices[0].message is {what}", status=status)
+    text, problem = _content_text(message.get("content"))
+    if problem is not None:
+        return malformed(problem, status=status)
+    ignored: tuple[str, ...] = ()
     finish = choice.get("finish_reason")
-    finish = finish if isinstance(finish, str) else None
-    raw_usage = doc.get("usage")
-    usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
-    prompt_tokens = _int_or_none(usage.get("prompt_tokens"))
-    completion_tokens = _int_or_none(usage.get("completion_tokens"))
+    if finish is not None and (not isinstance(finish, str) or len(finish) > MAX_FINISH_REASON_CHARS):
+        ignored += (f"finish_reason {raw(finish)}",)
+        finish = None
+    prompt_tokens, completion_tokens, bad_usage = usage_counts(doc.get("usage"))
+    ignored += bad_usage
     if finish == "length":
         outcome = Outcome.LENGTH
     elif text is None or not text.strip():
@@ -285,11 +375,13 @@ def classify_completion(doc: Any, *, status: int | None = 200) -> Classification
     return Classification(
         outcome,
         status=status,
+        server_message=_with_ignored(None, ignored),
         text=text,
         finish_reason=finish,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         response=doc,
+        ignored=ignored,
     )
 
 
@@ -353,53 +445,65 @@ def classify(
         return classify_exception(exc)
     if status is None:
         return Classification(Outcome.CONNECTION, transient=True, server_message="no response")
+    if valid_status(status) is None:
+        return malformed(f"HTTP status {raw(status)} out of range 100..599", status=None)
     body = body or b""
-    retry_after = parse_retry_after(_header(headers, "retry-after"))
+    raw_retry = _header(headers, "retry-after")
+    retry_after = parse_retry_after(raw_retry)
+    ignored = (f"Retry-After {raw(raw_retry)}",) if raw_retry is not None and retry_after is None else ()
     if status != 200:
-        if looks_like_html(headers, body):
-            return Classification(
-                Outcome.HTTP_ERROR,
-                transient=is_transient_status(status),
-                status=status,
-                server_message=_clip(message_from_html(body)),
-                retry_after_s=retry_after,
-            )
-        try:
-            doc = orjson.loads(body) if body.strip() else None
-        except orjson.JSONDecodeError:
-            doc = None
-        if doc is not None:
-            result = classify_error_doc(doc, status=status)
-            if result.outcome is Outcome.HTTP_ERROR:
-                # The HTTP status decides transience; the body's own code is only a fallback.
-                return Classification(
-                    Outcome.HTTP_ERROR,
-                    transient=is_transient_status(status),
-                    status=status,
-                    server_message=result.server_message or server_message(headers, body),
-                    retry_after_s=retry_after,
-                    response=result.response,
-                )
-            return result
-        return Classification(
-            Outcome.HTTP_ERROR,
-            transient=is_transient_status(status),
-            status=status,
-            server_message=server_message(headers, body) or f"HTTP {status} with empty body",
-            retry_after_s=retry_after,
-        )
+        return _with_note(_classify_error(status, headers, body, retry_after), ignored)
     if looks_like_html(headers, body):
-        return Classification(
-            Outcome.HTTP_ERROR,
-            transient=True,
-            status=status,
-            server_message=f"HTML instead of JSON: {_clip(message_from_html(body))}",
-        )
+        return malformed(f"HTML instead of JSON: {_clip(message_from_html(body))}")
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as err:
         what = "empty body" if not body.strip() else f"invalid or truncated JSON ({err})"
-        return Classification(
-            Outcome.HTTP_ERROR, transient=True, status=status, server_message=f"{what} in a 200 response"
-        )
+        return malformed(f"{what} in a 200 response")
     return classify_completion(doc, status=status)
+
+
+def _with_note(cls: Classification, ignored: tuple[str, ...]) -> Classification:
+    if not ignored:
+        return cls
+    return replace(
+        cls, server_message=_with_ignored(cls.server_message, ignored), ignored=cls.ignored + ignored
+    )
+
+
+def _classify_error(
+    status: int, headers: Mapping[str, str] | None, body: bytes, retry_after: float | None
+) -> Classification:
+    """A non-200 reply."""
+    if looks_like_html(headers, body):
+        return Classification(
+            Outcome.HTTP_ERROR,
+            transient=is_transient_status(status),
+            status=status,
+            server_message=_clip(message_from_html(body)),
+            retry_after_s=retry_after,
+        )
+    try:
+        doc = orjson.loads(body) if body.strip() else None
+    except orjson.JSONDecodeError:
+        doc = None
+    if doc is not None:
+        result = classify_error_doc(doc, status=status)
+        if result.outcome is Outcome.HTTP_ERROR:
+            # The HTTP status decides transience; the body's own code is only a fallback.
+            return Classification(
+                Outcome.HTTP_ERROR,
+                transient=is_transient_status(status),
+                status=status,
+                server_message=result.server_message or server_message(headers, body),
+                retry_after_s=retry_after,
+                response=result.response,
+            )
+        return result
+    return Classification(
+        Outcome.HTTP_ERROR,
+        transient=is_transient_status(status),
+        status=status,
+        server_message=server_message(headers, body) or f"HTTP {status} with empty body",
+        retry_after_s=retry_after,
+    )

@@ -9,9 +9,12 @@ Usage::
 `model` (a dict, or JSON bytes of the object to avoid serialising images again); the dispatcher adds
 the endpoint's model and serialises once per sample. `on_result(Result)` (async or sync) is called
 once per finished sample, one call at a time, as answers arrive — the run store commits there.
-Transient failures (5xx, 408, 429, timeouts, resets, invalid JSON, proxy HTML) are retried with jittered
-exponential backoff up to `RetryPolicy.max_attempts`; permanent 4xx are not. `Retry-After` pauses all
-sends. A circuit breaker stops hammering a dead server and, if it stays dead, raises `EndpointError`
+Transient failures (5xx, 408, 429, timeouts, resets, malformed replies, proxy HTML) are retried with
+jittered exponential backoff up to `RetryPolicy.max_attempts`; permanent 4xx are not. One policy for every
+retryable status: a `Retry-After` on any of them pauses all sends for at most `RetryPolicy.retry_after_cap`
+(the smaller of `max_retry_after_s` and the attempt timeout); an invalid one (NaN, infinite, negative,
+absurd) is ignored. Server messages and answers are scrubbed of the endpoint's key and URL secrets
+(`vlmparity.masking`) before anyone sees them. A circuit breaker stops hammering a dead server and, if it stays dead, raises `EndpointError`
 after delivering every result already received. `stats` (a `DispatchStats` snapshot) is safe to poll
 from a progress bar, even from another thread. A sync iterable is consumed on the event loop: build
 bodies ahead (or use an async iterable that offloads the work) if producing one is slow.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
@@ -42,15 +46,16 @@ from vlmparity.client.concurrency import (
 from vlmparity.client.endpoint import ResolvedEndpoint
 from vlmparity.client.transport import encode_body, make_http_client, send_attempt, wants_stream
 from vlmparity.errors import EndpointError
+from vlmparity.masking import mask_url, scrub_answer, scrub_message
 
 log = logging.getLogger(__name__)
+
+# The documented maximum of one Retry-After pause (also bounded by the attempt timeout).
+MAX_RETRY_AFTER_S = 120.0
 
 Body = Mapping[str, Any] | bytes
 RequestItem = tuple[str, Body]
 OnResult = Callable[["Result"], Awaitable[None] | None]
-
-# Statuses whose Retry-After means "everyone wait", not just this request.
-_PAUSE_STATUSES = frozenset({429, 503})
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +88,30 @@ class RetryPolicy:
     max_attempts: int = 5
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
-    max_retry_after_s: float = 120.0  # never wait longer than this for one Retry-After
+    max_retry_after_s: float = MAX_RETRY_AFTER_S  # never wait longer than this for one Retry-After
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Delay before attempt `attempt + 1`: half fixed, half uniform jitter, doubling each time."""
-        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2.0 ** (attempt - 1))
+        doubling = 2.0 ** min(max(attempt - 1, 0), 60)  # no float overflow after many attempts
+        ceiling = min(self.backoff_max_s, self.backoff_base_s * doubling)
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+    def retry_after_cap(self, attempt_timeout_s: float | None) -> float:
+        """The longest Retry-After honoured: `max_retry_after_s`, and never more than one attempt's
+        timeout (a server may not stall a run longer than it could take to answer)."""
+        cap = self.max_retry_after_s
+        if attempt_timeout_s is not None and attempt_timeout_s > 0:
+            cap = min(cap, attempt_timeout_s)
+        return max(0.0, cap)
+
+    def honoured_retry_after(self, cls: Classification, attempt_timeout_s: float | None) -> float | None:
+        """The pause a retryable failure asks for, capped; None when it asks for none (or is permanent)."""
+        if not cls.transient or cls.retry_after_s is None:
+            return None
+        value = cls.retry_after_s
+        if not math.isfinite(value) or value < 0:  # parse_retry_after never gives these; be sure anyway
+            return None
+        return min(value, self.retry_after_cap(attempt_timeout_s))
 
 
 @dataclass(frozen=True)
@@ -110,7 +133,8 @@ class DispatchStats:
     started: int = 0  # samples taken from the input
     in_flight: int = 0
     done: int = 0  # results delivered
-    errors: int = 0  # results whose outcome is not an answer (http_error, timeout, connection, unsupported)
+    errors: int = 0  # results whose outcome is not an answer (http_error, timeout, connection, unsupported,
+    # malformed)
     retries: int = 0
     connection_failures: int = 0  # attempts that could not reach the server (retries included)
     concurrency: int = 0  # current limit
@@ -162,6 +186,7 @@ class Dispatcher:
         self._client = client
         self._rng = random.Random(seed)  # private: the global random sequence belongs to MMMU scoring
         self._headers = endpoint.headers()
+        self._secrets = endpoint.secrets()
         self._stats = DispatchStats()
         self._gate: Gate | None = None
         self._stop = False
@@ -334,9 +359,9 @@ class Dispatcher:
             if gate.limit > before:
                 gate.wake()
             self._watch_breaker(cls)
-            retry_after = cls.retry_after_s
-            if retry_after is not None and cls.status in _PAUSE_STATUSES:
-                retry_after = min(retry_after, self.retry.max_retry_after_s)
+            # One policy for every retryable status: the server asks everyone to wait; capped.
+            retry_after = self.retry.honoured_retry_after(cls, self.attempt_timeout_s)
+            if retry_after is not None:
                 gate.pause(retry_after, f"HTTP {cls.status} Retry-After {retry_after:g} s")
             if cls.transient and attempts < self.retry.max_attempts and self._abort is None:
                 delay = self.retry.backoff(attempts, self._rng)
@@ -379,10 +404,10 @@ class Dispatcher:
             sample_id=sample_id,
             endpoint=self.endpoint.name,
             outcome=cls.outcome,
-            text=cls.text,
+            text=scrub_answer(cls.text, self._secrets) if cls.text else cls.text,
             finish_reason=cls.finish_reason,
             status=cls.status,
-            server_message=cls.server_message,
+            server_message=scrub_message(cls.server_message, self._secrets) if cls.server_message else None,
             transient=cls.transient,
             attempts=attempts,
             latency_s=latency,
@@ -427,7 +452,7 @@ class Dispatcher:
             if self._abort is None:
                 self._abort = EndpointError(
                     f"{self.endpoint.name}: {self._consecutive_conn} consecutive connection failures "
-                    f"({self._last_conn_message}) at {self.endpoint.chat_url}; stopped after "
+                    f"({self._last_conn_message}) at {mask_url(self.endpoint.chat_url)}; stopped after "
                     f"{self._finished} results",
                     hint="is the server still running? results so far are kept; run again to resume",
                 )

@@ -17,6 +17,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
 
+from vlmparity import masking
 from vlmparity.errors import ConfigError
 
 API_KEY_ENV = "OPENAI_API_KEY"
@@ -47,13 +48,22 @@ class EndpointSpec(BaseModel):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
+        masking.remember_url(value)  # its password or token is never printed nor written
         value = value.strip()
         if "%" in value:  # lmms-eval URL-decodes OPENAI_API_BASE; do the same for any URL
             value = urllib.parse.unquote(value)
         value = value.rstrip("/")
+        masking.remember_url(value)
         parsed = urllib.parse.urlsplit(value)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError(f"endpoint URL must look like http://host:port, got {value!r}")
+            raise ValueError(f"endpoint URL must look like http://host:port, got {masking.mask_url(value)!r}")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _remember_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            masking.remember(value.get_secret_value())
         return value
 
     @property
@@ -66,6 +76,7 @@ class EndpointSpec(BaseModel):
         if self.api_key is not None and self.api_key.get_secret_value():
             return self.api_key
         env = os.environ.get(API_KEY_ENV)
+        masking.remember(env)
         return SecretStr(env) if env else None
 
 
@@ -84,7 +95,9 @@ def spec_from_env(
             url=base, name=name, model=model, api_key=SecretStr(key) if key else None, kind=kind
         )
     except ValueError as err:
-        raise ConfigError(f"{API_BASE_ENV} is not a URL: {base!r}", hint="use http://host:port/v1") from err
+        raise ConfigError(
+            f"{API_BASE_ENV} is not a URL: {masking.mask_url(base)!r}", hint="use http://host:port/v1"
+        ) from err
 
 
 # OVMS also routes /v3/v1/...: the API base is then /v3.
@@ -136,7 +149,12 @@ class ResolvedEndpoint:
             headers["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
         return headers
 
+    def secrets(self) -> tuple[str, ...]:
+        """What must never be shown of this endpoint: its key and the secrets in its URL."""
+        key = self.api_key.get_secret_value() if self.api_key is not None else None
+        return tuple(s for s in (key, *masking.url_secrets(self.url)) if s)
+
     def describe(self) -> str:
-        """One line for logs and reports (never the key)."""
+        """One line for logs and reports (never the key, URL credentials masked)."""
         version = f" {self.server_version}" if self.server_version else ""
-        return f"{self.name}: {self.kind.value}{version} at {self.chat_url}, model {self.model!r}"
+        return f"{self.name}: {self.kind.value}{version} at {masking.mask_url(self.chat_url)}, model {self.model!r}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +19,17 @@ import httpx
 import orjson
 
 from vlmparity.client.classify import (
+    MAX_REPLY_BYTES,
     Classification,
     Outcome,
     classify,
     classify_completion,
     classify_error_doc,
     classify_exception,
+    malformed,
+    raw,
+    valid_status,
+    wire_int,
 )
 
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -93,6 +98,8 @@ class StreamAssembler:
     role: str | None = None
     model: str | None = None
     got_content: bool = False  # a non-empty content delta arrived (what TTFT measures)
+    problem: str | None = None  # the first thing that makes the stream malformed
+    size: int = 0  # bytes of content received
     _data: list[str] = field(default_factory=list)
 
     def feed_line(self, line: str) -> bool:
@@ -126,9 +133,10 @@ class StreamAssembler:
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
-            self.error = self.error or f"invalid JSON in stream event: {data[:120]!r}"
+            self.problem = self.problem or f"invalid JSON in stream event: {data[:120]!r}"
             return False
         if not isinstance(chunk, dict):
+            self.problem = self.problem or f"stream event is JSON {type(chunk).__name__}, not an object"
             return False
         if chunk.get("error") is not None:
             self.error = chunk
@@ -141,12 +149,22 @@ class StreamAssembler:
         choices = chunk.get("choices")
         if isinstance(choices, list) and choices and isinstance(choices[0], dict):
             choice = choices[0]
-            delta = choice.get("delta") or choice.get("message") or {}
-            if isinstance(delta, dict):
-                if isinstance(delta.get("role"), str):
-                    self.role = delta["role"]
-                content = delta.get("content")
-                if isinstance(content, str) and content:
+            delta = choice.get("delta", choice.get("message", {}))
+            if not isinstance(delta, dict):
+                self.problem = self.problem or f"choices[0].delta is {type(delta).__name__}, not an object"
+                delta = {}
+            if isinstance(delta.get("role"), str):
+                self.role = delta["role"]
+            content = delta.get("content")
+            if content is not None and not isinstance(content, str):
+                self.problem = self.problem or (
+                    f"choices[0].delta.content is {type(content).__name__}, not a string"
+                )
+            elif content:
+                self.size += len(content)
+                if self.size > MAX_REPLY_BYTES:
+                    self.problem = self.problem or f"streamed answer larger than {MAX_REPLY_BYTES} bytes"
+                else:
                     self.parts.append(content)
                     new_content = not self.got_content
                     self.got_content = True
@@ -173,21 +191,13 @@ class StreamAssembler:
         return doc
 
     def classify(self) -> Classification:
-        """Classify the stream as a whole (errors, truncation, then the answer)."""
+        """Classify the stream as a whole (errors, malformed events, truncation, then the answer)."""
         if self.error is not None:
-            if isinstance(self.error, str):
-                return Classification(
-                    Outcome.HTTP_ERROR, transient=True, status=200, server_message=self.error
-                )
             return classify_error_doc(self.error, status=200)
+        if self.problem is not None:
+            return malformed(self.problem)
         if not self.done and self.finish_reason is None:
-            return Classification(
-                Outcome.HTTP_ERROR,
-                transient=True,
-                status=200,
-                server_message="stream ended before [DONE] and without a finish_reason",
-                text="".join(self.parts) or None,
-            )
+            return malformed("stream ended before [DONE] and without a finish_reason")
         return classify_completion(self.document(), status=200)
 
 
@@ -200,11 +210,34 @@ class Attempt:
     ttft_s: float | None = None
 
 
+async def read_capped(response: httpx.Response, limit: int = MAX_REPLY_BYTES) -> bytes | str:
+    """The body (content-decoded), or why it was refused: a Content-Length that is not a number in
+    0..`limit`, or more than `limit` bytes actually sent."""
+    declared = response.headers.get("content-length")
+    if (
+        declared is not None
+        and wire_int(declared, hi=limit) is None
+        and not response.headers.get("content-encoding")
+    ):
+        return f"Content-Length {raw(declared)} out of range 0..{limit}"
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            return f"reply larger than {limit} bytes"
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _unary(client: httpx.AsyncClient, url: str, payload: bytes, headers: Mapping[str, str]) -> Attempt:
     start = time.perf_counter()
-    response = await client.post(url, content=payload, headers=headers)
+    async with client.stream("POST", url, content=payload, headers=headers) as response:
+        body = await read_capped(response)
     latency = time.perf_counter() - start
-    return Attempt(classify(response.status_code, response.headers, response.content), latency)
+    if isinstance(body, str):
+        return Attempt(malformed(body, status=valid_status(response.status_code)), latency)
+    return Attempt(classify(response.status_code, response.headers, body), latency)
 
 
 async def _streamed(
@@ -216,16 +249,48 @@ async def _streamed(
         ctype = response.headers.get("content-type", "")
         if response.status_code != 200 or "event-stream" not in ctype:
             # Errors before the first chunk (and servers that ignore `stream`) answer a plain body.
-            body = await response.aread()
+            body = await read_capped(response)
+            if isinstance(body, str):
+                return Attempt(
+                    malformed(body, status=valid_status(response.status_code)), time.perf_counter() - start
+                )
             return Attempt(
                 classify(response.status_code, response.headers, body), time.perf_counter() - start
             )
         assembler = StreamAssembler()
-        async for line in response.aiter_lines():
+        async for line in _capped_lines(response, MAX_REPLY_BYTES):
+            if line is None:
+                return Attempt(
+                    malformed(f"stream larger than {MAX_REPLY_BYTES} bytes"), time.perf_counter() - start
+                )
             if assembler.feed_line(line) and ttft is None:
                 ttft = time.perf_counter() - start
         assembler.close()
     return Attempt(assembler.classify(), time.perf_counter() - start, ttft)
+
+
+async def _capped_lines(response: httpx.Response, limit: int) -> AsyncIterator[str | None]:
+    """The lines of a streamed body (LF or CRLF), decoded as UTF-8; a final None when more than `limit`
+    bytes arrive (a line is buffered whole, so a server that never sends a newline is bounded too)."""
+    pending: list[bytes] = []
+    total = 0
+    async for chunk in response.aiter_bytes():
+        total += len(chunk)
+        if total > limit:
+            yield None
+            return
+        while True:
+            cut = chunk.find(b"\n")
+            if cut < 0:
+                if chunk:
+                    pending.append(chunk)
+                break
+            pending.append(chunk[:cut])
+            yield b"".join(pending).rstrip(b"\r").decode("utf-8", "replace")
+            pending = []
+            chunk = chunk[cut + 1 :]
+    if pending:
+        yield b"".join(pending).rstrip(b"\r").decode("utf-8", "replace")
 
 
 async def send_attempt(

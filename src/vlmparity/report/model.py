@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from vlmparity.compare.verdict import PairedResult, Verdict
 
 SCHEMA_VERSION = 2  # 2: decision intervals, named scoring policies
-OUTCOME_CLASSES = ("ok", "http_error", "timeout", "connection", "empty", "length", "unsupported")
+OUTCOME_CLASSES = ("ok", "http_error", "timeout", "connection", "empty", "length", "unsupported", "malformed")
 THUMBNAIL_MAX_SIDE = 160
 
 

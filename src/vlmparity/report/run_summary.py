@@ -25,22 +25,24 @@ RUN_JSON = "run.json"
 
 
 def _endpoint_record(ep: EndpointRun) -> dict[str, Any]:
-    from vlmparity.config import mask_url
+    from vlmparity.masking import mask_url, scrub_obj
 
     r = ep.resolved
-    return {
-        "name": ep.name,
-        "url": mask_url(r.url),
-        "chat_url": mask_url(r.chat_url),
-        "kind": str(r.kind.value),
-        "server_version": r.server_version,
-        "model": r.model,
-        "served_models": list(r.served_models),
-        "max_model_len": r.max_model_len,
-        "probe_notes": list(r.notes),
-        "image_limit": ep.limit,
-        "image_limit_message": ep.limit_message,
-    }
+    return scrub_obj(  # type: ignore[no-any-return]
+        {
+            "name": ep.name,
+            "url": mask_url(r.url),
+            "chat_url": mask_url(r.chat_url),
+            "kind": str(r.kind.value),
+            "server_version": r.server_version,
+            "model": r.model,
+            "served_models": list(r.served_models),
+            "max_model_len": r.max_model_len,
+            "probe_notes": list(r.notes),
+            "image_limit": ep.limit,
+            "image_limit_message": ep.limit_message,
+        }
+    )
 
 
 def _plan_record(plan: TaskPlan) -> dict[str, Any]:
@@ -119,6 +121,7 @@ def write_run_json(
     """
     from vlmparity import __version__
     from vlmparity.config import mask_argv
+    from vlmparity.masking import MIN_SECRET_CHARS, scrub_obj
 
     public = config.public()
     doc: dict[str, Any] = {
@@ -160,9 +163,10 @@ def write_run_json(
     if failure is not None:
         doc["failure"] = failure
     path = Path(config.options.output_path) / RUN_JSON
-    lmms_output.write_results_json(path, doc)
+    lmms_output.write_results_json(path, scrub_obj(doc, secrets))
     text = path.read_text(encoding="utf-8")
-    if any(s and s in text for s in secrets):  # belt and braces: a secret must never reach the disk
+    # belt and braces: a secret must never reach the disk (shorter ones cannot be told from other text)
+    if any(s and len(s) >= MIN_SECRET_CHARS and s in text for s in secrets):
         path.unlink()
         raise RuntimeError("refusing to write run.json: it would contain a secret")
     return path
@@ -179,6 +183,8 @@ def write_endpoint_outputs(
     finished: float,
 ) -> list[Path]:
     """Write `<endpoint>/<stamp>_results.json` and, with --log-samples, one samples file per task."""
+    from vlmparity.masking import scrub_obj
+
     out_dir = Path(config.options.output_path)
     generation = config.public()["generation"]
     outputs = [lmms_output.task_output(s, p, generation) for s, p in zip(scores, plans, strict=True)]
@@ -206,12 +212,16 @@ def write_endpoint_outputs(
         for score, plan in zip(scores, plans, strict=True):
             path = lmms_output.samples_path(out_dir, ep.name, stamp, plan.task.name)
             paths.append(lmms_output.write_samples_jsonl(path, lmms_output.sample_lines(score, plan.task)))
-    paths.append(lmms_output.write_results_json(lmms_output.results_path(out_dir, ep.name, stamp), doc))
+    paths.append(
+        lmms_output.write_results_json(
+            lmms_output.results_path(out_dir, ep.name, stamp), scrub_obj(doc, patterns=False)
+        )
+    )
     return paths
 
 
 def _public_url(url: str) -> str:
-    from vlmparity.config import mask_url
+    from vlmparity.masking import mask_url
 
     return mask_url(url)
 

@@ -171,7 +171,7 @@ class Answer:
 
     sample_id: str
     text: str | None
-    outcome: str = "ok"  # ok | http_error | timeout | connection | empty | length | unsupported
+    outcome: str = "ok"  # ok | http_error | timeout | connection | empty | length | unsupported | malformed
 
 
 @runtime_checkable
