@@ -461,12 +461,14 @@ def test_outcome_and_speed_tables(page: str) -> None:
         "empty",
         "length",
         "unsupported",
+        "malformed",
         "random fallback",
     ):
         assert f">{cls}<" in outcomes
-    # mmmu_val row of ovms: ok 57, http_error 2, timeout 0, connection 0, empty 0, length 0, unsupported 0, fallback 3
+    # mmmu_val row of ovms: ok 57, http_error 2, timeout 0, connection 0, empty 0, length 0, unsupported 0,
+    # malformed 0, fallback 3
     assert re.search(
-        r"ovms</td>" + "".join(rf'<td class="num">{n}</td>' for n in (57, 2, 0, 0, 0, 0, 0, 3)), outcomes
+        r"ovms</td>" + "".join(rf'<td class="num">{n}</td>' for n in (57, 2, 0, 0, 0, 0, 0, 0, 3)), outcomes
     )
     speed = page.split('id="speed"')[1].split("</section>")[0]
     assert "61.5 s" in speed and "1.95" in speed and "8.40" in speed

@@ -24,7 +24,7 @@ import httpx
 import jinja2
 import pytest
 
-from vlmparity.errors import ConfigError
+from vlmparity.errors import ConfigError, EndpointError
 from vlmparity.launch import common, ovms, pbtxt, vllm
 
 FAKE_ENGINE = r"""
@@ -400,7 +400,8 @@ def test_stop_never_kills_a_recycled_pid(tmp_path: Path) -> None:
         )
         path = tmp_path / "s.json"
         common.write_state(path, state)
-        assert "was not running any more" in common.stop(path)
+        with pytest.raises(EndpointError, match="nothing was signalled"):
+            common.stop(path)
         assert other.poll() is None
     finally:
         other.kill()

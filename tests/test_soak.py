@@ -49,7 +49,7 @@ FAULT_OUTCOME: dict[str, tuple[str, int | None]] = {
     "http_503": ("http_error", 503),
     "http_429": ("http_error", 429),
     "html": ("http_error", 502),  # a proxy's error page
-    "non_json": ("http_error", 200),  # a 200 whose body is not JSON
+    "non_json": ("malformed", 200),  # a 200 whose body is not JSON
     "reset": ("connection", None),
     "truncated": ("connection", None),  # the body ends before its Content-Length
     "hang": ("timeout", None),

@@ -2,6 +2,12 @@
 
 Shared by `launch/vllm.py` and `launch/ovms.py`. A plan (`LaunchPlan`) is pure data built from options; `start`
 turns it into a running server and a `ServerState`, or into one clear `EndpointError` line.
+
+`stop` signals only the process `start` started: the state file must be well formed (else one line, exit
+4), and its PID must be a positive integer that is neither this process nor its process group, still
+alive, the leader of its own process group, with the start time (/proc/PID/stat field 22) and command line
+(/proc/PID/cmdline, taken once the server is ready) recorded at launch (else one line, exit 3). Nothing
+is signalled otherwise.
 """
 
 from __future__ import annotations
@@ -69,6 +75,25 @@ class ServerState:
     command: list[str]
     started_at: float
     container: str | None = None
+    cmdline: list[str] | None = None  # /proc/PID/cmdline at launch: stop signals only this very process
+
+
+# A PID is a positive int below the kernel's PID_MAX_LIMIT (2^22); allow the full 32-bit range.
+_MAX_PID = 2**31 - 1
+_STATE_TYPES: dict[str, tuple[type, ...]] = {
+    "engine": (str,),
+    "pid": (int,),
+    "start_ticks": (int, type(None)),
+    "base_url": (str,),
+    "host": (str,),
+    "port": (int,),
+    "model_name": (str,),
+    "log": (str,),
+    "command": (list,),
+    "started_at": (int, float),
+    "container": (str, type(None)),
+    "cmdline": (list, type(None)),
+}
 
 
 def state_dir() -> Path:
@@ -292,16 +317,91 @@ def write_state(path: Path, state: ServerState) -> None:
 
 
 def read_state(path: Path) -> ServerState:
-    """Load a state file written by `write_state`."""
+    """Load a state file written by `write_state`; every field is type- and range-checked (exit 4)."""
     try:
-        data: dict[str, Any] = json.loads(path.read_text())
-        return ServerState(**data)
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise ConfigError(
             f"no server state file at {path}", hint="was the server started with vlmparity launch?"
         ) from err
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"state file {path} is not a vlmparity server state: {err}") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read the state file {path}: {err}") from err
+    except ValueError as err:
+        raise ConfigError(f"state file {path} is not a vlmparity server state: not JSON ({err})") from err
+    problem = _state_problem(data)
+    if problem is not None:
+        raise ConfigError(
+            f"state file {path} is not a vlmparity server state: {problem}; nothing was signalled",
+            hint="it was not written by `vlmparity launch`; stop the server by hand",
+        )
+    return ServerState(**data)
+
+
+def _state_problem(data: Any) -> str | None:
+    """Why `data` is not a state `write_state` could have written, or None."""
+    if not isinstance(data, dict):
+        return f"JSON {type(data).__name__}, not an object"
+    required = {f for f in _STATE_TYPES if f not in ("container", "cmdline")}
+    missing = sorted(required - set(data))
+    if missing:
+        return f"missing {', '.join(missing)}"
+    unknown = sorted(set(data) - set(_STATE_TYPES))
+    if unknown:
+        return f"unknown field(s) {', '.join(unknown)}"
+    for name, types in _STATE_TYPES.items():
+        value = data.get(name)
+        if name in data and (isinstance(value, bool) or not isinstance(value, types)):
+            return f"{name} is {type(value).__name__} {json.dumps(value)[:40]}"
+    pid = data["pid"]
+    if not 1 < pid <= _MAX_PID:
+        return f"pid {pid} is not the PID of a process vlmparity could have started (2..{_MAX_PID})"
+    ticks = data["start_ticks"]
+    if ticks is not None and not 0 <= ticks < 2**63:
+        return f"start_ticks {ticks} out of range"
+    for name in ("command", "cmdline"):
+        items = data.get(name)
+        if items is not None and not all(isinstance(x, str) for x in items):
+            return f"{name} holds something else than strings"
+    return None
+
+
+def proc_cmdline(pid: int) -> list[str] | None:
+    """The command line of `pid` from /proc/PID/cmdline, or None where it cannot be read."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [part.decode("utf-8", "surrogateescape") for part in raw.split(b"\0")[:-1]]
+
+
+def proc_pgid(pid: int) -> int | None:
+    """The process group of `pid` (field 5 of /proc/PID/stat), or None."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def not_ours(state: ServerState) -> str | None:
+    """Why the live process `state.pid` is not provably the server `start` started, or None when it is."""
+    pid = state.pid
+    if pid in (os.getpid(), os.getpgrp(), os.getppid()):
+        return f"pid {pid} is this very process or its own group"
+    if state.start_ticks is None or state.cmdline is None:
+        return "the state file records no start time or command line to check the process against"
+    ticks, cmdline, pgid = proc_start_ticks(pid), proc_cmdline(pid), proc_pgid(pid)
+    if ticks is None or cmdline is None or pgid is None:
+        return f"/proc/{pid} cannot be read to check it is the server started"
+    if ticks != state.start_ticks:
+        return (
+            f"pid {pid} started at another time ({ticks} ticks, not {state.start_ticks}): the PID was reused"
+        )
+    if cmdline != state.cmdline:
+        shown = shlex.join(cmdline)
+        return f"pid {pid} runs another command ({shown[:80]!r})"
+    if pgid != pid or pgid == os.getpgrp():
+        return f"pid {pid} does not lead its own process group"
+    return None
 
 
 def state_is_running(state: ServerState) -> bool:
@@ -366,6 +466,7 @@ def start(plan: LaunchPlan, ready_timeout: float, poll: float = 0.5) -> ServerSt
         engine=plan.engine,
         pid=proc.pid,
         start_ticks=proc_start_ticks(proc.pid),
+        cmdline=proc_cmdline(proc.pid),  # Popen returns once the command was exec'd
         base_url=plan.base_url,
         host=plan.host,
         port=plan.port,
@@ -378,6 +479,9 @@ def start(plan: LaunchPlan, ready_timeout: float, poll: float = 0.5) -> ServerSt
     write_state(plan.state_path, state)
     try:
         wait_ready(plan, proc, ready_timeout, poll)
+        # A wrapper script may have exec'd the engine since: record the command line it now runs.
+        state.cmdline = proc_cmdline(proc.pid) or state.cmdline
+        write_state(plan.state_path, state)
     except BaseException:
         stop_group(proc.pid, grace=5.0, proc=proc)
         remove_container(plan.container)
@@ -423,14 +527,24 @@ def remove_container(name: str | None) -> None:
 
 
 def stop(state_path: Path, grace: float = 15.0) -> str:
-    """Stop the server recorded in `state_path` and remove the file; returns what was done, in words."""
+    """Stop the server recorded in `state_path` and remove the file; returns what was done, in words.
+
+    Signals nothing unless the process is provably the one `start` started (`not_ours`): a malformed
+    state file is a ConfigError (exit 4), a live PID that is another process an EndpointError (exit 3)."""
     state = read_state(state_path)
-    if state_is_running(state):
+    if not pid_alive(state.pid):
+        done = f"{state.engine} at {state.base_url} (pid {state.pid}) was not running any more"
+    else:
+        why = not_ours(state)
+        if why is not None:
+            raise EndpointError(
+                f"not stopping pid {state.pid} from {state_path}: {why}; nothing was signalled",
+                hint="if the server vlmparity started is gone, delete the state file",
+            )
         stop_group(state.pid, grace=grace)
         done = f"stopped {state.engine} at {state.base_url} (pid {state.pid})"
-    else:
-        done = f"{state.engine} at {state.base_url} (pid {state.pid}) was not running any more"
-    remove_container(state.container)
+    if state.container is not None and state.container.startswith("vlmparity-"):
+        remove_container(state.container)
     state_path.unlink(missing_ok=True)
     return done
 
