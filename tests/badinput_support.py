@@ -422,6 +422,37 @@ CHAT_MODES = (
     "hang",  # not a byte, ever (until the client gives up)
     "sse_no_done",  # --stream: events, then the stream ends without [DONE] or a finish_reason
     "sse_bad_json",  # --stream: an event that is not JSON
+    # numbers out of range (issue 11): each is "absent", the answer itself is kept
+    "usage_huge",  # usage.completion_tokens 10^19 (over SQLite's 2^63 - 1)
+    "usage_negative",  # usage.prompt_tokens -5
+    "usage_float",  # usage.completion_tokens 1e300
+    "usage_string",  # usage.completion_tokens "12"
+    "usage_not_object",  # usage "lots"
+    "finish_reason_object",  # finish_reason {} (not a string)
+    "image_limit_huge",  # 400 "At most 99999999999999999999 image(s) ..."
+    "image_limit_5000_digits",  # 400 "At most <5000 digits> image(s) ..." (over int()'s digit limit)
+    "retry_after_day_500",  # 500 with Retry-After: 86400
+    "retry_after_inf_502",  # 502 with Retry-After: 1e400
+    "retry_after_nan_503",  # 503 with Retry-After: nan
+    "retry_after_negative_429",  # 429 with Retry-After: -5
+    "retry_after_date_504",  # 504 with Retry-After: an HTTP-date in the year 9999
+    "retry_after_garbage_500",  # 500 with Retry-After: soon
+    "status_999",  # HTTP status 999
+    "content_length_huge",  # Content-Length: 10^18 (h11 refuses 21+ digits itself), a short body, close
+    # malformed replies (issue 11): retried, then recorded `malformed`, never an answer
+    "content_object",  # message.content {"text": "Yes"}
+    "content_list_nonsense",  # message.content [1, null, "x"]
+    "content_number",  # message.content 42
+    "content_parts",  # message.content [{"type": "text", "text": "Yes"}] (valid)
+    "message_string",  # message "Yes"
+    "message_null",  # message null
+    "choices_missing",  # no choices key at all
+    "choice_string",  # choices ["Yes"]
+    "sse_content_object",  # --stream: a delta whose content is an object
+    "sse_event_array",  # --stream: an event that is a JSON array
+    # secrets echoed by the server (issue 11)
+    "echo_key_500",  # 500 whose message echoes the Authorization header
+    "echo_key_answer",  # an answer that quotes the Authorization header's key
 )
 # Misbehaviour already while the endpoint is being probed.
 PROBE_MODES = (
@@ -431,8 +462,34 @@ PROBE_MODES = (
     "models_two",  # two models listed, none chosen
     "auth_401",  # every route wants a key
     "all_404",  # not an OpenAI server at all
+    "auth_401_echo",  # every route wants another key, and echoes the one it got
+    "models_huge_len",  # /v1/models gives max_model_len 10^19
 )
 DRIP_INTERVAL_S = 0.2
+USAGE_MODES: dict[str, dict[str, Any]] = {
+    "usage_huge": {"completion_tokens": 10**19},
+    "usage_negative": {"prompt_tokens": -5},
+    "usage_float": {"completion_tokens": 1e300},
+    "usage_string": {"completion_tokens": "12"},
+    "usage_not_object": {},
+}
+MALFORMED_MODES: dict[str, tuple[str, Any]] = {
+    "content_object": ("content", {"text": "Yes"}),
+    "content_list_nonsense": ("content", [1, None, "x"]),
+    "content_number": ("content", 42),
+    "message_string": ("message", "Yes"),
+    "message_null": ("message", None),
+    "choices_missing": ("no_choices", None),
+    "choice_string": ("choices", ["Yes"]),
+}
+RETRY_AFTER_MODES: dict[str, tuple[int, str]] = {
+    "retry_after_day_500": (500, "86400"),
+    "retry_after_inf_502": (502, "1e400"),
+    "retry_after_nan_503": (503, "nan"),
+    "retry_after_negative_429": (429, "-5"),
+    "retry_after_date_504": (504, "Fri, 31 Dec 9999 23:59:59 GMT"),
+    "retry_after_garbage_500": (500, "soon"),
+}
 
 
 def completion(text: str | None, *, model: str = "fake-vlm", finish: str = "stop") -> dict[str, Any]:
@@ -526,6 +583,10 @@ class FakeServer:
             return web.json_response({"error": {"message": "invalid API key", "code": 401}}, status=401)
         if self.mode == "all_404":
             return web.Response(status=404, text="404: Not Found")
+        if self.mode == "auth_401_echo":
+            got = request.headers.get("Authorization", "")
+            message = f"invalid API key: {got.removeprefix('Bearer ')} (header {got!r})"
+            return web.json_response({"error": {"message": message, "code": 401}}, status=401)
         return await handler(request)  # type: ignore[no-any-return]
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
@@ -536,7 +597,10 @@ class FakeServer:
                 text="<html><head><title>Model UI</title></head></html>", content_type="text/html"
             )
         names = {"models_empty": [], "models_two": [self.model, "other-vlm"]}.get(self.mode, [self.model])
-        return web.json_response({"object": "list", "data": [{"id": n, "object": "model"} for n in names]})
+        extra = {"max_model_len": 10**19} if self.mode == "models_huge_len" else {}
+        return web.json_response(
+            {"object": "list", "data": [{"id": n, "object": "model", **extra} for n in names]}
+        )
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -574,6 +638,51 @@ class FakeServer:
         return resp
 
     async def _misbehave(self, request: web.Request, mode: str) -> web.StreamResponse:
+        answer = completion("Yes", model=self.model)
+        choice = answer["choices"][0]
+        if mode in USAGE_MODES:
+            answer["usage"] = {**answer["usage"], **USAGE_MODES[mode]}
+            if mode == "usage_not_object":
+                answer["usage"] = "lots"
+            self.answered.append(self.hashes[-1])  # still an answer: it must be stored ok
+            return web.json_response(answer)
+        if mode == "finish_reason_object":
+            choice["finish_reason"] = {}
+            self.answered.append(self.hashes[-1])
+            return web.json_response(answer)
+        if mode == "content_parts":
+            choice["message"]["content"] = [{"type": "text", "text": "Yes"}]
+            self.answered.append(self.hashes[-1])
+            return web.json_response(answer)
+        if mode in MALFORMED_MODES:
+            key, value = MALFORMED_MODES[mode]
+            if key == "choices":
+                answer["choices"] = value
+            elif key == "no_choices":
+                del answer["choices"]
+            elif key == "message":
+                choice["message"] = value
+            else:
+                choice["message"]["content"] = value
+            return web.json_response(answer)
+        if mode.startswith("image_limit_"):
+            n = "99999999999999999999" if mode == "image_limit_huge" else "9" * 5000
+            message = f"At most {n} image(s) may be provided in one prompt."
+            return web.json_response({"error": {"message": message, "code": 400}}, status=400)
+        if mode in RETRY_AFTER_MODES:
+            status, value = RETRY_AFTER_MODES[mode]
+            return web.json_response(
+                {"error": {"message": "busy", "code": status}}, status=status, headers={"Retry-After": value}
+            )
+        if mode == "status_999":
+            return web.json_response(answer, status=999)
+        if mode in ("echo_key_500", "echo_key_answer"):
+            got = request.headers.get("Authorization", "")
+            if mode == "echo_key_500":
+                message = f"Incorrect API key provided: {got.removeprefix('Bearer ')}; header was {got!r}"
+                return web.json_response({"error": {"message": message, "code": 500}}, status=500)
+            choice["message"]["content"] = f"Yes. Your key is {got.removeprefix('Bearer ')}."
+            return web.json_response(answer)
         if mode == "non_json":
             return web.Response(text="Yes, I think so.")
         if mode == "html":
@@ -602,7 +711,7 @@ class FakeServer:
             return web.json_response({"error": {"message": "model not found", "code": 404}}, status=404)
         if mode == "http_401":
             return web.json_response({"error": {"message": "API key revoked", "code": 401}}, status=401)
-        if mode in ("reset", "truncated", "slow_headers"):
+        if mode in ("reset", "truncated", "slow_headers", "content_length_huge"):
             return await self._raw(request, mode)
         if mode == "hang":
             await asyncio.sleep(3600)
@@ -615,13 +724,24 @@ class FakeServer:
                     await resp.write(b" ")  # leading whitespace: still the start of valid JSON
                     await asyncio.sleep(DRIP_INTERVAL_S)
             return resp
-        if mode in ("sse_no_done", "sse_bad_json"):
+        if mode in ("sse_no_done", "sse_bad_json", "sse_content_object", "sse_event_array"):
             resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await resp.prepare(request)
             delta = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Ye"}}]}
             await resp.write(b"data: " + orjson.dumps(delta) + b"\n\n")
-            if mode == "sse_bad_json":
-                await resp.write(b"data: {not json\n\n")
+            if mode != "sse_no_done":
+                bad = {
+                    "sse_bad_json": b"{not json",
+                    "sse_content_object": orjson.dumps(
+                        {
+                            "choices": [
+                                {"index": 0, "delta": {"content": {"text": "s"}}, "finish_reason": "stop"}
+                            ]
+                        }
+                    ),
+                    "sse_event_array": b"[1, 2]",
+                }[mode]
+                await resp.write(b"data: " + bad + b"\n\n")
                 await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
             return resp
@@ -637,6 +757,12 @@ class FakeServer:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             transport.abort()
+        elif mode == "content_length_huge":
+            body = orjson.dumps(completion("Yes", model=self.model))
+            head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + "1" + "0" * 18
+            transport.write(head.encode() + b"\r\n\r\n" + body)
+            await asyncio.sleep(0.05)
+            transport.close()
         elif mode == "truncated":
             body = orjson.dumps(completion("Yes", model=self.model))
             head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"

@@ -82,6 +82,7 @@ def test_manifest_is_well_formed() -> None:
             assert (CORPUS / build["file"]).is_file(), case["id"]
         if "resume" in case or "store" in case:
             assert "server" in build or "sim" in build, f"{case['id']}: store checks need a server"
+        assert all(len(s) >= 8 for s in case.get("secret", [])), f"{case['id']}: secrets are >= 8 chars"
 
 
 def test_committed_images_are_what_they_claim() -> None:
@@ -179,6 +180,15 @@ def _check_output(
         assert len(notes) == 1, f"{note.pattern!r}: {len(notes)} matching line(s)\n{shown}"
 
 
+def _check_no_secret(case: dict[str, Any], proc: subprocess.CompletedProcess[str], tmp: Path) -> None:
+    """`secret`: values that must appear nowhere: stdout, stderr, nor any file the command wrote."""
+    for secret in case.get("secret", []):
+        assert secret not in proc.stdout and secret not in proc.stderr, f"{secret!r} printed"
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), f"{secret!r} written to {path}"
+
+
 def _store_rows(out: Path) -> list[tuple[str, str, str, str | None, int]]:
     db = out / "vlmparity.sqlite"
     if not db.exists():
@@ -227,6 +237,7 @@ def test_case(case: dict[str, Any], tmp_path: Path) -> None:
         "tmp": str(tmp_path),
         "out": str(tmp_path / "out"),
         "dead": f"http://127.0.0.1:{dead}/v1",
+        "deadport": str(dead),
         "corpus": str(CORPUS),
     }
     if "data" in build:
@@ -247,6 +258,7 @@ def test_case(case: dict[str, Any], tmp_path: Path) -> None:
         argv = [_fill(a, values) for a in _command(case)]
         proc = _vlmparity(argv, env)
         _check_output(case, proc, values)
+        _check_no_secret(case, proc, tmp_path)
         out = Path(values["out"])
         rows = _store_rows(out)
         if isinstance(server, FakeServer):
@@ -262,6 +274,7 @@ def test_case(case: dict[str, Any], tmp_path: Path) -> None:
             again = _vlmparity(argv, env)
             resume = case["resume"]
             _check_output({**case, "exit": resume.get("exit", 0)}, again, values)
+            _check_no_secret(case, again, tmp_path)
             resent = set(server.hashes)
             assert not resent & done, "the rerun sent again samples whose answer was stored"
             if resume.get("exit", 0) == 0:

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -27,10 +28,19 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="ne
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 
 
+def started(proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """`proc` once the kernel shows its command line (exec finishes a moment after Popen returns)."""
+    for _ in range(1000):
+        if common.proc_cmdline(proc.pid):
+            return proc
+        time.sleep(0.01)
+    raise AssertionError("the process never showed a command line")
+
+
 @pytest.fixture
 def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     """A live process in a session of its own, as `launch` starts servers."""
-    proc = subprocess.Popen(SLEEPER, start_new_session=True)
+    proc = started(subprocess.Popen(SLEEPER, start_new_session=True))
     try:
         yield proc
     finally:
@@ -211,7 +221,7 @@ def test_the_started_process_is_stopped(tmp_path: Path, sleeper: subprocess.Pope
 
 
 def test_a_dead_pid_only_clears_the_state(tmp_path: Path) -> None:
-    proc = subprocess.Popen(SLEEPER, start_new_session=True)
+    proc = started(subprocess.Popen(SLEEPER, start_new_session=True))
     doc = state_of(proc)
     proc.kill()
     proc.wait()

@@ -214,7 +214,7 @@ def ovms_release(v1_chat: bool, v3_models: bool) -> str:
 
 def _version_tuple(text: str | None) -> tuple[int, ...] | None:
     """'0.10.1rc2' -> (0, 10, 1); None when `text` does not start with a number."""
-    match = re.match(r"v?(\d+(?:\.\d+)*)", (text or "").strip())
+    match = re.match(r"v?(\d{1,9}(?:\.\d{1,9}){0,7})(?!\d)", (text or "").strip())
     return tuple(int(p) for p in match.group(1).split(".")) if match else None
 
 
@@ -478,11 +478,11 @@ class _StreamResult:
 
 
 def _usage_ok(usage: Any) -> bool:
-    return (
-        isinstance(usage, dict)
-        and isinstance(usage.get("prompt_tokens"), int)
-        and isinstance(usage.get("completion_tokens"), int)
-    )
+    """Both token counts present and in range (`classify.usage_counts`)."""
+    from vlmparity.client.classify import usage_counts
+
+    prompt, completion, _ = usage_counts(usage)
+    return prompt is not None and completion is not None
 
 
 def _failure_text(cls: Classification) -> str:

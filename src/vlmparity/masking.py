@@ -143,16 +143,28 @@ def url_secrets(url: str) -> list[str]:
     return [s for s in out if s]
 
 
+def _mask_match(match: re.Match[str]) -> str:
+    url = match.group(0)
+    cut = len(url.rstrip(".,:;!?)]}"))  # punctuation after a URL belongs to the sentence
+    return mask_url(url[:cut]) + url[cut:]
+
+
 def mask_urls(text: str) -> str:
     """Every `scheme://…` URL inside `text` masked."""
     if "://" not in text:
         return text
-    return _URL.sub(lambda m: mask_url(m.group(0)), text)
+    return _URL.sub(_mask_match, text)
 
 
 def _values(secrets: Iterable[str | None], minimum: int) -> list[str]:
     values = {s for s in (*known(), *secrets) if s and len(s) >= minimum}
     return sorted(values, key=len, reverse=True)  # longest first: a secret containing another
+
+
+def _mask_value(match: re.Match[str]) -> str:
+    value = match.group(3)
+    cut = len(value.rstrip(".,:;!?"))  # punctuation after the value belongs to the sentence
+    return f"{match.group(1)}{match.group(2)}{MASK}{value[cut:]}"
 
 
 def scrub_message(text: str, secrets: Iterable[str | None] = (), *, patterns: bool = True) -> str:
@@ -164,7 +176,7 @@ def scrub_message(text: str, secrets: Iterable[str | None] = (), *, patterns: bo
     text = mask_urls(text)
     if patterns:
         text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
-        text = _KEY_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+        text = _KEY_VALUE.sub(_mask_value, text)
     for value in _values(secrets, MIN_SECRET_CHARS):
         text = text.replace(value, MASK)
     return text

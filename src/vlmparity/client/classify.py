@@ -119,9 +119,9 @@ def wire_int(value: Any, *, lo: int = 0, hi: int) -> int | None:
 
 def raw(value: Any, limit: int = 40) -> str:
     """A short printable form of a value read from a server (for "ignored ..." notes)."""
-    text = value if isinstance(value, str) else repr(value)
-    text = " ".join(text.split())
-    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+    text = " ".join((value if isinstance(value, str) else repr(value)).split())
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return repr(text) if isinstance(value, str) else text  # strings quoted, numbers as they came
 
 
 def valid_status(status: Any) -> int | None:

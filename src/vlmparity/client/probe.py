@@ -22,13 +22,22 @@ from typing import Any
 import httpx
 import orjson
 
-from vlmparity.client.classify import describe_exception, looks_like_html, message_from_html, server_message
+from vlmparity.client.classify import (
+    describe_exception,
+    looks_like_html,
+    message_from_html,
+    server_message,
+    wire_int,
+)
 from vlmparity.client.endpoint import BackendKind, EndpointSpec, ResolvedEndpoint, split_url
 from vlmparity.errors import EndpointError
 
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 10.0
+MAX_MODEL_LEN = 2**40  # a max_model_len above this is not a length: absent
+MAX_VERSION_CHARS = 64  # a server version longer than this is cut (it is shown and stored)
+MAX_MODEL_NAME_CHARS = 1024  # a listed model id longer than this cannot be sent back: not listed
 # The least time a probe request gets even when the readiness budget is (nearly) spent, so that the last
 # poll reports what the server said rather than our own impatience.
 MIN_PROBE_TIMEOUT_S = 1.0
@@ -148,9 +157,15 @@ class _Prober:
                 )
             msg = server_message(reply.headers, reply.body) or "no message"
             raise _NotReady(f"{reply.url} answered {reply.status}: {msg}")
-        names = [m["id"] for m in doc["data"] if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        names = [
+            m["id"]
+            for m in doc["data"]
+            if isinstance(m, dict) and isinstance(m.get("id"), str) and len(m["id"]) <= MAX_MODEL_NAME_CHARS
+        ]
         lens = [m.get("max_model_len") for m in doc["data"] if isinstance(m, dict)]
-        max_len = next((v for v in lens if isinstance(v, int)), None)
+        max_len = next(
+            (v for v in (wire_int(x, lo=1, hi=MAX_MODEL_LEN) for x in lens) if v is not None), None
+        )
         return names, max_len
 
     async def ready_vllm_like(self) -> bool:
@@ -169,12 +184,12 @@ class _Prober:
     async def version_vllm(self) -> str | None:
         reply = await self.request("GET", "/version")
         doc = reply.json()
-        return str(doc["version"]) if isinstance(doc, dict) and "version" in doc else None
+        return _version_text(doc.get("version")) if isinstance(doc, dict) else None
 
     async def version_sglang(self) -> str | None:
         reply = await self.request("GET", "/get_server_info")
         doc = reply.json()
-        return str(doc["version"]) if isinstance(doc, dict) and "version" in doc else None
+        return _version_text(doc.get("version")) if isinstance(doc, dict) else None
 
     async def ready_ovms(self) -> None:
         reply = await self.request("GET", "/v2/health/ready")
@@ -219,7 +234,7 @@ class _Prober:
         reply = await self.request("GET", "/v2")
         doc = reply.json()
         version = doc.get("version") if reply.status == 200 and isinstance(doc, dict) else None
-        return version if isinstance(version, str) else None
+        return _version_text(version)
 
     # -- chat path ----------------------------------------------------------------------------------------
 
@@ -399,6 +414,16 @@ async def resolve_endpoint(
     finally:
         if owns:
             await http.aclose()
+
+
+def _version_text(value: Any) -> str | None:
+    """A server's version as shown and stored: a string or number, one line, at most MAX_VERSION_CHARS."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    text = " ".join(str(value).split())
+    if not text:
+        return None
+    return text if len(text) <= MAX_VERSION_CHARS else text[: MAX_VERSION_CHARS - 1] + "…"
 
 
 def _enumerate(items: list[str]) -> str:

@@ -371,7 +371,9 @@ def proc_cmdline(pid: int) -> list[str] | None:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return None
-    return [part.decode("utf-8", "surrogateescape") for part in raw.split(b"\0")[:-1]]
+    # Empty for a zombie, or for a moment after exec (the parent may see the exec before the kernel
+    # has set up the new command line): unknown, not "no command".
+    return [part.decode("utf-8", "surrogateescape") for part in raw.split(b"\0")[:-1]] or None
 
 
 def proc_pgid(pid: int) -> int | None:
