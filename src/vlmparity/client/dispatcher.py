@@ -374,7 +374,7 @@ class Dispatcher:
                         sample_id,
                         attempts,
                         cls.outcome.value if cls.status is None else f"HTTP {cls.status}",
-                        cls.server_message,
+                        scrub_message(cls.server_message or "", self._secrets),
                         delay,
                     )
                     self._stats.retries += 1

@@ -361,6 +361,7 @@ def _plans_used(run: LoadedRun) -> str:
 
 def backend(run: LoadedRun) -> Backend:
     """One endpoint of the report: identity, speed, outcome classes and MMMU random fallbacks."""
+    from vlmparity.masking import mask_url
     from vlmparity.report.model import Backend
 
     rec = run.ref.run
@@ -369,7 +370,7 @@ def backend(run: LoadedRun) -> Backend:
         kind=rec.kind,
         model=rec.model,
         server_version=rec.server_version,
-        url=rec.url or None,
+        url=mask_url(rec.url) or None,  # stores written before masking covered every secret
         run=str(run.ref.directory) + _plans_used(run),
         performance=performance(run),
         outcomes={t: dict(s.outcomes) for t, s in run.scores.items()},
