@@ -528,3 +528,28 @@ def test_version_tuple_of_a_hostile_version_string() -> None:
 
     assert _version_tuple("0.10.1rc2") == (0, 10, 1)
     assert _version_tuple("9" * 5000) is None  # no int() of 5000 digits
+
+
+# ----- probing ------------------------------------------------------------------------------------------
+
+
+def test_probe_ignores_an_absurd_max_model_len() -> None:
+    from badinput_support import FakeServer as ThreadServer
+    from vlmparity.client import EndpointSpec, resolve_endpoint
+
+    with ThreadServer("models_huge_len") as server:
+        resolved = asyncio.run(resolve_endpoint(EndpointSpec(url=server.url), ready_timeout=10))
+    assert (resolved.model, resolved.max_model_len) == ("fake-vlm", None)
+
+
+def test_probe_refuses_an_oversized_reply(monkeypatch: pytest.MonkeyPatch) -> None:
+    from badinput_support import FakeServer as ThreadServer
+    from vlmparity.client import EndpointSpec, probe, resolve_endpoint
+    from vlmparity.errors import EndpointError
+
+    monkeypatch.setattr(probe, "PROBE_MAX_BYTES", 10)  # every reply of this server is longer
+    with (
+        ThreadServer("good") as server,
+        pytest.raises(EndpointError, match=r"malformed reply: .*out of range 0\.\.10"),
+    ):
+        asyncio.run(resolve_endpoint(EndpointSpec(url=server.url, kind="vllm"), ready_timeout=10))

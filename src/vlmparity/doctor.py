@@ -23,10 +23,24 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from vlmparity.client.classify import Classification, classify, classify_exception
+from vlmparity.client.classify import (
+    MAX_REPLY_BYTES,
+    Classification,
+    classify,
+    classify_exception,
+    malformed,
+    valid_status,
+)
 from vlmparity.client.endpoint import BackendKind, EndpointSpec, ResolvedEndpoint
 from vlmparity.client.probe import PROBE_TIMEOUT_S, _NotReady, _Prober, resolve_endpoint
-from vlmparity.client.transport import StreamAssembler, encode_body, make_http_client, send_attempt
+from vlmparity.client.transport import (
+    StreamAssembler,
+    capped_lines,
+    encode_body,
+    make_http_client,
+    read_capped,
+    send_attempt,
+)
 from vlmparity.errors import EndpointError
 
 MAX_TOKENS = 8
@@ -524,11 +538,15 @@ class _Behaviour:
                 ) as response:
                     ctype = response.headers.get("content-type", "")
                     if response.status_code != 200 or "event-stream" not in ctype:
-                        raw = await response.aread()
+                        raw = await read_capped(response)
+                        if isinstance(raw, str):
+                            return _StreamResult(malformed(raw, status=valid_status(response.status_code)))
                         return _StreamResult(classify(response.status_code, response.headers, raw))
                     assembler = StreamAssembler()
                     events = 0
-                    async for line in response.aiter_lines():
+                    async for line in capped_lines(response, MAX_REPLY_BYTES):
+                        if line is None:
+                            return _StreamResult(malformed(f"stream larger than {MAX_REPLY_BYTES} bytes"))
                         events += line.startswith("data:")
                         assembler.feed_line(line)
                     assembler.close()

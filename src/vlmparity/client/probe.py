@@ -30,6 +30,7 @@ from vlmparity.client.classify import (
     wire_int,
 )
 from vlmparity.client.endpoint import BackendKind, EndpointSpec, ResolvedEndpoint, split_url
+from vlmparity.client.transport import read_capped
 from vlmparity.errors import EndpointError
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ PROBE_TIMEOUT_S = 10.0
 MAX_MODEL_LEN = 2**40  # a max_model_len above this is not a length: absent
 MAX_VERSION_CHARS = 64  # a server version longer than this is cut (it is shown and stored)
 MAX_MODEL_NAME_CHARS = 1024  # a listed model id longer than this cannot be sent back: not listed
+PROBE_MAX_BYTES = 64 * 1024 * 1024  # a probe reply (health, model list, version) larger than this is refused
 # The least time a probe request gets even when the readiness budget is (nearly) spent, so that the last
 # poll reports what the server said rather than our own impatience.
 MIN_PROBE_TIMEOUT_S = 1.0
@@ -94,13 +96,19 @@ class _Prober:
     async def request(self, method: str, path: str, content: bytes | None = None) -> _Reply:
         url = self.root + path
         try:
-            response = await self.client.request(
+            async with self.client.stream(
                 method, url, headers=self.headers, content=content, timeout=self.timeout()
-            )
+            ) as response:
+                body = await read_capped(response, PROBE_MAX_BYTES)
         except (httpx.HTTPError, OSError) as exc:
             reason = describe_exception(exc)
             raise _NotReady(reason, connection=not isinstance(exc, httpx.TimeoutException)) from None
-        return _Reply(url, response.status_code, response.headers, response.content)
+        if isinstance(body, str):
+            raise EndpointError(
+                f"{url} answered {response.status_code} with a malformed reply: {body}",
+                hint="is this the OpenAI-compatible API port of the server?",
+            )
+        return _Reply(url, response.status_code, response.headers, body)
 
     def _refuse_html(self, reply: _Reply) -> None:
         if reply.html:

@@ -258,7 +258,7 @@ async def _streamed(
                 classify(response.status_code, response.headers, body), time.perf_counter() - start
             )
         assembler = StreamAssembler()
-        async for line in _capped_lines(response, MAX_REPLY_BYTES):
+        async for line in capped_lines(response, MAX_REPLY_BYTES):
             if line is None:
                 return Attempt(
                     malformed(f"stream larger than {MAX_REPLY_BYTES} bytes"), time.perf_counter() - start
@@ -269,7 +269,7 @@ async def _streamed(
     return Attempt(assembler.classify(), time.perf_counter() - start, ttft)
 
 
-async def _capped_lines(response: httpx.Response, limit: int) -> AsyncIterator[str | None]:
+async def capped_lines(response: httpx.Response, limit: int) -> AsyncIterator[str | None]:
     """The lines of a streamed body (LF or CRLF), decoded as UTF-8; a final None when more than `limit`
     bytes arrive (a line is buffered whole, so a server that never sends a newline is bounded too)."""
     pending: list[bytes] = []
