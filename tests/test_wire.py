@@ -553,3 +553,10 @@ def test_probe_refuses_an_oversized_reply(monkeypatch: pytest.MonkeyPatch) -> No
         pytest.raises(EndpointError, match=r"malformed reply: .*out of range 0\.\.10"),
     ):
         asyncio.run(resolve_endpoint(EndpointSpec(url=server.url, kind="vllm"), ready_timeout=10))
+
+
+def test_an_unnamed_endpoint_is_named_without_its_credentials() -> None:
+    from vlmparity.client import EndpointSpec
+
+    assert EndpointSpec(url="http://user:pw-0001@h:8000/v1").display_name == "h:8000"
+    assert EndpointSpec(url="http://tok-0001@h:8000/v1").display_name == "h:8000"

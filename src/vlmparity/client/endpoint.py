@@ -68,8 +68,8 @@ class EndpointSpec(BaseModel):
 
     @property
     def display_name(self) -> str:
-        """`name`, else host:port of the URL."""
-        return self.name or urllib.parse.urlsplit(self.url).netloc
+        """`name`, else host:port of the URL (never its user info)."""
+        return self.name or urllib.parse.urlsplit(self.url).netloc.rpartition("@")[2]
 
     def effective_api_key(self) -> SecretStr | None:
         """The configured key, else `OPENAI_API_KEY` from the environment (as lmms-eval does)."""
