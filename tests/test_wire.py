@@ -471,8 +471,10 @@ def test_scrub_message() -> None:
 
 
 def test_short_secrets_are_not_hunted_in_text() -> None:
-    # "EMPTY" (lmms-eval's customary key) or a 3-letter password cannot be told from words.
+    # "EMPTY" (lmms-eval's customary key), "test" (also MME's split name) cannot be told from words.
     assert scrub_message("the answer is Yes", ["Yes"]) == "the answer is Yes"
+    assert scrub_message("split test, key EMPTY", ["test", "EMPTY"]) == "split test, key EMPTY"
+    assert scrub_message("key secret", ["secret"]) == "key ***"  # 6 characters: searched for
     assert scrub_answer("EMPTY answer", ["EMPTY"]) == "EMPTY answer"
     assert scrub_answer("key sk-0123456789 here", ["sk-0123456789"]) == "key *** here"
     assert scrub_answer("Yes, the key: value", []) == "Yes, the key: value"  # no pattern guessing in answers

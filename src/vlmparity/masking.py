@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from typing import Any
 
 MASK = "***"
-MIN_SECRET_CHARS = 4  # shorter secrets are not searched for in free text
+MIN_SECRET_CHARS = 6  # shorter ones ("test", "EMPTY") are ordinary words: not searched for in text
 MIN_ANSWER_SECRET_CHARS = 8  # answers are scored: only unmistakable secrets are replaced there
 
 SECRET_PARAM = re.compile(r"key|token|secret|passw|pwd|auth|signature|^sig$|credential|session", re.I)
