@@ -109,14 +109,24 @@ def test_cli_tasks_lists_both() -> None:
         [sys.executable, "-m", "vlmparity", "tasks"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.stdout.splitlines()[2:]]
+    table = [line for line in out.stdout.splitlines() if line.startswith("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
     assert rows == [
         [
             "mme",
             "lmms-lab-encoder/MME (also lmms-lab/MME)",
             "test",
             "mme_cognition_score, mme_perception_score",
+            "mme_acc, mme_perception_score, mme_cognition_score",
             "16",
         ],
-        ["mmmu_val", "lmms-lab-encoder/MMMU (also lmms-lab/MMMU)", "validation", "mmmu_acc", "128"],
+        [
+            "mmmu_val",
+            "lmms-lab-encoder/MMMU (also lmms-lab/MMMU)",
+            "validation",
+            "mmmu_acc",
+            "mmmu_acc",
+            "128",
+        ],
     ]
+    assert "mme_acc" in out.stdout.split(table[-1], 1)[1]  # the note that says what mme_acc is
