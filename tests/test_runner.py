@@ -58,19 +58,19 @@ def test_mme_both_policies_by_hand() -> None:
     srecs, results = _records(samples, replies)
     ts = runner.score_task(get_task("mme"), "ep", samples, srecs, results)
     # parity: image 1 = 100 + 100; image 2 = 50 + 0 (the timeout is wrong); perception = mean = 125
-    assert ts.parity.result.metrics["mme_perception_score"] == pytest.approx(125.0)
+    assert ts.lmms_eval.result.metrics["mme_perception_score"] == pytest.approx(125.0)
     # excluded: image 2 keeps its one scored (right) question: acc 100, acc_plus 0 -> mean 150
-    assert ts.excluded.result.metrics["mme_perception_score"] == pytest.approx(150.0)
+    assert ts.answered.result.metrics["mme_perception_score"] == pytest.approx(150.0)
     # cognition: one right, one wrong -> 50 under both
-    assert ts.parity.result.metrics["mme_cognition_score"] == pytest.approx(50.0)
-    assert ts.excluded.result.metrics["mme_cognition_score"] == pytest.approx(50.0)
-    assert (ts.parity.n, ts.parity.n_correct, ts.excluded.n, ts.excluded.n_correct) == (6, 4, 5, 4)
+    assert ts.lmms_eval.result.metrics["mme_cognition_score"] == pytest.approx(50.0)
+    assert ts.answered.result.metrics["mme_cognition_score"] == pytest.approx(50.0)
+    assert (ts.lmms_eval.n, ts.lmms_eval.n_correct, ts.answered.n, ts.answered.n_correct) == (6, 4, 5, 4)
     assert ts.outcomes == {"ok": 5, "timeout": 1}
     # Wilson 95 % for 4/6 by hand: centre 0.6016, half-width 0.3016
-    acc = ts.parity.accuracy
+    acc = ts.lmms_eval.accuracy
     assert acc is not None
     assert (acc.low, acc.high) == (pytest.approx(0.3000, abs=1e-3), pytest.approx(0.9032, abs=1e-3))
-    assert "mme_perception_score" in ts.parity.intervals
+    assert "mme_perception_score" in ts.lmms_eval.intervals
 
 
 def test_missing_stale_and_skipped_results() -> None:
@@ -90,10 +90,14 @@ def test_missing_stale_and_skipped_results() -> None:
     srecs[mm[3].id] = SampleRecord("mmmu_val", mm[3].id, 3, "h3", 2, "skipped")
     ts = runner.score_task(get_task("mmmu_val"), "ep", mm, srecs, results)
     assert ts.skipped == 1 and len(ts.samples) == 3
-    # two random fallbacks (random.Random(0) draws D, D: wrong for gold A); the failure draws nothing
+    # two random fallbacks (random.Random(0) draws D, D: wrong for gold A). The lmms-eval policy scores
+    # the timeout as "[LMMS_EVAL_REQUEST_FAILED after 5 retries] Request timed out.": "FAILED " holds
+    # "D " (lmms-eval's letter-then-space rule), so it parses as D without a draw.
     assert ts.random_fallbacks == 2
-    assert [s.parsed for s in ts.scores] == ["D", None, "D"]
-    assert ts.parity.result.metrics["mmmu_acc"] == 0.0 and ts.parity.n == 3 and ts.excluded.n == 2
+    assert [s.parsed for s in ts.scores] == ["D", "D", "D"]
+    assert ts.failure_texts == {mm[1].id: "[LMMS_EVAL_REQUEST_FAILED after 5 retries] Request timed out."}
+    assert ts.lmms_eval.result.metrics["mmmu_acc"] == 0.0 and ts.lmms_eval.n == 3
+    assert ts.strict.n == 3 and ts.answered.n == 2
 
 
 def test_results_document_keys_in_lmms_order() -> None:
@@ -247,14 +251,15 @@ def test_run_three_endpoints_matches_offline_scoring(
     assert len(per_sample) == 54 and all(len(h) == 1 for h in per_sample.values())
     received = {name: Counter(e.body_hash for e in sim.chat_log if e.sample_id) for name, sim in sims.items()}
     assert received["ovms"] == received["vllm2"] == Counter({h for hs in per_sample.values() for h in hs})
-    # vLLM (limit 1) got each single-image body, and multi-image ones only until it told its limit
-    assert set(received["vllm"]) <= set(received["ovms"])
+    # vLLM (limit 1) got every body too: its refusals never stop the multi-image questions being sent
+    # (a refused request is logged without its sample id: the simulator refuses before it looks)
+    assert Counter(e.body_hash for e in sims["vllm"].chat_log) == received["ovms"]
 
     by_ep = {ep: {s.task: s for s in scores} for ep, scores in outcome.scores.items()}
-    # the vLLM image limit: every multi-image question is `unsupported`, counted, under both policies
+    # the vLLM image limit: every multi-image question is `unsupported`, counted, under every policy
     v = by_ep["vllm"]["mmmu_val"]
     assert v.outcomes.get("unsupported") == len(multi)
-    assert v.parity.n == 30 and v.excluded.n == 30 - len(multi)
+    assert v.lmms_eval.n == v.strict.n == 30 and v.answered.n == 30 - len(multi)
     assert {s.id for s, a in zip(v.samples, v.answers, strict=True) if a.outcome == "unsupported"} == multi
     assert by_ep["ovms"]["mmmu_val"].outcomes == {"ok": 30}
 
@@ -269,13 +274,13 @@ def test_run_three_endpoints_matches_offline_scoring(
         files = sorted((out / name).glob("*_samples_*.jsonl"))
         assert len(files) == 2
         for off in offline.score_lmms_samples(files):
-            assert off.result.metrics == pytest.approx(tasks[off.task].parity.result.metrics, abs=1e-12)
+            assert off.result.metrics == pytest.approx(tasks[off.task].lmms_eval.result.metrics, abs=1e-12)
 
     results_files = sorted(out.glob("*/*_results.json"))
     assert len(results_files) == 3
     doc = json.loads(results_files[0].read_text())
     assert "mme_perception_score,none" in doc["results"]["mme"]
-    assert set(doc["vlmparity"]["tasks"]["mmmu_val"]) >= {"lmms_eval", "errors_excluded", "outcomes"}
+    assert set(doc["vlmparity"]["tasks"]["mmmu_val"]) >= {"lmms_eval", "strict", "answered", "outcomes"}
     run_json = json.loads((out / "run.json").read_text())
     assert run_json["status"] == "complete"
     assert {e["kind"] for e in run_json["endpoints"]} == {"vllm", "ovms"}
@@ -290,8 +295,8 @@ def test_run_three_endpoints_matches_offline_scoring(
     before = sent()
     again = runner.run(_config(data, urls, out))
     assert sent() == before
-    assert {ep: [s.parity.result.metrics for s in v] for ep, v in again.scores.items()} == {
-        ep: [s.parity.result.metrics for s in v] for ep, v in outcome.scores.items()
+    assert {ep: [s.lmms_eval.result.metrics for s in v] for ep, v in again.scores.items()} == {
+        ep: [s.lmms_eval.result.metrics for s in v] for ep, v in outcome.scores.items()
     }
 
 
@@ -366,8 +371,8 @@ def test_png_level_changes_the_bytes_not_the_pixels(
     assert sorted(x[:2] for x in stored_log) == sorted(x[:2] for x in default_log)
     # ... from other bytes: every request differs (the runs could not be compared with each other)
     assert not {x[2] for x in stored_log} & {x[2] for x in default_log}
-    assert [s.parity.result.metrics for s in stored.scores["ovms"]] == [
-        s.parity.result.metrics for s in default.scores["ovms"]
+    assert [s.lmms_eval.result.metrics for s in stored.scores["ovms"]] == [
+        s.lmms_eval.result.metrics for s in default.scores["ovms"]
     ]
     public = json.loads((tmp_path / "stored" / "run.json").read_text())
     assert "png_level" in json.dumps(public)  # recorded in the run's provenance
@@ -383,12 +388,13 @@ def test_max_images_known_in_advance_sends_no_multi_image_request(
     assert all(e.image_count <= 1 for sim in (sims["vllm"], sims["ovms"]) for e in sim.chat_log)
     multi = _multi_image_ids(data)
     assert [s.skipped for s in outcome.scores["vllm"]] == [0, len(multi)]
-    # error policy with a known limit: recorded unsupported without sending
+    # error policy: every question is sent whatever --max-images says (as lmms-eval does); the server's
+    # refusal is each multi-image question's outcome
     sims["vllm"].clear_log()
     outcome = runner.run(_config(data, {"vllm": sims["vllm"].url}, tmp_path / "out2", max_images=1))
-    assert all(e.image_count <= 1 for e in sims["vllm"].chat_log)
+    assert sum(1 for e in sims["vllm"].chat_log if e.image_count > 1) == len(multi)
     ts = outcome.scores["vllm"][1]
-    assert ts.outcomes["unsupported"] == len(multi) and ts.excluded.n == 30 - len(multi)
+    assert ts.outcomes["unsupported"] == len(multi) and ts.answered.n == 30 - len(multi)
 
 
 def test_hash_guard_refuses_other_options(
@@ -408,7 +414,7 @@ def test_hash_guard_refuses_other_options(
 def _final(outcome: runner.RunOutcome) -> dict[str, object]:
     return {
         ep: [
-            (s.task, dict(s.parity.result.metrics), dict(s.excluded.result.metrics), dict(s.outcomes))
+            (s.task, dict(s.lmms_eval.result.metrics), dict(s.answered.result.metrics), dict(s.outcomes))
             for s in v
         ]
         for ep, v in outcome.scores.items()

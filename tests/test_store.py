@@ -59,10 +59,10 @@ def test_newer_schema_refused_and_migration_hook_runs(
     def add_column(c: sqlite3.Connection) -> None:
         c.execute("ALTER TABLE runs ADD COLUMN note TEXT")
 
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(store_mod.MIGRATIONS, 1, add_column)
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 3)
+    monkeypatch.setitem(store_mod.MIGRATIONS, 2, add_column)
     with Store.open(out2) as st:
-        assert st.schema_version == 2
+        assert st.schema_version == 3
         cols = [r[1] for r in st._conn.execute("PRAGMA table_info(runs)")]
         assert "note" in cols
 

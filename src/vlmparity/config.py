@@ -134,7 +134,7 @@ class RunOptions(_Model):
     output_path: Path
     concurrency: int | Literal["auto"] = "auto"
     timeout: float = 600.0  # per attempt, seconds (the openai SDK's default, which lmms-eval inherits)
-    max_retries: int = 5  # attempts after the first, transient failures only
+    max_retries: int = 5  # attempts after the first, transient failures only; N of lmms-eval's failure text
     image_format: ImageFormat = "png"
     # zlib level of the PNG images: lossless at every level (the same pixels); lower is faster to
     # encode and decode and gives bigger bodies; 6 gives lmms-eval's exact bytes (Pillow's default).
@@ -145,6 +145,11 @@ class RunOptions(_Model):
     log_samples: bool = False
     ready_timeout: float = 60.0
     score_seed: int = 0  # lmms-eval seeds MMMU's random fallback with 0
+    # How openai-python renders an HTTP error in the lmms-eval policy's failure text (tasks/failure_text.py):
+    # "message" (openai-python >= 3.51) or "body" (older releases: the whole parsed body).
+    openai_error_style: Literal["message", "body"] = "message"
+    # Resume an endpoint whose server identity (kind, version, served model, URL) differs from the stored one.
+    allow_identity_change: bool = False
 
     @field_validator("concurrency")
     @classmethod

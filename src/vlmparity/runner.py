@@ -4,8 +4,9 @@
 sample's request once (images encoded once per run, shared by every endpoint, so every endpoint is sent
 the same bytes apart from `model`), dispatches to all endpoints concurrently and commits each answer to
 the run store as it arrives; a rerun sends only what is missing. `score_endpoint` is the pure part: it
-reads the store and scores every task under both failure policies (lmms-eval parity: a failure is a
-wrong answer; errors-excluded: failures removed), with outcome counts and intervals.
+reads the store and scores every task under the three scoring policies (`lmms-eval`: a failure is scored
+from the text lmms-eval would have recorded for it; `strict`: a failure is a wrong answer; `answered`:
+failures left out), with outcome counts and intervals.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from vlmparity.store import (
     ANSWERED,
     ResultRecord,
     ResultWriter,
+    RunRecord,
     SampleRecord,
     Store,
     is_done,
@@ -46,14 +48,32 @@ from vlmparity.tasks.base import (
     build_request,
     get_task,
 )
+from vlmparity.tasks.failure_text import (
+    DEFAULT_MAX_RETRIES,
+    OPENAI_STYLE_MESSAGE,
+    OPENAI_STYLES,
+    lmms_eval_failure_text,
+)
 
 if TYPE_CHECKING:
     from vlmparity.client import Dispatcher, ResolvedEndpoint, Result
     from vlmparity.data.images import ImageEncoder
     from vlmparity.data.sampling import Plan
 
-POLICY_PARITY = "lmms_eval"
-POLICY_EXCLUDED = "errors_excluded"
+# The three scoring policies (their JSON keys; `POLICY_LABELS` are the names shown in tables):
+#   lmms_eval: exactly lmms-eval 0.7.3: a failure is scored from the text lmms-eval would have recorded for
+#              it (`tasks.failure_text`), parsed like any answer (an MMMU multiple-choice one usually takes
+#              the next random draw);
+#   strict:    a failure is a wrong answer and takes no random draw;
+#   answered:  failures are left out (the strict scores of the questions that were answered).
+POLICY_LMMS_EVAL = "lmms_eval"
+POLICY_STRICT = "strict"
+POLICY_ANSWERED = "answered"
+POLICIES = (POLICY_LMMS_EVAL, POLICY_STRICT, POLICY_ANSWERED)
+POLICY_LABELS = {POLICY_LMMS_EVAL: "lmms-eval", POLICY_STRICT: "strict", POLICY_ANSWERED: "answered"}
+# Former names (kept so that code written against them keeps working).
+POLICY_PARITY = POLICY_LMMS_EVAL
+POLICY_EXCLUDED = POLICY_ANSWERED
 MISSING = "missing"  # no stored result (an interrupted run): scored as a failure
 N_BOOT = 2000
 PREFETCH_SAMPLES = 24  # how far ahead of sending images are encoded (MME: 12 distinct images)
@@ -99,16 +119,33 @@ class TaskScore:
     task: str
     samples: tuple[Sample, ...]  # scored samples in document order (skipped ones left out)
     records: tuple[ResultRecord | None, ...]  # aligned with samples
-    answers: tuple[Answer, ...]
-    scores: tuple[SampleScore, ...]  # lmms-eval parity policy
-    parity: PolicyScore
-    excluded: PolicyScore
+    answers: tuple[Answer, ...]  # what came back (text None for a failure)
+    scores: tuple[SampleScore, ...]  # the lmms-eval policy's per-sample scores
+    lmms_eval: PolicyScore
+    strict: PolicyScore
+    answered: PolicyScore
     outcomes: Mapping[str, int]  # per outcome class (+ "missing")
     skipped: int = 0  # not sent under --multi-image skip
     merged: int = 0  # images tiled into one under --multi-image merge
     treatments: Mapping[str, str] = field(default_factory=dict)  # sample_id -> full|merged
     # The same answers scored for paired comparisons (PAIRED_FALLBACK); empty unless asked for.
     paired: tuple[SampleScore, ...] = ()
+    # sample_id -> the text lmms-eval would have recorded for a failed request (scored by `lmms_eval`)
+    failure_texts: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def parity(self) -> PolicyScore:
+        """Former name of `lmms_eval`."""
+        return self.lmms_eval
+
+    @property
+    def excluded(self) -> PolicyScore:
+        """Former name of `answered`."""
+        return self.answered
+
+    @property
+    def policies(self) -> tuple[PolicyScore, PolicyScore, PolicyScore]:
+        return (self.lmms_eval, self.strict, self.answered)
 
     @property
     def random_fallbacks(self) -> int:
@@ -192,7 +229,7 @@ def _intervals(
 def _policy(
     task: Task, policy: str, samples: Sequence[Sample], scores: Sequence[SampleScore], seed: int
 ) -> PolicyScore:
-    result = _aggregate(task, samples, scores, partial=policy == POLICY_EXCLUDED)
+    result = _aggregate(task, samples, scores, partial=policy == POLICY_ANSWERED)
     kept = [sc for sc in scores if sc.scored]
     k = sum(1 for sc in kept if sc.correct)
     return PolicyScore(
@@ -214,12 +251,16 @@ def score_task(
     *,
     seed: int = 0,
     paired: bool = False,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    openai_style: str = OPENAI_STYLE_MESSAGE,
 ) -> TaskScore:
-    """Score one endpoint's stored results for one task under both policies.
+    """Score one endpoint's stored results for one task under the three policies.
 
     `samples` are the planned samples in document order; `sample_records` and `results` are keyed by
     sample id. A result for another request than the sample's current one does not count (it is stale).
-    `paired` also scores them for paired comparisons (`TaskScore.paired`: MMMU fallbacks per sample).
+    `max_retries` is the N of lmms-eval's failure text; `openai_style` how openai-python renders an HTTP
+    error (`tasks.failure_text`). `paired` also scores them for paired comparisons (`TaskScore.paired`:
+    MMMU fallbacks per sample).
     """
     kept: list[Sample] = []
     records: list[ResultRecord | None] = []
@@ -243,12 +284,32 @@ def score_task(
     outcomes: dict[str, int] = {}
     for a in answers:
         outcomes[a.outcome] = outcomes.get(a.outcome, 0) + 1
-    # One scoring pass: a failure consumes no MMMU random draw, so the errors-excluded scores are the
-    # parity scores with the failures marked unscored (identical fallbacks under both policies).
-    parity_scores = task.score(kept, answers, seed=seed) if kept else []
-    excluded_scores = [
+    # lmms-eval: a failed request is the text lmms-eval would have recorded, scored like any answer (it
+    # takes its MMMU random draw in document order). A missing result (an unfinished run) has no such text:
+    # it is wrong and takes no draw under every policy.
+    failure_texts: dict[str, str] = {}
+    lmms_answers = []
+    for a, rec in zip(answers, records, strict=True):
+        if a.text is None and rec is not None:
+            text = lmms_eval_failure_text(
+                rec.outcome,
+                rec.status,
+                rec.error_body,
+                rec.server_message,
+                max_retries=max_retries,
+                style=openai_style,
+            )
+            failure_texts[a.sample_id] = text
+            lmms_answers.append(replace(a, text=text))
+        else:
+            lmms_answers.append(a)
+    lmms_scores = task.score(kept, lmms_answers, seed=seed) if kept else []
+    # strict: a failure is wrong and takes no draw; answered: the same scores with the failures left out
+    # (so the two agree on every answered question, fallbacks included).
+    strict_scores = task.score(kept, answers, seed=seed) if kept and failure_texts else lmms_scores
+    answered_scores = [
         sc if a.text is not None else replace(sc, scored=False)
-        for sc, a in zip(parity_scores, answers, strict=True)
+        for sc, a in zip(strict_scores, answers, strict=True)
     ]
     paired_scores = _paired_scores(task, kept, answers, seed) if paired and kept else None
     return TaskScore(
@@ -257,14 +318,16 @@ def score_task(
         samples=tuple(kept),
         records=tuple(records),
         answers=tuple(answers),
-        scores=tuple(parity_scores),
-        parity=_policy(task, POLICY_PARITY, kept, parity_scores, seed),
-        excluded=_policy(task, POLICY_EXCLUDED, kept, excluded_scores, seed),
+        scores=tuple(lmms_scores),
+        lmms_eval=_policy(task, POLICY_LMMS_EVAL, kept, lmms_scores, seed),
+        strict=_policy(task, POLICY_STRICT, kept, strict_scores, seed),
+        answered=_policy(task, POLICY_ANSWERED, kept, answered_scores, seed),
         outcomes=outcomes,
         skipped=skipped,
         merged=merged,
         treatments=treatments,
         paired=tuple(paired_scores or ()),
+        failure_texts=failure_texts,
     )
 
 
@@ -662,8 +725,14 @@ class EndpointRun:
     name: str
     resolved: ResolvedEndpoint
     run_id: int
-    limit: int | None = None  # the image limit known for this endpoint
-    limit_message: str | None = None
+    # The image limit known before the first question is sent (the start-up probe); with --max-images it
+    # decides --multi-image skip|merge. A limit a refusal reveals mid-run (`learned_limit`) is only
+    # reported and stored: it never changes what is sent or how it is scored.
+    limit: int | None = None
+    learned_limit: int | None = None
+    # Stored failures to send again on the first pass: "unsupported" (the server's image limit changed
+    # since they were refused) or "failures" (every permanent failure: the server changed on purpose).
+    resend: str | None = None
     todo: list[int] = field(default_factory=list)
     in_flight_hash: dict[int, str] = field(default_factory=dict)
     dispatcher: Dispatcher | None = None
@@ -727,10 +796,11 @@ class Engine:
     # -- multi-image limits -------------------------------------------------------------------------------
 
     def shared_limit(self) -> int | None:
-        """The smallest image limit of `--max-images` and every endpoint's known limit (skip/merge)."""
-        limits = [e.limit for e in self.endpoints if e.limit is not None]
+        """The image limit --multi-image skip|merge applies: `--max-images` when given (it always wins),
+        else the smallest limit the start-up probe found. Never a limit learned while sending."""
         if self.options.max_images is not None:
-            limits.append(self.options.max_images)
+            return self.options.max_images
+        limits = [e.limit for e in self.endpoints if e.limit is not None]
         return min(limits) if limits else None
 
     def _build(self, index: int, sample: Sample, task: Task) -> Built:
@@ -758,7 +828,8 @@ class Engine:
             return self._registering.get(key)
         policy = self.options.multi_image
         if stored.treatment == "full" and rec.treatment != "full" and policy in ("skip", "merge"):
-            # a limit learned since this sample was sent whole: deliberately change how it is sent
+            # a limit known at start-up now that was not when this sample was sent whole: deliberately
+            # change how it is sent
             self.store.retreat_samples([rec])
             self.stored[key] = rec
             return None
@@ -791,9 +862,9 @@ class Engine:
     def compute_todo(self, ep: EndpointRun, *, first_pass: bool) -> list[int]:
         """Indices of the samples this endpoint still needs, in document order.
 
-        First pass: missing, transient failures (and permanent ones with --rerun-errors), results of an
-        older request, samples a learned image limit now sends differently. Later passes (after a limit
-        was learned in this run) only what has no result for its current request.
+        First pass: missing, transient failures (and permanent ones with --rerun-errors, or those
+        `ep.resend` names), results of an older request, samples the image limit known at start-up now
+        sends differently. Later passes only what has no result for its current request.
         """
         results = self.store.results(ep.run_id)
         limit = self.shared_limit()
@@ -814,9 +885,18 @@ class Engine:
                 continue
             rec = results.get(key)
             stale = rec is None or rec.request_hash != srec.request_hash
-            if stale or (first_pass and not is_done(rec, rerun_errors=self.options.rerun_errors)):  # type: ignore[arg-type]
+            if stale or (first_pass and not self._done(ep, rec)):  # type: ignore[arg-type]
                 out.append(i)
         return out
+
+    def _done(self, ep: EndpointRun, rec: ResultRecord) -> bool:
+        if not is_done(rec, rerun_errors=self.options.rerun_errors):
+            return False
+        if rec.outcome == "unsupported" and rec.attempts == 0:
+            return False  # recorded as not sent by an older vlmparity (a limit learned mid-run): send it
+        if rec.answered or ep.resend is None:
+            return True
+        return not (ep.resend == "failures" or rec.outcome == "unsupported")
 
     async def verify_stored(self) -> None:
         """Rebuild the first stored sample of each task and compare hashes before sending anything.
@@ -938,37 +1018,8 @@ class Engine:
                 ep.not_sent += 1
                 ep.done += 1
                 continue
-            limit = self._error_limit(ep) if self.options.multi_image == "error" else None
-            if limit is not None and built.image_count > limit:
-                self._record_not_sent(ep, built, limit)
-                continue
             ep.in_flight_hash[index] = built.request_hash
             yield str(index), built.payload
-
-    def _error_limit(self, ep: EndpointRun) -> int | None:
-        limits = [x for x in (ep.limit, self.options.max_images) if x is not None]
-        return min(limits) if limits else None
-
-    def _record_not_sent(self, ep: EndpointRun, built: Built, limit: int) -> None:
-        """A request over a known image limit under --multi-image error: recorded unsupported, not sent."""
-        source = ep.limit_message if ep.limit is not None and ep.limit <= limit else "--max-images"
-        assert self.writer is not None
-        self.writer.put(
-            ResultRecord(
-                run_id=ep.run_id,
-                task=built.sample.task,
-                sample_id=built.sample.id,
-                request_hash=built.request_hash,
-                outcome="unsupported",
-                status=None,
-                server_message=f"not sent: {built.image_count} images, limit {limit} ({source})",
-                attempts=0,
-                transient=False,
-            )
-        )
-        ep.not_sent += 1
-        ep.done += 1
-        ep.errors += 1
 
     def _on_result(self, ep: EndpointRun, result: Result) -> None:
         index = int(result.sample_id)
@@ -997,20 +1048,26 @@ class Engine:
                 completion_tokens=result.completion_tokens,
                 transient=result.transient,
                 created=time.time(),
+                error_body=result.error_body if outcome not in ANSWERED else None,
             )
         )
         ep.results.append(result)
         ep.done += 1
         if outcome not in ANSWERED:
             ep.errors += 1
-        if result.image_limit is not None and (ep.limit is None or result.image_limit < ep.limit):
-            ep.limit = result.image_limit
-            ep.limit_message = result.server_message
+        if result.image_limit is not None and (
+            ep.learned_limit is None or result.image_limit < ep.learned_limit
+        ):
+            # Told once and stored as a fact about the server; every question is still sent (whether the
+            # next one is refused too is the server's answer to give, and must not depend on timing).
+            first = ep.learned_limit is None
+            ep.learned_limit = result.image_limit
             self.store.set_image_limit(ep.run_id, result.image_limit)
-            self.progress.message(
-                f"{ep.name}: the server accepts at most {result.image_limit} image(s) per request "
-                f"(--multi-image {self.options.multi_image})"
-            )
+            if first:
+                self.progress.message(
+                    f"{ep.name}: the server refused a request with more than {result.image_limit} image(s) "
+                    "(every question is still sent; each refusal is that question's outcome)"
+                )
 
     async def _tick(self) -> None:
         while True:
@@ -1125,6 +1182,18 @@ def _check_fingerprints(store: Store, plans: Sequence[TaskPlan]) -> None:
             )
 
 
+def scoring_settings(run_config: Mapping[str, Any]) -> tuple[int, str]:
+    """The N of lmms-eval's failure text and openai-python's error style a stored run was made with."""
+    options = run_config.get("options") if isinstance(run_config, Mapping) else None
+    options = options if isinstance(options, Mapping) else {}
+    n = options.get("max_retries", DEFAULT_MAX_RETRIES)
+    style = options.get("openai_error_style", OPENAI_STYLE_MESSAGE)
+    return (
+        n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else DEFAULT_MAX_RETRIES,
+        style if style in OPENAI_STYLES else OPENAI_STYLE_MESSAGE,
+    )
+
+
 def score_endpoint(
     store: Store,
     run_id: int,
@@ -1136,17 +1205,164 @@ def score_endpoint(
 ) -> list[TaskScore]:
     """Score one endpoint's stored results on every planned task (no request is sent).
 
-    `paired` adds the scores paired comparisons use (see `score_task`).
+    The failure text of the lmms-eval policy uses the `--max-retries` (and openai-python error style) the
+    run was last made with. `paired` adds the scores paired comparisons use (see `score_task`).
     """
+    run = next((r for r in store.runs() if r.run_id == run_id), None)
+    max_retries, style = scoring_settings(run.config if run is not None else {})
     out = []
     for plan in plans:
         name = plan.task.name
         sample_records = {sid: rec for (_, sid), rec in store.samples(name).items()}
         results = {sid: rec for (_, sid), rec in store.results(run_id, name).items()}
         out.append(
-            score_task(plan.task, endpoint, plan.samples, sample_records, results, seed=seed, paired=paired)
+            score_task(
+                plan.task,
+                endpoint,
+                plan.samples,
+                sample_records,
+                results,
+                seed=seed,
+                paired=paired,
+                max_retries=max_retries,
+                openai_style=style,
+            )
         )
     return out
+
+
+def endpoint_identity(url: str, resolved: ResolvedEndpoint) -> dict[str, Any]:
+    """What identifies the server behind an endpoint name: backend kind, version, served model, base URL
+    (credentials masked). Stored with the endpoint's answers (the store's `runs` row)."""
+    return {
+        "kind": str(resolved.kind.value),
+        "server_version": resolved.server_version,
+        "model": resolved.model,
+        "url": public_url(url),
+    }
+
+
+_IDENTITY_NAMES = {"kind": "backend", "server_version": "version", "model": "served model", "url": "URL"}
+
+
+def identity_changes(previous: RunRecord, now: Mapping[str, Any]) -> list[str]:
+    """What differs between a stored endpoint run and the server now ("version 0.10.0 -> 0.11.0", ...).
+
+    A fact the store does not have (an older store, a server that does not tell its version) is no
+    change. The image limit is not part of the identity: a changed limit is a fix to pick up (the
+    refusals it caused are sent again), not another server.
+    """
+    out = []
+    for key, label in _IDENTITY_NAMES.items():
+        old = getattr(previous, key)
+        new = now.get(key)
+        if key == "url":
+            old, new = (old or "").rstrip("/"), (new or "").rstrip("/")
+        if old and new and old != new:
+            out.append(f"{label} {old} -> {new}")
+    return out
+
+
+def identity_error(name: str, changed: Sequence[str], output_path: Any) -> ConfigError:
+    model_changed = any(c.startswith("served model ") for c in changed)
+    hint = f"to start a fresh run use another --output-path than {output_path}"
+    if not model_changed:
+        hint += (
+            "; to continue this run on purpose with the new server add --allow-identity-change (its "
+            "failures are then sent again; its answers are kept)"
+        )
+    return ConfigError(
+        f"endpoint {name!r} was run against another server: {'; '.join(changed)}",
+        hint=hint,
+    )
+
+
+def _plan_image_counts(plans: Sequence[TaskPlan]) -> dict[tuple[str, str], int]:
+    return {(s.task, s.id): s.image_count for p in plans for s in p.samples}
+
+
+async def probe_image_limit(
+    resolved: ResolvedEndpoint, n_images: int, timeout: float
+) -> tuple[str, int | None]:
+    """One request with `n_images` small images: ("accepted", None), ("limit", N) from the server's refusal
+    ("At most N image(s)"), or ("unknown", None) when it failed otherwise. Deterministic for a given server."""
+    import httpx
+
+    from vlmparity.client.transport import send_attempt
+    from vlmparity.doctor import chat_body
+
+    body = chat_body(n_images) | {"model": resolved.model}
+    async with httpx.AsyncClient(timeout=None) as client:
+        attempt = await send_attempt(
+            client,
+            resolved.chat_url,
+            orjson.dumps(body),
+            headers=resolved.headers(),
+            stream=False,
+            timeout=timeout,
+        )
+    cls = attempt.classification
+    if cls.is_answer:
+        return "accepted", None
+    if cls.image_limit is not None:
+        return "limit", cls.image_limit
+    return "unknown", None
+
+
+async def probe_limits(
+    config: RunConfig,
+    plans: Sequence[TaskPlan],
+    store: Store,
+    eps: Sequence[EndpointRun],
+    progress: ProgressSink,
+) -> None:
+    """Before the first question is sent: each endpoint's image limit, when it matters.
+
+    - `--multi-image skip|merge` without `--max-images`: the limit decides which questions are skipped or
+      merged (an explicit `--max-images` always wins and nothing is probed for it).
+    - a resumed run with stored image-limit refusals: when the server's limit now differs from the one
+      stored (it was restarted with another limit), those refusals are sent again without --rerun-errors.
+    One request per endpoint with as many images as the largest question that needs it.
+    """
+    opts = config.options
+    counts = _plan_image_counts(plans)
+    most = max(counts.values(), default=0)
+    want_limit = opts.multi_image in ("skip", "merge") and opts.max_images is None and most > 0
+
+    async def one(ep: EndpointRun) -> None:
+        refused = 0
+        if ep.resend is None:
+            sent = store.samples()
+            for key, rec in store.results(ep.run_id).items():
+                srec = sent.get(key)
+                if rec.outcome == "unsupported" and rec.attempts > 0 and srec is not None and key in counts:
+                    refused = max(refused, srec.image_count)
+        n = max(most if want_limit else 0, refused)
+        if n <= 0:
+            return
+        verdict, limit = await probe_image_limit(ep.resolved, n, min(opts.timeout, 120.0))
+        if verdict == "unknown":
+            if want_limit:
+                progress.message(
+                    f"{ep.name}: the image-limit probe failed; every question is sent whole "
+                    "(a refusal is that question's outcome)"
+                )
+            return
+        if want_limit:
+            ep.limit = limit
+        if refused:
+            stored = store.get_run(ep.name)
+            before = stored.image_limit if stored is not None else None
+            if limit != before:
+                ep.resend = "unsupported"
+                now = f"at most {limit}" if limit is not None else f"{n} or more"
+                progress.message(
+                    f"{ep.name}: the server now accepts {now} image(s) per request (stored: at most "
+                    f"{before}); the questions it refused for their images are sent again"
+                )
+                store.replace_image_limit(ep.run_id, limit)
+
+    await asyncio.gather(*(one(ep) for ep in eps))
 
 
 def run(
@@ -1175,23 +1391,25 @@ def run(
         _check_fingerprints(store, plans)
         eps = []
         for ecfg, res in zip(config.endpoints, resolved, strict=True):
+            previous = store.get_run(ecfg.name)
+            identity = endpoint_identity(ecfg.url, res)
+            changed = identity_changes(previous, identity) if previous is not None else []
+            if changed and not config.options.allow_identity_change:
+                raise identity_error(ecfg.name, changed, config.options.output_path)
             rec = store.upsert_run(
                 ecfg.name,
-                url=public_url(ecfg.url),
-                kind=str(res.kind.value),
-                model=res.model,
-                server_version=res.server_version,
+                url=identity["url"],
+                kind=identity["kind"],
+                model=identity["model"],
+                server_version=identity["server_version"],
                 config=public,
                 tool_version=__version__,
             )
-            # --rerun-errors under --multi-image error resends what a stored limit refused (the server
-            # may have been restarted with a higher limit); it is learned again if it still applies.
-            known = (
-                None
-                if config.options.rerun_errors and config.options.multi_image == "error"
-                else rec.image_limit
-            )
-            eps.append(EndpointRun(name=ecfg.name, resolved=res, run_id=rec.run_id, limit=known))
+            ep = EndpointRun(name=ecfg.name, resolved=res, run_id=rec.run_id)
+            if changed:  # continued on purpose: what failed on the former server is asked again
+                ep.resend = "failures"
+            eps.append(ep)
+        asyncio.run(probe_limits(config, plans, store, eps, progress or NullProgress()))
         plan_rec = store.begin_plan(
             [e.name for e in eps], plan_spec(config, plans), config=public, stamp=stamp
         )

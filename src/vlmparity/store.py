@@ -27,7 +27,7 @@ import orjson
 from vlmparity.errors import ConfigError, DataError
 
 STORE_FILENAME = "vlmparity.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Outcome classes (DESIGN.md "Outcome"). An answered outcome carries the model's text and is scored as is;
 # a failure carries no text and is scored per the two explicit policies.
@@ -104,8 +104,19 @@ CREATE TABLE IF NOT EXISTS plans (
 )
 """
 
-# Migration hook: MIGRATIONS[v] upgrades a store from schema v to v + 1.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+# An error body is kept (as received, up to this many characters) so that the lmms-eval scoring policy can
+# rebuild, at scoring time, the exception text openai-python would have raised for it.
+ERROR_BODY_MAX_CHARS = 65536
+
+
+def _v1_to_v2(c: sqlite3.Connection) -> None:
+    """Schema 2: the raw error body of a failed request (`results.error_body`)."""
+    c.execute("ALTER TABLE results ADD COLUMN error_body TEXT")
+
+
+# Migration hook: MIGRATIONS[v] upgrades a store from schema v to v + 1 (a new store is made at schema 1
+# and migrated, so every store of one schema version has the same tables).
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
 
 
 @dataclass(frozen=True)
@@ -195,6 +206,7 @@ class ResultRecord:
     completion_tokens: int | None = None
     transient: bool = False
     created: float = 0.0
+    error_body: str | None = None  # the failed request's response body as received (capped)
 
     @property
     def answered(self) -> bool:
@@ -313,8 +325,8 @@ class Store:
                     if stmt.strip():
                         c.execute(stmt)
                 c.execute(_PLANS_TABLE)
-                c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            return
+                c.execute("PRAGMA user_version = 1")
+            version = 1
         if version > SCHEMA_VERSION:
             raise DataError(
                 f"the run store {self.path} has schema {version}, newer than this vlmparity ({SCHEMA_VERSION})",
@@ -404,6 +416,11 @@ class Store:
                 "ELSE image_limit END WHERE run_id = ?",
                 (limit, limit, run_id),
             )
+
+    def replace_image_limit(self, run_id: int, limit: int | None) -> None:
+        """Set the image limit a start-up probe found now (None: none), replacing the stored one."""
+        with self._tx() as c:
+            c.execute("UPDATE runs SET image_limit = ? WHERE run_id = ?", (limit, run_id))
 
     def _run_from_row(self, row: Sequence[Any]) -> RunRecord:
         return RunRecord(

@@ -80,7 +80,12 @@ def run(
         "auto", "--concurrency", "-c", help="Requests in flight per endpoint: a number, or auto (adaptive)."
     ),
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds per attempt."),
-    max_retries: int = typer.Option(5, "--max-retries", help="Retries of transient failures per sample."),
+    max_retries: int = typer.Option(
+        5,
+        "--max-retries",
+        help="Retries of transient failures per sample; also the N of lmms-eval's failure text "
+        "'[LMMS_EVAL_REQUEST_FAILED after N retries]' (5 = lmms-eval's default).",
+    ),
     image_format: str = typer.Option("png", "--image-format", help="png (lossless, lmms-eval's) or jpeg."),
     png_level: int = typer.Option(
         1,
@@ -91,13 +96,27 @@ def run(
     multi_image: str = typer.Option(
         "error",
         "--multi-image",
-        help="Questions with more images than the server accepts: error (record as unsupported), "
-        "skip (exclude), merge (tile the images into one).",
+        help="Questions with more images than the server accepts: error (send every question, as "
+        "lmms-eval does: the server's refusal is that question's outcome), skip (exclude), merge (tile the "
+        "images into one). skip and merge use --max-images, else the limit a probe finds before sending.",
     ),
     max_images: int | None = typer.Option(
         None,
         "--max-images",
-        help="Image limit per request when known in advance (else learned from the server).",
+        help="Image limit per request for --multi-image skip|merge (wins over the start-up probe).",
+    ),
+    openai_error_style: str = typer.Option(
+        "message",
+        "--openai-error-style",
+        help="How the lmms-eval policy renders a failed request's HTTP error, as openai-python does: "
+        "message (openai-python >= 3.51: 'Error code: 400 - <message>') or body (older releases: the "
+        "whole parsed body).",
+    ),
+    allow_identity_change: bool = typer.Option(
+        False,
+        "--allow-identity-change",
+        help="Resume an endpoint although its server (kind, version, served model, URL) changed; "
+        "failures are then sent again.",
     ),
     rerun_errors: bool = typer.Option(False, "--rerun-errors", help="Also resend permanent failures."),
     log_samples: bool = typer.Option(
@@ -160,6 +179,8 @@ def run(
                 rerun_errors=rerun_errors,
                 log_samples=log_samples,
                 ready_timeout=ready_timeout,
+                openai_error_style=openai_error_style.strip().lower(),  # type: ignore[arg-type]
+                allow_identity_change=allow_identity_change,
             ),
         )
     except ValueError as exc:
@@ -264,7 +285,7 @@ def _print_outcome(outcome: RunOutcome) -> None:
             f"openai (model_version={r.model}), gen_kwargs: ({gen}), limit: {limit}, offset: 0, "
             "num_fewshot: None, batch_size: 1"
         )
-        typer.echo(tables.results_table([s.parity.result for s in scores]))
+        typer.echo(tables.results_table([s.lmms_eval.result for s in scores]))
         typer.echo("\n" + run_summary.policies_table(scores))
         for s in scores:
             typer.echo(run_summary.outcomes_line(s))

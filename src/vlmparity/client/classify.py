@@ -18,6 +18,7 @@ valid empty answer (lmms-eval turns it into "").
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import html
 import math
@@ -88,6 +89,7 @@ class Classification:
     completion_tokens: int | None = None
     response: dict[str, Any] | None = None  # the parsed JSON body (answers and JSON errors)
     ignored: tuple[str, ...] = ()  # out-of-range values read from the reply, raw (also in server_message)
+    error_body: str | None = None  # a non-200 response's body as received (for lmms-eval's failure text)
 
     @property
     def is_answer(self) -> bool:
@@ -434,13 +436,33 @@ def classify_exception(exc: BaseException) -> Classification:
     return Classification(outcome, transient=True, server_message=describe_exception(exc))
 
 
+ERROR_BODY_MAX_CHARS = 65536
+
+
 def classify(
     status: int | None,
     headers: Mapping[str, str] | None,
     body: bytes | None,
     exc: BaseException | None = None,
 ) -> Classification:
-    """Classify one unary attempt: `exc` if the request failed, else the status, headers and body."""
+    """Classify one unary attempt: `exc` if the request failed, else the status, headers and body.
+
+    A non-200 response keeps its body as received (`error_body`, capped): the lmms-eval scoring policy
+    rebuilds from it the exception text openai-python would have raised.
+    """
+    cls = _classify(status, headers, body, exc)
+    if exc is None and status is not None and status != 200 and body:
+        text = body[: ERROR_BODY_MAX_CHARS * 4].decode("utf-8", "replace")[:ERROR_BODY_MAX_CHARS]
+        cls = dataclasses.replace(cls, error_body=text)
+    return cls
+
+
+def _classify(
+    status: int | None,
+    headers: Mapping[str, str] | None,
+    body: bytes | None,
+    exc: BaseException | None = None,
+) -> Classification:
     if exc is not None:
         return classify_exception(exc)
     if status is None:

@@ -79,6 +79,7 @@ class Result:
     image_limit: int | None = None
     response: dict[str, Any] | None = None  # raw response JSON (answers and JSON errors)
     started_at: float = 0.0  # unix time of the first send
+    error_body: str | None = None  # a non-200 response's body as received (capped)
 
 
 @dataclass(frozen=True)
@@ -418,6 +419,10 @@ class Dispatcher:
             image_limit=cls.image_limit,
             response=cls.response if self.keep_response else None,
             started_at=started_at,
+            # the body as received but for URL credentials and known secrets (it is stored)
+            error_body=scrub_message(cls.error_body, self._secrets, patterns=False)
+            if cls.error_body
+            else None,
         )
 
     def _watch_breaker(self, cls: Classification) -> None:

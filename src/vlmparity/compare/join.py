@@ -87,7 +87,7 @@ class LoadedRun:
 class Side:
     """One endpoint's answer to one sample, as paired statistics score it.
 
-    A failure is wrong (lmms-eval parity); an MMMU random fallback is drawn per sample (`PAIRED_FALLBACK`).
+    A failure is wrong (the strict policy); an MMMU random fallback is drawn per sample (`PAIRED_FALLBACK`).
     """
 
     outcome: str  # ok | length | empty | a failure class | missing

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 # lmms-eval's text for a request that failed after its retries (research §4.5); kept so that tools
 # reading lmms-eval sample logs see a failure where lmms-eval would have written one.
-FAILED_PREFIX = "[LMMS_EVAL_REQUEST_FAILED"
+FAILED_PREFIX = "[LMMS_EVAL_REQUEST_FAILED"  # tasks/failure_text.py builds the full text
 
 
 def failure_text(attempts: int, message: str | None) -> str:
@@ -46,7 +46,7 @@ def sanitize_model_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class TaskOutput:
-    """One task's numbers for results.json (lmms-eval parity policy in `metrics`)."""
+    """One task's numbers for results.json (the lmms-eval policy in `metrics`)."""
 
     task: str
     metrics: Mapping[str, float]  # metric -> value, e.g. {"mme_perception_score": 1500.0}
@@ -272,8 +272,8 @@ def gen_kwargs_for(plan: TaskPlan, generation: Mapping[str, Any]) -> dict[str, A
 
 
 def task_output(score: TaskScore, plan: TaskPlan, generation: Mapping[str, Any]) -> TaskOutput:
-    """results.json numbers of one task: the lmms-eval parity policy, with vlmparity's extras aside."""
-    result = score.parity.result
+    """results.json numbers of one task: the lmms-eval policy, with vlmparity's extras aside."""
+    result = score.lmms_eval.result
     clt = result.breakdown.get("stderr_clt", {}) or {}
     hashes = [doc_hash(s.id, _jsonable_fields(s.fields), s.target) for s in score.samples]
     config = {
@@ -303,9 +303,10 @@ def _interval_dict(intervals: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def policies_record(score: TaskScore) -> dict[str, Any]:
-    """Both policies side by side with counts and intervals (the `vlmparity` block of results.json)."""
+    """The three scoring policies side by side with counts and intervals (the `vlmparity` block of
+    results.json, keys `lmms_eval`, `strict`, `answered`)."""
     out: dict[str, Any] = {}
-    for pol in (score.parity, score.excluded):
+    for pol in score.policies:
         out[pol.policy] = {
             "metrics": dict(pol.result.metrics),
             "n": pol.n,
@@ -329,8 +330,9 @@ def _jsonable_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
 def sample_lines(score: TaskScore, task: Any) -> list[dict[str, Any]]:
     """The `--log_samples` lines of one task, in document order.
 
-    A failure is logged as lmms-eval logs a failed request (its message as the raw response) but with
-    an empty filtered response, so re-scoring the file counts it wrong exactly as the parity policy does.
+    A failure is logged as lmms-eval logs a failed request: the text lmms-eval would have recorded for it
+    (`[LMMS_EVAL_REQUEST_FAILED after N retries] ...`, the lmms-eval policy's) as the raw and the filtered
+    response, so re-scoring the file gives the lmms-eval policy's scores.
     """
     from vlmparity.tasks.reasoning import postprocess_response
 
@@ -339,13 +341,12 @@ def sample_lines(score: TaskScore, task: Any) -> list[dict[str, Any]]:
     for sample, rec, answer, sc in zip(
         score.samples, score.records, score.answers, score.scores, strict=True
     ):
-        if answer.text is not None:
-            raw: str | None = answer.text
-            filtered = postprocess_response(answer.text, tags)
-        else:
-            raw = failure_text(
-                rec.attempts if rec else 0, (rec.server_message if rec else None) or answer.outcome
-            )
+        lmms_text = answer.text if answer.text is not None else score.failure_texts.get(sample.id)
+        if lmms_text is not None:
+            raw: str | None = lmms_text
+            filtered = postprocess_response(lmms_text, tags)
+        else:  # no stored result (an unfinished run): scored wrong, with no random draw
+            raw = failure_text(0, answer.outcome)
             filtered = ""
         prompt = task.prompt(sample)
         extra = {

@@ -39,8 +39,8 @@ def _endpoint_record(ep: EndpointRun) -> dict[str, Any]:
             "served_models": list(r.served_models),
             "max_model_len": r.max_model_len,
             "probe_notes": list(r.notes),
-            "image_limit": ep.limit,
-            "image_limit_message": ep.limit_message,
+            "image_limit": ep.limit,  # found by the start-up probe (it decides --multi-image skip|merge)
+            "image_limit_refused": ep.learned_limit,  # the smallest "At most N image(s)" refusal seen
         }
     )
 
@@ -247,40 +247,36 @@ def _fmt_interval(iv: Any, metric: str) -> str:
 
 
 def policies_table(scores: Sequence[TaskScore]) -> str:
-    """Both policies side by side per metric, with 95 % intervals and the questions each scored."""
+    """The three scoring policies side by side per metric (lmms-eval, strict, answered), each with its
+    95 % interval and the questions it scored."""
+    from vlmparity.runner import POLICY_LABELS
+
     rows = []
     for s in sorted(scores, key=lambda x: x.task):
-        for metric in sorted(s.parity.result.metrics):
-            ex_value = (
-                s.excluded.result.metrics.get(metric) if s.excluded.n else None
-            )  # nothing left to score
-            rows.append(
-                [
-                    s.task,
-                    metric,
-                    _fmt_metric(s.parity.result.metrics[metric], metric),
-                    _fmt_interval(s.parity.intervals.get(metric), metric),
-                    str(s.parity.n),
-                    _fmt_metric(ex_value, metric) if ex_value is not None else "N/A",
-                    _fmt_interval(s.excluded.intervals.get(metric), metric),
-                    str(s.excluded.n),
+        pols = s.policies
+        for metric in sorted(s.lmms_eval.result.metrics):
+            row = [s.task, metric]
+            for pol in pols:
+                value = pol.result.metrics.get(metric) if pol.n else None  # nothing left to score
+                row += [
+                    _fmt_metric(value, metric) if value is not None else "N/A",
+                    _fmt_interval(pol.intervals.get(metric), metric),
+                    str(pol.n),
                 ]
-            )
-        if s.parity.accuracy is not None:
-            ex = s.excluded.accuracy
-            rows.append(
-                [
-                    s.task,
-                    "question accuracy",
-                    _fmt_metric(s.parity.accuracy.estimate, "acc"),
-                    _fmt_interval(s.parity.accuracy, "acc"),
-                    str(s.parity.n),
-                    _fmt_metric(ex.estimate, "acc") if ex else "N/A",
-                    _fmt_interval(ex, "acc"),
-                    str(s.excluded.n),
+            rows.append(row)
+        if s.lmms_eval.accuracy is not None:
+            row = [s.task, "question accuracy"]
+            for pol in pols:
+                acc = pol.accuracy
+                row += [
+                    _fmt_metric(acc.estimate, "acc") if acc else "N/A",
+                    _fmt_interval(acc, "acc"),
+                    str(pol.n),
                 ]
-            )
-    headers = ["Task", "Metric", "lmms-eval parity", "95% CI", "n", "errors excluded", "95% CI", "n"]
+            rows.append(row)
+    headers = ["Task", "Metric"]
+    for name in ("lmms_eval", "strict", "answered"):
+        headers += [POLICY_LABELS[name], "95% CI", "n"]
     return markdown_table(headers, rows)
 
 

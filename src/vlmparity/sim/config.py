@@ -150,6 +150,10 @@ class SimConfig(_Strict):
     vllm_version: str = "0.11.0"
     vllm_error_format: Literal["auto", "nested", "flat"] = "auto"  # auto: flat before 0.10.1
     image_limit: int | None = Field(default=1, ge=0)  # vLLM --limit-mm-per-prompt image=N; None = unlimited
+    # A deterministic fraction of the requests with 2 or more images (chosen by a hash of the prompt text)
+    # refused with vLLM's "At most 1 image(s)" 400, whatever `image_limit` says: replicas behind a load
+    # balancer with different limits. The same request is always refused (a retry does not help).
+    multi_image_reject: float = Field(default=0.0, ge=0.0, le=1.0)
     # OVMS personality
     ovms_version: str = "2025.4"
     ovms_node_name: str = "LLMExecutor"  # the graph node named in MediaPipe-wrapped errors

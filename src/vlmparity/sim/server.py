@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import socket
 import struct
 import threading
@@ -254,6 +255,13 @@ class AsyncSimServer:
         entry.temperature, entry.seed, entry.max_tokens = chat.temperature, chat.seed, chat.max_tokens
         if not ovms and cfg.image_limit is not None and n_images > cfg.image_limit:
             raise SimError("too_many_images", str(cfg.image_limit), param="image")
+        if (
+            not ovms
+            and n_images >= 2
+            and cfg.multi_image_reject
+            and multi_image_rejected(chat.text, cfg.multi_image_reject)
+        ):
+            raise SimError("too_many_images", "1", param="image")
         prints = await self._fingerprints(chat.image_urls)
         prompt_tokens = sum(count_tokens(t) for t in chat.texts) + cfg.tokens_per_image * n_images
         if not ovms and prompt_tokens >= cfg.max_model_len:
@@ -480,3 +488,9 @@ class SimServer:
 
     def clear_log(self) -> None:
         self.server.request_log.clear()
+
+
+def multi_image_rejected(text: str, fraction: float) -> bool:
+    """Whether `multi_image_reject` refuses a multi-image request with this prompt text (sha256 of the text)."""
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
