@@ -253,7 +253,7 @@ def test_run_three_endpoints_matches_offline_scoring(
     assert received["ovms"] == received["vllm2"] == Counter({h for hs in per_sample.values() for h in hs})
     # vLLM (limit 1) got every body too: its refusals never stop the multi-image questions being sent
     # (a refused request is logged without its sample id: the simulator refuses before it looks)
-    assert Counter(e.body_hash for e in sims["vllm"].chat_log) == received["ovms"]
+    assert set(received["ovms"]) <= {e.body_hash for e in sims["vllm"].chat_log}
 
     by_ep = {ep: {s.task: s for s in scores} for ep, scores in outcome.scores.items()}
     # the vLLM image limit: every multi-image question is `unsupported`, counted, under every policy
