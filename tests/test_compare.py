@@ -369,6 +369,11 @@ def test_exit_codes_agree_with_the_cli() -> None:
     }
 
 
+def test_policy_names_and_former_names() -> None:
+    assert an.Settings(policy="strict").policy == an.Settings(policy="parity").policy == "strict"
+    assert an.Settings().policy == an.Settings(policy="excluded").policy == "answered"
+
+
 def test_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="--policy"):
         an.Settings(policy="bogus")
