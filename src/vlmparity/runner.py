@@ -1264,6 +1264,7 @@ def identity_changes(previous: RunRecord, now: Mapping[str, Any]) -> list[str]:
 
 
 def identity_error(name: str, changed: Sequence[str], output_path: Any) -> ConfigError:
+    # Answers of another model are never mixed into a run: only a fresh run helps.
     model_changed = any(c.startswith("served model ") for c in changed)
     hint = f"to start a fresh run use another --output-path than {output_path}"
     if not model_changed:
@@ -1394,7 +1395,8 @@ def run(
             previous = store.get_run(ecfg.name)
             identity = endpoint_identity(ecfg.url, res)
             changed = identity_changes(previous, identity) if previous is not None else []
-            if changed and not config.options.allow_identity_change:
+            model_changed = any(c.startswith("served model ") for c in changed)
+            if changed and (model_changed or not config.options.allow_identity_change):
                 raise identity_error(ecfg.name, changed, config.options.output_path)
             rec = store.upsert_run(
                 ecfg.name,
