@@ -193,6 +193,7 @@ def test_failures_policies_and_error_gate(
     strict = an.analyse(joined, an.Settings(n_boot=0, max_error_rate=0.005))
     assert strict.exit_code == an.EXIT_INFRA
     assert "1 of 116 requests failed" in strict.problems[0] and "timeout=1" in strict.problems[0]
+    assert "--rerun-errors" in strict.problems[0]  # a plain rerun cannot fix a permanent failure
     parity = an.analyse(joined, an.Settings(n_boot=0, policy="parity"))
     assert metric(parity.tasks[0], "mme_cognition_score").delta == pytest.approx(-150.0)
 

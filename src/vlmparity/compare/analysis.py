@@ -471,9 +471,12 @@ def unsupported_advice(
     if k is not None and (limit.max_images is None or k <= limit.max_images):
         why = f"the server accepts {k} image{'s' if k != 1 else ''} per request, they have up to {most}"
         if limit.kind == "vllm":
-            fix = f"restart it with --limit-mm-per-prompt '{{\"image\": {most}}}'"
+            fix = (
+                f"restart it with --limit-mm-per-prompt '{{\"image\": {most}}}' and rerun the same "
+                "`vlmparity run` (the refused samples are sent again)"
+            )
         else:
-            fix = f"raise the server's limit to {many} per request"
+            fix = f"raise the server's limit to {many} per request and rerun the same `vlmparity run`"
     elif limit.max_images is not None:
         why = f"--max-images {limit.max_images}, they have up to {most}"
         fix = f"rerun with --max-images {most} (or without it) if the server accepts {many}"
@@ -517,7 +520,8 @@ def problems(
                 continue
             out.append(
                 f"{h.label}: {h.failures} of {h.n} requests failed ({100 * h.error_rate:.1f}%: "
-                f"{_failure_detail(h)}), {gate}"
+                f"{_failure_detail(h)}), {gate}; once the cause is fixed, rerun its `vlmparity run` with "
+                "--rerun-errors (a plain rerun resends only transient failures)"
             )
             if advice is not None:
                 out.append(advice.text())
