@@ -21,10 +21,15 @@ One script run does everything:
 
 Settings: `seed` is the seed's server (one request at a time, ~4.4 s each on real vLLM) with time scaled by
 `--time-scale` (default 0.01: 4.4 s becomes 44 ms); `fast` is capacity 64 at 50 ms, where the client's
-own CPU is the limit. The simulator accepts any number of images per request (the seed's vLLM accepts 1;
-that case is a failure-policy question, not a prompt-parity one, and is covered by `vlmparity run`'s tests).
+own CPU is the limit. In both the simulator accepts any number of images per request. `refuse` is `fast`
+with a simulator that refuses a deterministic quarter of the multi-image requests (chosen by a hash of the
+prompt text) with vLLM's 400 "At most 1 image(s) may be provided in one prompt.": lmms-eval scores its
+`[LMMS_EVAL_REQUEST_FAILED after 5 retries] Error code: 400 - ...` text, vlmparity's `lmms-eval` policy
+must give the same scores and per-sample parsed predictions (MMMU open-question candidate lists compared
+as sets: lmms-eval's order follows PYTHONHASHSEED). vlmparity is told how the lmms-eval venv's
+openai-python renders an HTTP error (`--openai-error-style`, detected).
 
-    python bench/vs_lmms_eval.py [--limit 250] [--settings seed,fast] [--time-scale 0.01] [--work DIR]
+    python bench/vs_lmms_eval.py [--limit 250] [--settings seed,fast,refuse] [--time-scale 0.01] [--work DIR]
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ SEED_SECONDS = 4.4  # the seed's vLLM on CPU: one MME request at a time (researc
 LOCAL_TASKS = {"mme": "mme_local", "mmmu_val": "mmmu_val_local"}
 DATA_FOLDERS = {"mme": "mme", "mmmu_val": "mmmu"}  # under the data root, as `vlmparity synth --out` writes
 FULL_ROWS = {"mme": 2374, "mmmu_val": 900}
+REFUSE_SHARE = 0.25  # the `refuse` setting's share of refused multi-image requests
 GEN_KEYS = ("max_tokens", "temperature", "top_p", "seed", "stream", "stream_options", "n")
 
 
@@ -76,6 +82,7 @@ class Setting:
     capacity: int
     latency: float
     time_scale: float = 1.0
+    multi_image_reject: float = 0.0  # share of multi-image requests refused with vLLM's image-limit 400
 
     @property
     def service_s(self) -> float:
@@ -92,14 +99,21 @@ class Setting:
             if self.time_scale != 1
             else ""
         )
-        return f"capacity {self.capacity}, {self.latency:g} s per request{scale}"
+        refuse = (
+            f"; {self.multi_image_reject:.0%} of multi-image requests refused (400 At most 1 image(s))"
+            if self.multi_image_reject
+            else ""
+        )
+        return f"capacity {self.capacity}, {self.latency:g} s per request{scale}{refuse}"
 
 
 def make_settings(names: Sequence[str], time_scale: float) -> list[Setting]:
-    """The named settings: `seed` (capacity 1, 4.4 s scaled) and `fast` (capacity 64, 50 ms)."""
+    """The named settings: `seed` (capacity 1, 4.4 s scaled), `fast` (capacity 64, 50 ms) and `refuse`
+    (`fast`, refusing a quarter of the multi-image requests)."""
     known = {
         "seed": Setting("seed", 1, SEED_SECONDS, time_scale),
         "fast": Setting("fast", 64, 0.05, 1.0),
+        "refuse": Setting("refuse", 64, 0.05, 1.0, multi_image_reject=REFUSE_SHARE),
     }
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -114,6 +128,7 @@ def sim_config(setting: Setting, data_dirs: Sequence[Path], log_file: Path) -> d
         "port": 0,
         "model": MODEL,
         "image_limit": None,
+        "multi_image_reject": setting.multi_image_reject,
         "data": [str(d) for d in data_dirs],
         "load": {
             "capacity": setting.capacity,
@@ -155,15 +170,57 @@ def vlmparity_command(
     limit: int | None,
     out: Path,
     tasks: Sequence[str] = ("mme", "mmmu_val"),
+    openai_error_style: str | None = None,
 ) -> list[str]:
-    """The equivalent `vlmparity run` command."""
+    """The equivalent `vlmparity run` command (`openai_error_style`: how lmms-eval's openai-python renders
+    an HTTP error, for the failure text of the lmms-eval policy)."""
     cmd = [str(python), "-m", "vlmparity", "run", "--endpoint", f"sim={base_url}", "--model", MODEL,
            "--tasks", ",".join(tasks)]  # fmt: skip
     for t in tasks:
         cmd += ["--data", f"{t}={data_root / DATA_FOLDERS[t]}"]
     if limit is not None:
         cmd += ["--limit", str(limit)]
+    if openai_error_style is not None:
+        cmd += ["--openai-error-style", openai_error_style]
     return [*cmd, "--output-path", str(out), "--log-samples"]
+
+
+# Prints str() of the exception openai-python raises for a 400 whose JSON body has an error message.
+OPENAI_STYLE_CHECK = """
+import importlib, openai
+for mod in ("httpx", "httpx2"):
+    try:
+        hx = importlib.import_module(mod)
+        req = hx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+        resp = hx.Response(400, json={"error": {"message": "M"}}, request=req)
+        client = openai.OpenAI(api_key="x", base_url="http://127.0.0.1:9/v1")
+        print(str(client._make_status_error_from_response(resp)))
+        break
+    except Exception:
+        continue
+else:
+    print("version " + openai.__version__)
+"""
+
+
+def openai_style_from(output: str) -> str:
+    """vlmparity's --openai-error-style from OPENAI_STYLE_CHECK's output: "message" when openai-python
+    renders only the message (>= 3.51), "body" when it renders the whole parsed body (older releases)."""
+    text = output.strip()
+    if text.startswith("version "):
+        parts = []
+        for piece in text.split()[1].split(".")[:2]:
+            parts.append(int(piece) if piece.isdigit() else 0)
+        return "message" if tuple(parts) >= (3, 51) else "body"
+    return "message" if text == "Error code: 400 - M" else "body"
+
+
+def openai_error_style(venv: Path) -> str:
+    """How the openai-python of lmms-eval's venv renders an HTTP error (run there, no network)."""
+    proc = subprocess.run(
+        [str(venv_python(venv)), "-c", OPENAI_STYLE_CHECK], capture_output=True, text=True, env=lmms_env()
+    )
+    return openai_style_from(proc.stdout)
 
 
 def lmms_env(hf_home: Path = HF_HOME) -> dict[str, str]:
@@ -457,12 +514,16 @@ def read_sample_lines(path: Path) -> dict[int, dict[str, Any]]:
 
 
 def sample_score(line: Mapping[str, Any]) -> Any:
-    """The per-sample score a line carries: MME's 0/1 score, MMMU's parsed prediction."""
+    """The per-sample score a line carries: MME's 0/1 score, MMMU's parsed prediction (an open question's
+    candidate list as a set: lmms-eval builds it with `list(set(...))`, its order follows PYTHONHASHSEED)."""
     for key in ("mme_perception_score", "mme_cognition_score"):
         if key in line:
             return line[key]["score"]
     if "mmmu_acc" in line:
-        return line["mmmu_acc"].get("parsed_pred")
+        parsed = line["mmmu_acc"].get("parsed_pred")
+        if isinstance(parsed, list):
+            return [frozenset(map(repr, p)) if isinstance(p, list) else p for p in parsed]
+        return parsed
     return None
 
 
@@ -754,7 +815,8 @@ def print_timing(setting: Setting, runs: Sequence[ToolRun]) -> None:
 
 
 def print_scores(lmms: ToolRun, ours: ToolRun) -> bool:
-    """Scores side by side and per-sample differences; True when every metric is equal."""
+    """Scores side by side and per-sample differences; True when every metric and every sample's answer
+    and parsed prediction are equal."""
     a = read_scores(newest(lmms.out, "*_results.json"))
     b = read_scores(newest(ours.out, "*_results.json"))
     rows = score_rows(a, b)
@@ -766,6 +828,7 @@ def print_scores(lmms: ToolRun, ours: ToolRun) -> bool:
         la = read_sample_lines(newest(lmms.out, f"*_samples_{local}.jsonl"))
         lb = read_sample_lines(newest(ours.out, f"*_samples_{task}.jsonl"))
         diffs = sample_diffs(la, lb)
+        all_equal = all_equal and not diffs
         same = len(set(la) & set(lb)) - sum(1 for d in diffs if "only in" not in d)
         print(
             f"   {task}: {len(la)} vs {len(lb)} samples logged; answers and per-sample scores equal for {same}"
@@ -829,7 +892,7 @@ def machine_line() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--limit", type=int, default=250, help="questions per task (lmms-eval's --limit)")
-    ap.add_argument("--settings", default="seed,fast", help="comma-separated: seed, fast")
+    ap.add_argument("--settings", default="seed,fast,refuse", help="comma-separated: seed, fast, refuse")
     ap.add_argument("--time-scale", type=float, default=0.01, help="seed setting: 4.4 s x this per request")
     ap.add_argument("--data", type=Path, default=None, help="data root with mme/ and mmmu/ (default: synth)")
     ap.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="lmms-eval's virtual environment")
@@ -852,7 +915,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="vs-lmms-eval-"))
     work.mkdir(parents=True, exist_ok=True)
     lmms_cmd = lmms_eval_command(venv_python(args.venv), "{URL}", args.limit, Path("{OUT}"))
-    ours_cmd = vlmparity_command(Path(sys.executable), "{URL}", data_root, args.limit, Path("{OUT}"))
+    style = openai_error_style(args.venv)
+    print(
+        f"lmms-eval's openai-python renders an HTTP error's {style} (vlmparity --openai-error-style {style})"
+    )
+    ours_cmd = vlmparity_command(
+        Path(sys.executable), "{URL}", data_root, args.limit, Path("{OUT}"), openai_error_style=style
+    )
     print("lmms-eval: (cd " + str(data_root) + " && " + " ".join(lmms_cmd) + ")")
     print("vlmparity: " + " ".join(ours_cmd))
     warm_lmms_cache(args.venv, data_root)

@@ -69,6 +69,44 @@ def test_settings_ideal_times_by_hand() -> None:
         vs.make_settings(["slow"], 0.01)
 
 
+def test_refuse_setting_refuses_some_multi_image_requests(tmp_path: Path) -> None:
+    from vlmparity.sim import config_from_dict
+
+    (refuse,) = vs.make_settings(["refuse"], 0.01)
+    assert (refuse.capacity, refuse.latency, refuse.multi_image_reject) == (64, 0.05, 0.25)
+    assert "25% of multi-image requests refused" in refuse.describe()
+    cfg = config_from_dict(vs.sim_config(refuse, [tmp_path / "mme"], tmp_path / "log.jsonl"))
+    assert cfg.multi_image_reject == 0.25 and cfg.image_limit is None
+    (fast,) = vs.make_settings(["fast"], 0.01)
+    assert (
+        config_from_dict(vs.sim_config(fast, [tmp_path / "mme"], tmp_path / "l.jsonl")).multi_image_reject
+        == 0
+    )
+
+
+def test_openai_error_style_from_the_venvs_rendering() -> None:
+    # openai-python >= 3.51: "Error code: 400 - <message>"; older: the whole parsed body
+    assert vs.openai_style_from("Error code: 400 - M\n") == "message"
+    assert vs.openai_style_from("Error code: 400 - {'error': {'message': 'M'}}") == "body"
+    assert vs.openai_style_from("version 3.51.0") == "message"
+    assert vs.openai_style_from("version 3.22.1") == "body"
+    assert vs.openai_style_from("version 2.54.0") == "body"
+    cmd = vs.vlmparity_command(
+        Path("py"), "http://h:1/v1", Path("/data"), 5, Path("/o"), openai_error_style="body"
+    )
+    assert cmd[cmd.index("--openai-error-style") + 1] == "body"
+
+
+def test_open_question_candidates_compare_as_sets() -> None:
+    a = {"mmmu_acc": {"parsed_pred": [["12", 12.0, "x"]]}, "filtered_resps": "12"}
+    b = {"mmmu_acc": {"parsed_pred": [[12.0, "x", "12"]]}, "filtered_resps": "12"}
+    c = {"mmmu_acc": {"parsed_pred": [[12.0, "12"]]}, "filtered_resps": "12"}
+    assert vs.sample_diffs({0: a}, {0: b}) == []
+    assert vs.sample_diffs({0: a}, {0: c}) != []
+    mc = {"mmmu_acc": {"parsed_pred": ["B"]}, "filtered_resps": "B"}
+    assert vs.sample_score(mc) == ["B"]
+
+
 def test_sim_config_is_accepted_by_the_simulator(tmp_path: Path) -> None:
     from vlmparity.sim import config_from_dict
 
