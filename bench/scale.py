@@ -166,8 +166,8 @@ def rescore(out: Path) -> dict[str, Any]:
     t4 = time.perf_counter()
     text_rows = read_text_columns(config)  # what rescoring needs of the data: no image bytes
     t_text = time.perf_counter() - t4
-    metrics = {s.task: dict(s.parity.result.metrics) for s in scores}
-    assert {t: dict(s.parity.result.metrics) for t, s in loaded.scores.items()} == metrics
+    metrics = {s.task: dict(s.lmms_eval.result.metrics) for s in scores}
+    assert {t: dict(s.lmms_eval.result.metrics) for t, s in loaded.scores.items()} == metrics
     return {
         "import_s": t_import,
         "data_s": t_data,

@@ -125,3 +125,34 @@ def test_a_server_restarted_with_a_higher_image_limit_gets_its_refusals_again(
     assert resent == refused
     assert set(_outcomes(out).values()) == {"ok"}
     assert outcome.scores["ep"][0].outcomes == {"ok": 40}
+
+
+def _multi(mmmu: Path) -> dict[str, int]:
+    """MMMU sample id -> image count, for the questions with more than one image (from the data)."""
+    from vlmparity.data.sources import load_rows
+    from vlmparity.tasks.base import get_task
+
+    task = get_task("mmmu_val")
+    samples = task.samples_from_rows(load_rows(mmmu, split="validation"))
+    return {s.id: s.image_count for s in samples if s.image_count > 1}
+
+
+def test_skip_uses_the_start_up_probe_and_max_images_wins(mmmu: Path, tmp_path: Path) -> None:
+    multi = _multi(mmmu)
+    assert multi and max(multi.values()) > 2 and 2 in multi.values()
+    with _sim(mmmu, image_limit=1) as sim:
+        # no --max-images: one probe before any question finds the limit; no multi-image question is sent
+        outcome = runner.run(_config(mmmu, sim.url, tmp_path / "probe", multi_image="skip"))
+        probes = [e for e in sim.chat_log if e.image_count > 1]
+        assert len(probes) == 1 and probes[0].sample_id is None and probes[0].status == 400
+        assert outcome.endpoints[0].limit == 1
+        assert outcome.scores["ep"][0].skipped == len(multi)
+        # --max-images 2 wins over the probe (and nothing is probed): 2-image questions are sent whole
+        # (the server refuses them: that is their outcome), the others skipped
+        sim.clear_log()
+        outcome = runner.run(_config(mmmu, sim.url, tmp_path / "max", multi_image="skip", max_images=2))
+        sent = [e for e in sim.chat_log if e.image_count > 1]
+        assert sorted(e.image_count for e in sent) == sorted(n for n in multi.values() if n == 2)
+        ts = outcome.scores["ep"][0]
+        assert ts.skipped == sum(1 for n in multi.values() if n > 2)
+        assert ts.outcomes.get("unsupported", 0) == len(sent)

@@ -192,12 +192,12 @@ def test_run_counts_multi_image_questions_as_unsupported(first_run: Path, data: 
     run_json = json.loads((first_run / "run.json").read_text())
     assert run_json["status"] == "complete"
     (endpoint,) = run_json["endpoints"]
-    assert endpoint["kind"] == "vllm" and endpoint["image_limit"] == 1
+    assert endpoint["kind"] == "vllm" and endpoint["image_limit_refused"] == 1  # every question was sent
     result = run_json["results"]["vllm"]["mmmu_val"]
     assert result["outcomes"].get("unsupported") == len(multi)
     assert sum(n for o, n in result["outcomes"].items() if o in ANSWERED) == N_MMMU - len(multi)
-    assert result["lmms_eval"]["n"] == N_MMMU  # parity policy: a failure counts as a wrong answer
-    assert result["errors_excluded"]["n"] == N_MMMU - len(multi)
+    assert result["lmms_eval"]["n"] == result["strict"]["n"] == N_MMMU  # a failure is scored
+    assert result["answered"]["n"] == N_MMMU - len(multi)
     assert sum(run_json["results"]["vllm"]["mme"]["outcomes"].values()) == N_MME
     (results_file,) = sorted((first_run / "vllm").glob("*_results.json"))
     extra = json.loads(results_file.read_text())["vlmparity"]["tasks"]["mmmu_val"]
