@@ -1391,6 +1391,8 @@ def run(
     try:
         _check_fingerprints(store, plans)
         eps = []
+        # Every endpoint's identity is checked before any stored run is touched.
+        checked = []
         for ecfg, res in zip(config.endpoints, resolved, strict=True):
             previous = store.get_run(ecfg.name)
             identity = endpoint_identity(ecfg.url, res)
@@ -1398,6 +1400,8 @@ def run(
             model_changed = any(c.startswith("served model ") for c in changed)
             if changed and (model_changed or not config.options.allow_identity_change):
                 raise identity_error(ecfg.name, changed, config.options.output_path)
+            checked.append((ecfg, res, identity, changed))
+        for ecfg, res, identity, changed in checked:
             rec = store.upsert_run(
                 ecfg.name,
                 url=identity["url"],
