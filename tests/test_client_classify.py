@@ -529,3 +529,12 @@ def test_fixed_controller() -> None:
     assert ctl.limit == 6
     with pytest.raises(ValueError):
         FixedController(0)
+
+
+def test_an_error_keeps_its_body_as_received_for_the_lmms_eval_failure_text() -> None:
+    body = b'{"error": {"message": "At most 1 image(s) may be provided in one prompt.", "code": 400}}'
+    cls = classify(400, {"content-type": "application/json"}, body)
+    assert cls.error_body == body.decode()
+    assert classify(502, {"content-type": "text/html"}, b"<html>bad</html>").error_body == "<html>bad</html>"
+    ok = b'{"choices": [{"message": {"content": "Yes"}, "finish_reason": "stop"}]}'
+    assert classify(200, {}, ok).error_body is None

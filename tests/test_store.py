@@ -220,3 +220,32 @@ def test_writer_that_cannot_open_the_store_fails_loudly(
         writer.flush()
     with pytest.raises(DataError):
         writer.put(ResultRecord(1, "mme", "s", "h", "ok", text="Yes"))
+
+
+def test_a_schema_1_store_gains_the_error_body_column(tmp_path: Path) -> None:
+    out = tmp_path / "v1"
+    out.mkdir()
+    conn = sqlite3.connect(store_path(out))
+    conn.executescript(store_mod._SCHEMA_V1)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO runs (endpoint, created, updated) VALUES ('ep', 0, 0)")
+    conn.execute(
+        "INSERT INTO results (run_id, task, sample_id, request_hash, outcome, status, server_message, created) "
+        "VALUES (1, 'mme', 's1', 'h', 'http_error', 400, 'bad', 0)"
+    )
+    conn.commit()
+    conn.close()
+    with Store.open(out) as st:
+        assert st.schema_version == store_mod.SCHEMA_VERSION == 2
+        (rec,) = st.results(1).values()
+        assert (rec.outcome, rec.status, rec.server_message, rec.error_body) == (
+            "http_error",
+            400,
+            "bad",
+            None,
+        )
+        st.put_results(
+            [store_mod.ResultRecord(1, "mme", "s1", "h", "http_error", status=400, error_body='{"e": 1}')]
+        )
+        (rec,) = st.results(1).values()
+        assert rec.error_body == '{"e": 1}'
