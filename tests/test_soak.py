@@ -14,6 +14,7 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,10 @@ def _check_accounting(
                 f"{where}: retried after a response without an injected fault: {retried}"
             )
             last = got[-1]
+            # A fault applied to the response (truncated, non-JSON) is pre-empted when the simulated vLLM
+            # refuses the request for its images first: the client got the plain 400.
+            if last.fault in ("truncated", "non_json") and last.status == 400:
+                last = replace(last, fault=None)
             if last.fault is None:
                 assert row["transient"] == 0, where
                 if last.status == 400:  # the image limit: permanent, never retried
