@@ -156,3 +156,26 @@ def test_skip_uses_the_start_up_probe_and_max_images_wins(mmmu: Path, tmp_path: 
         ts = outcome.scores["ep"][0]
         assert ts.skipped == sum(1 for n in multi.values() if n > 2)
         assert ts.outcomes.get("unsupported", 0) == len(sent)
+
+
+def test_a_not_sent_record_of_an_older_vlmparity_is_sent(mmmu: Path, tmp_path: Path) -> None:
+    """Older versions recorded questions over a limit learned mid-run as `unsupported` without sending
+    them (attempts 0): they were never asked, so a rerun asks them."""
+    import sqlite3
+
+    from vlmparity.store import store_path
+
+    out = tmp_path / "out"
+    with _sim(mmmu, image_limit=None) as sim:
+        runner.run(_config(mmmu, sim.url, out))
+        sid = next(iter(_multi(mmmu)))
+        with sqlite3.connect(store_path(out)) as conn:
+            conn.execute(
+                "UPDATE results SET outcome = 'unsupported', text = NULL, status = NULL, attempts = 0, "
+                "server_message = 'not sent: 3 images, limit 1' WHERE sample_id = ?",
+                (sid,),
+            )
+        sim.clear_log()
+        runner.run(_config(mmmu, sim.url, out))
+        assert [e.sample_id for e in sim.chat_log if e.sample_id] == [sid]
+    assert _outcomes(out)[sid] == "ok"
