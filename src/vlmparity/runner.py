@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -329,6 +330,10 @@ def score_task(
         paired=tuple(paired_scores or ()),
         failure_texts=failure_texts,
     )
+
+
+# The look gate of a sequential comparison (`compare --endpoint ... --sequential` sets it around `run`).
+SEQUENTIAL_GATE: ContextVar[Any] = ContextVar("vlmparity_sequential_gate", default=None)
 
 
 # ----- preparation: data and plans ------------------------------------------------------------------
@@ -775,6 +780,7 @@ class Engine:
         *,
         progress: ProgressSink | None = None,
         workers: int | None = None,
+        gate: Any = None,
     ) -> None:
         self.config = config
         self.options = config.options
@@ -792,6 +798,10 @@ class Engine:
         self.workers = workers or max(1, min(4, os.cpu_count() or 1))
         self.writer: ResultWriter | None = None
         self.stop_requested = False
+        # a sequential comparison's look gate (compare.looks.LookGate): order, admit, resolved, ended
+        self.gate = gate
+        if gate is not None:
+            gate.bind(self)
 
     # -- multi-image limits -------------------------------------------------------------------------------
 
@@ -927,6 +937,10 @@ class Engine:
             for pass_no in range(3):
                 for ep in self.endpoints:
                     ep.todo = self.compute_todo(ep, first_pass=pass_no == 0) if ep.error is None else []
+                    if self.gate is not None:
+                        ep.todo = self.gate.order(ep.name, ep.todo)
+                if self.gate is not None and await self.gate.begin():
+                    break
                 if not any(ep.todo for ep in self.endpoints) or self.stop_requested:
                     break
                 book = RequestBook(
@@ -986,6 +1000,8 @@ class Engine:
             ep.retries += ep.dispatcher.stats.retries
             self._report(ep)
             self.progress.end(ep.name)
+            if self.gate is not None:
+                self.gate.endpoint_ended(ep.name)
 
     def request_stop(self) -> None:
         """Stop taking new samples everywhere (answers in flight are still stored)."""
@@ -1000,6 +1016,11 @@ class Engine:
         for pos, index in enumerate(todo):
             if self.stop_requested:
                 return
+            if self.gate is not None and not await self.gate.admit(index):
+                self.gate.resolved(ep.name, index)
+                if self.stop_requested:
+                    return
+                continue
             try:
                 built = await book.take(
                     index, todo[pos + 1 : pos + 1 + ahead], todo[pos + 1 : pos + 1 + PREFETCH_SAMPLES]
@@ -1017,6 +1038,8 @@ class Engine:
             if built.treatment == "skipped" or built.payload is None:
                 ep.not_sent += 1
                 ep.done += 1
+                if self.gate is not None:
+                    self.gate.resolved(ep.name, index)
                 continue
             ep.in_flight_hash[index] = built.request_hash
             yield str(index), built.payload
@@ -1055,6 +1078,8 @@ class Engine:
         ep.done += 1
         if outcome not in ANSWERED:
             ep.errors += 1
+        if self.gate is not None:
+            self.gate.resolved(ep.name, index)
         if result.image_limit is not None and (
             ep.learned_limit is None or result.image_limit < ep.learned_limit
         ):
@@ -1373,8 +1398,15 @@ def run(
     progress: ProgressSink | None = None,
     plans: list[TaskPlan] | None = None,
     stamp: str | None = None,
+    gate: Any = None,
 ) -> RunOutcome:
-    """Evaluate every endpoint on every task, persist each answer, score from the store, write outputs."""
+    """Evaluate every endpoint on every task, persist each answer, score from the store, write outputs.
+
+    `gate` (default: `SEQUENTIAL_GATE`'s value): a sequential comparison's look gate; when it stops
+    the run early, the endpoints are not scored (their lmms-eval files would count every sample not
+    sent as wrong): `compare` reads the store itself.
+    """
+    gate = gate if gate is not None else SEQUENTIAL_GATE.get()
     from vlmparity import __version__
     from vlmparity.data.images import ImageEncoder
     from vlmparity.report import lmms_output, run_summary
@@ -1425,7 +1457,7 @@ def run(
             plan_id=plan_id, plans_made=store.plans(),
         )  # fmt: skip
         encoder = ImageEncoder(config.options.image_format, compress_level=config.options.png_level)
-        engine = Engine(config, plans, store, eps, encoder, progress=progress)
+        engine = Engine(config, plans, store, eps, encoder, progress=progress, gate=gate)
         # run.json must not keep saying "running" after the invocation stopped (a full disk, a store
         # error, Ctrl-C): record why, then let the error through unchanged.
         try:
@@ -1438,6 +1470,8 @@ def run(
             errors: dict[str, str] = {}
             finished = time.time()
             for ep in eps:
+                if ep.error is None and gate is not None and gate.stopped:
+                    continue  # stopped at a look on purpose: not a full run, no lmms-eval files
                 if ep.error is not None:
                     errors[ep.name] = (
                         ep.error.one_line() if isinstance(ep.error, VlmparityError) else str(ep.error)

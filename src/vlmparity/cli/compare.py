@@ -75,6 +75,28 @@ def verdict_parameters() -> list[inspect.Parameter]:
     ]  # fmt: skip
 
 
+SEQUENTIAL_PANEL = "Sequential (with --endpoint): stop as soon as the verdict is known"
+
+
+def sequential_parameters() -> list[inspect.Parameter]:
+    """--sequential, --looks, --continue-to-full (compare --endpoint only)."""
+    kw = inspect.Parameter.KEYWORD_ONLY
+
+    def opt(name: str, annotation: Any, default: Any, *decls: str, help: str) -> inspect.Parameter:
+        info = typer.Option(default, *decls, help=help, rich_help_panel=SEQUENTIAL_PANEL)
+        return inspect.Parameter(name, kw, default=info, annotation=annotation)
+
+    return [
+        opt("sequential", bool, False, "--sequential",
+            help="Send the samples in a balanced seeded order, examine the data at planned looks and stop "
+            "sending once every metric is decided (a group-sequential design with O'Brien-Fleming-type "
+            "alpha spending; see the user guide). Rerunning the same command stops at the same look."),
+        opt("looks", int, 10, "--looks", help="Equally spaced looks of --sequential (the last at the full plan)."),
+        opt("continue_to_full", bool, False, "--continue-to-full",
+            help="After a --sequential stop: send the rest of the plan and give the fixed-size verdict."),
+    ]  # fmt: skip
+
+
 def settings_from(options: dict[str, Any]) -> Settings:
     """Typed verdict settings from the CLI options (accuracy margin in points → fraction)."""
     from vlmparity.compare.analysis import Settings
@@ -182,6 +204,7 @@ def register(app: typer.Typer) -> None:
             default=typer.Option(10, "--top", help="Disagreements to list on the terminal."),
             annotation=int,
         ),
+        *sequential_parameters(),
         *run_parameters(),
     ]
     app.command("compare", help=COMPARE_HELP)(with_parameters(compare, params))
@@ -208,18 +231,25 @@ def compare(**options: Any) -> None:
     data: dict[str, str] = {}
     picks = parse_plan_picks(options.get("plan") or [])
     pinned: dict[tuple[Path, str], int] = {}
+    gate = None
+    sequential, to_full = bool(options.get("sequential")), bool(options.get("continue_to_full"))
+    if (sequential or to_full) and not endpoints:
+        flag = "--sequential" if sequential else "--continue-to-full"
+        raise ConfigError(f"{flag} works only when compare sends the samples", hint="add --endpoint twice")
     if endpoints:
         output = _check_endpoint_mode(run_options, len(endpoints))
-        run_cmd.run(**run_options)  # Ctrl-C while running: `run`'s own line (answers kept, resume)
-        dirs.append(output)
         from vlmparity.config import parse_endpoints
 
         given = [e.name for e in parse_endpoints(endpoints)]
+        reference = reference or given[0]
+        candidates = candidates or [n for n in given if n != reference]
+        if sequential and not to_full:
+            gate = _sequential_gate(options, settings, reference, candidates, run_options)
+        _run_with_gate(run_cmd, run_options, gate)  # Ctrl-C while running: `run`'s own line (answers kept)
+        dirs.append(output)
         outcome = run_cmd.last_outcome()
         if outcome is not None and outcome.plan_id is not None:  # compare exactly what was just run
             pinned = {(Path(output).resolve(), name): outcome.plan_id for name in given}
-        reference = reference or given[0]
-        candidates = candidates or [n for n in given if n != reference]
         typer.echo("")
         stopped = f"interrupted while comparing; the runs are saved in {output}"
         hint = "rerun the same command: nothing is sent again"
@@ -232,8 +262,42 @@ def compare(**options: Any) -> None:
             dirs, reference=reference, candidates=candidates, data=data, cache=cache, plans=picks,
             pinned=pinned,
         )  # fmt: skip
-        code = finish(joins, settings, options, default_report=Path(dirs[0]) / "report.html", top=top)
+        adjust = None
+        if gate is not None:
+            from vlmparity.compare.looks import deciding_ids, restrict
+
+            joins = [restrict([j], deciding_ids(gate, j.candidate.ref.endpoint))[0] for j in joins]
+            adjust = gate.adjust
+        code = finish(
+            joins, settings, options, default_report=Path(dirs[0]) / "report.html", top=top, adjust=adjust
+        )
     raise SystemExit(code)
+
+
+def _sequential_gate(
+    options: dict[str, Any],
+    settings: Settings,
+    reference: str,
+    candidates: list[str],
+    run_options: dict[str, Any],
+) -> Any:
+    from vlmparity.compare.looks import LookGate
+    from vlmparity.errors import ConfigError
+
+    looks = int(options.get("looks") or 0)
+    if not 1 <= looks <= 100:
+        raise ConfigError(f"--looks must be between 1 and 100, got {looks}")
+    return LookGate(settings, reference, candidates, looks=looks, seed=int(run_options.get("seed") or 0))
+
+
+def _run_with_gate(run_cmd: Any, run_options: dict[str, Any], gate: Any) -> None:
+    from vlmparity.runner import SEQUENTIAL_GATE
+
+    token = SEQUENTIAL_GATE.set(gate)
+    try:
+        run_cmd.run(**run_options)
+    finally:
+        SEQUENTIAL_GATE.reset(token)
 
 
 def _check_endpoint_mode(run_options: dict[str, Any], n_endpoints: int) -> Path:
@@ -283,14 +347,25 @@ def _given(value: Any, default: Any) -> bool:
 
 
 def finish(
-    joins: Sequence[Joined], settings: Settings, options: dict[str, Any], *, default_report: Path, top: int
+    joins: Sequence[Joined],
+    settings: Settings,
+    options: dict[str, Any],
+    *,
+    default_report: Path,
+    top: int,
+    adjust: Callable[[Analysis, Joined], Analysis] | None = None,
 ) -> int:
-    """Analyse, print, write the JSON and the HTML report; return the exit code."""
+    """Analyse, print, write the JSON and the HTML report; return the exit code.
+
+    `adjust`: a sequential comparison's verdict in place of the fixed-size one (`LookGate.adjust`).
+    """
     from vlmparity.compare.analysis import analyse, overall_exit_code
     from vlmparity.compare.join import plan_lines
     from vlmparity.compare.to_report import render_terminal
 
     analyses = [analyse(j, settings) for j in joins]
+    if adjust is not None:
+        analyses = [adjust(a, j) for a, j in zip(analyses, joins, strict=True)]
     # With --json - stdout carries the JSON alone; the human text goes to stderr.
     to_stderr = options.get("json_out") == "-"
     for line in plan_lines(joins):

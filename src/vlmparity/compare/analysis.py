@@ -178,6 +178,8 @@ class Analysis:
     notes: tuple[str, ...] = field(default_factory=tuple)
     # each run's own metrics (`own_scores`): endpoint label -> task -> policy key -> metric -> value
     scores: dict[str, dict[str, dict[str, dict[str, float]]]] = field(default_factory=dict)
+    # a sequential comparison (`compare --sequential`): design, looks, where and why it stopped
+    sequential: Mapping[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:

@@ -254,6 +254,7 @@ def json_document(analyses: Sequence[Analysis]) -> dict[str, Any]:
                 "exit_code": a.exit_code,
                 "n_more": a.verdict.n_more,
                 "reasons": list(a.verdict.reasons),
+                "sequential": dict(a.sequential) if a.sequential is not None else None,
                 "metrics": [_metric_record(t.task, r, s.policy) for t in a.tasks for r in t.metrics],
                 "other_policy": {
                     "policy": s.other_policy,

@@ -203,3 +203,38 @@ def plan_stratified(samples: Sequence[Sample], n: int, seed: int) -> Plan:
         note = f"took {len(picked)} samples for {n} to keep image pairs whole"
     params = {"n": n, "seed": seed, "units": units}
     return Plan("stratified", params, picked, _strata(samples, picked), len(samples), note)
+
+
+def sequential_keys(samples: Sequence[Sample], seed: int = 0) -> list[float]:
+    """Each sample's place in a balanced sending order, as a fraction in (0, 1] (whole clusters).
+
+    Strata are (task, group): MME categories and MMMU subjects. Within a stratum of n units, units are
+    ranked by `unit_rank(seed, cluster)` and the j-th (0-based) gets the key (j + 1/2) / n; both samples
+    of an MME image pair share their unit's key. The samples with key <= t are then, in every stratum,
+    round(t n) units (within half a unit of the proportional share) for every t: every prefix of the
+    order `sequential_order` gives is a stratified sample, and the look at fraction t of a
+    group-sequential comparison is exactly the samples with key <= t.
+    """
+    unit_group: dict[tuple[str, str], tuple[str, str]] = {}
+    for s in samples:
+        unit_group.setdefault((s.task, s.cluster), (s.task, s.group))
+    by_group: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for unit, group in unit_group.items():
+        by_group.setdefault(group, []).append(unit)
+    key: dict[tuple[str, str], float] = {}
+    for units in by_group.values():
+        ranked = sorted(units, key=lambda u: unit_rank(seed, f"{u[0]}\x1f{u[1]}"))
+        n = len(ranked)
+        for j, unit in enumerate(ranked):
+            key[unit] = (j + 0.5) / n
+    return [key[(s.task, s.cluster)] for s in samples]
+
+
+def sequential_order(samples: Sequence[Sample], seed: int = 0) -> list[int]:
+    """Indices of `samples` in the balanced sending order of `sequential_keys` (ties: seeded hash of the
+    unit, so both questions of an MME image pair are adjacent; then storage order)."""
+    keys = sequential_keys(samples, seed)
+    return sorted(
+        range(len(samples)),
+        key=lambda i: (keys[i], unit_rank(seed, f"{samples[i].task}\x1f{samples[i].cluster}"), i),
+    )
