@@ -46,6 +46,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -342,22 +343,110 @@ class ChildStats:
     started: float  # unix time just before it was spawned
 
 
+def proc_rss_kb(pid: int, field: str = "VmRSS") -> int | None:
+    """A process's resident set (VmRSS) or its high-water mark (VmHWM) from /proc, in kB (None once gone).
+
+    VmHWM belongs to the process's memory map, which exec replaces: unlike wait4's ru_maxrss it does
+    not start from the pages of the process that forked it.
+    """
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and every process descended from it (from /proc/*/stat's parent pid)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ')'
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def tree_rss_mb(root: int) -> float:
+    """The summed resident set of a process and its descendants, in MB."""
+    return sum(proc_rss_kb(p) or 0 for p in process_tree(root)) / 1024
+
+
+class TreeSampler:
+    """Samples a process tree every `every` seconds; `peak_mb` is the larger of the highest summed RSS
+    of the tree and the highest single process's VmHWM (a peak shorter than the sampling period).
+
+    Why not wait4's ru_maxrss: a child's high-water mark starts from the pages it shares with the
+    process that forked it, so a child of a big bench process reports the bench's own resident set
+    (all four runs read 883 MB). Sampling /proc measures the tool's own process tree.
+    """
+
+    def __init__(self, pid: int, every: float = 0.05) -> None:
+        self.pid, self.every = pid, every
+        self.peak_mb = 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            tree = process_tree(self.pid)
+            summed = sum(proc_rss_kb(p) or 0 for p in tree) / 1024
+            hwm = max((proc_rss_kb(p, "VmHWM") or 0 for p in tree), default=0) / 1024
+            self.peak_mb = max(self.peak_mb, summed, hwm)
+            self._done.wait(self.every)
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join()
+        return self.peak_mb
+
+
 def run_child(cmd: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path) -> ChildStats:
-    """Run a command to completion, output to `log`, measured with wait4's rusage (this child only)."""
+    """Run a command to completion, output to `log`: wall time, CPU from wait4's rusage (the child and
+    the children it waited for), peak RSS of its process tree sampled from /proc (`TreeSampler`)."""
     with log.open("wb") as out:
         started = time.time()
         t0 = time.perf_counter()
         proc = subprocess.Popen(list(cmd), cwd=cwd, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+        sampler = TreeSampler(proc.pid)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
+        peak = sampler.stop()
     proc.returncode = os.waitstatus_to_exitcode(status)
     return ChildStats(
         returncode=proc.returncode,
         wall_s=wall,
         cpu_s=usage.ru_utime + usage.ru_stime,
-        maxrss_mb=usage.ru_maxrss / 1024,  # kilobytes on Linux
+        maxrss_mb=peak,
         started=started,
     )
+
+
+def time_v_maxrss_mb(
+    cmd: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path
+) -> tuple[float, float]:
+    """(sampled tree peak, /usr/bin/time -v's "Maximum resident set size") of one run of `cmd`, in MB.
+
+    /usr/bin/time is a small process: its child's high-water mark is the tool's own. It reports the
+    largest single process of the tree, the sampler the sum; for a one-process tool they agree.
+    """
+    stats = run_child(["/usr/bin/time", "-v", *cmd], cwd=cwd, env=env, log=log)
+    text = log.read_text(errors="replace")
+    line = next(x for x in text.splitlines() if "Maximum resident set size" in x)
+    return stats.maxrss_mb, int(line.rsplit(":", 1)[1]) / 1024
 
 
 def free_port() -> int:
@@ -900,10 +989,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-bodies", action="store_true", help="skip capturing and comparing request bodies")
     ap.add_argument("--serve-sim", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--capture", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--rss-check",
+        action="store_true",
+        help="only check the peak-RSS column: one vlmparity run (fast setting) measured by the /proc "
+        "sampler and by /usr/bin/time -v (lmms-eval not needed)",
+    )
     args = ap.parse_args(argv)
     if args.serve_sim is not None:
         serve_sim(args.serve_sim, args.capture)
         return 0
+    if args.rss_check:
+        return rss_check(args)
 
     settings = make_settings([s.strip() for s in args.settings.split(",") if s.strip()], args.time_scale)
     print(f"machine: {machine_line()}")
@@ -981,6 +1078,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "\nscores " + ("EQUAL for both tools at every setting" if ok else "DIFFER: a parity bug (see above)")
     )
     return 0 if ok else 1
+
+
+def rss_check(args: argparse.Namespace) -> int:
+    """One vlmparity run against the fast setting, its peak RSS measured two ways."""
+    if not Path("/usr/bin/time").is_file():
+        raise SystemExit("/usr/bin/time is missing (apt-get install time)")
+    data_root = ensure_data(args.data)
+    (setting,) = make_settings(["fast"], args.time_scale)
+    work = args.work or Path(tempfile.mkdtemp(prefix="rss-check-"))
+    work.mkdir(parents=True, exist_ok=True)
+    data_dirs = [data_root / DATA_FOLDERS[t] for t in ("mme", "mmmu_val")]
+    try:
+        with SimProcess(sim_config(setting, data_dirs, work / "sim.jsonl"), work) as sim:
+            cmd = vlmparity_command(Path(sys.executable), sim.base_url, data_root, args.limit, work / "out")
+            sampled, time_v = time_v_maxrss_mb(cmd, cwd=data_root, env=dict(os.environ), log=work / "run.log")
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"vlmparity run --limit {args.limit}: peak RSS sampled from /proc {sampled:.0f} MB (the tree under "
+          f"/usr/bin/time, itself ~2 MB); /usr/bin/time -v: {time_v:.0f} MB")  # fmt: skip
+    return 0
 
 
 def warm_lmms_cache(venv: Path, data_root: Path) -> None:

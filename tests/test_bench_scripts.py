@@ -434,8 +434,26 @@ def test_read_chat_log_keeps_chat_requests_in_arrival_order(tmp_path: Path) -> N
 
 
 def test_run_child_measures_cpu_and_rss(tmp_path: Path) -> None:
-    code = "x = bytearray(64 * 1024 * 1024)\nfor i in range(0, len(x), 4096): x[i] = 1\nprint('ok')"
+    # the child holds its 64 MB until the sampler has surely seen it (the peak is sampled from /proc)
+    flag = tmp_path / "go"
+    code = (
+        "import pathlib, time\nx = bytearray(64 * 1024 * 1024)\nfor i in range(0, len(x), 4096): x[i] = 1\n"
+        f"pathlib.Path({str(tmp_path / 'held')!r}).touch()\n"
+        f"while not pathlib.Path({str(flag)!r}).exists(): time.sleep(0.01)\nprint('ok')"
+    )
+    import threading
+    import time
+
+    def release() -> None:
+        while not (tmp_path / "held").exists():
+            time.sleep(0.01)
+        time.sleep(0.3)
+        flag.touch()
+
+    t = threading.Thread(target=release)
+    t.start()
     stats = vs.run_child([sys.executable, "-c", code], cwd=tmp_path, env=os.environ, log=tmp_path / "log")
+    t.join()
     assert stats.returncode == 0
     assert (tmp_path / "log").read_text().strip() == "ok"
     assert stats.maxrss_mb >= 64  # the 64 MB buffer was touched page by page
@@ -466,3 +484,63 @@ def test_proc_rss_of_this_process_and_of_none() -> None:
     rss = scale.proc_rss_mb(os.getpid())
     assert rss is not None and rss > 10  # this interpreter with pytest loaded
     assert scale.proc_rss_mb(2**22 + 12345) is None  # above the kernel's pid_max default
+
+
+# ----- peak RSS of a tool's process tree (vs_lmms_eval.run_child) ------------------------------------------
+
+
+def test_peak_rss_is_the_tools_process_tree_not_the_benchs(tmp_path: Path) -> None:
+    # the bench holds 300 MB itself; the tool is a parent that starts a child holding 150 MB until told
+    ballast = bytearray(300 << 20)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page: resident
+    flag = tmp_path / "go"
+    child = (
+        "import pathlib, time\n"
+        "b = bytearray(150 << 20)\n"
+        "b[::4096] = b'x' * len(b[::4096])\n"
+        f"pathlib.Path({str(tmp_path / 'held')!r}).touch()\n"
+        f"while not pathlib.Path({str(flag)!r}).exists(): time.sleep(0.01)\n"
+    )
+    parent = f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {child!r}])\n"
+    import threading
+    import time
+
+    def release() -> None:  # let the child go once the sampler has certainly seen it holding its memory
+        while not (tmp_path / "held").exists():
+            time.sleep(0.01)
+        time.sleep(0.5)
+        flag.touch()
+
+    t = threading.Thread(target=release)
+    t.start()
+    stats = vs.run_child(
+        [sys.executable, "-c", parent], cwd=tmp_path, env=dict(os.environ), log=tmp_path / "log"
+    )
+    t.join()
+    assert stats.returncode == 0
+    assert 150 <= stats.maxrss_mb < 150 + 200, stats.maxrss_mb  # the tree's; never the bench's 300 MB
+    del ballast
+
+
+def test_process_tree_finds_descendants() -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import time; time.sleep(30)'])",
+        ]
+    )
+    try:
+        import time
+
+        for _ in range(500):
+            tree = vs.process_tree(proc.pid)
+            if len(tree) >= 2:
+                break
+            time.sleep(0.01)
+        assert tree[0] == proc.pid and len(tree) == 2
+        assert os.getpid() not in tree
+    finally:
+        for pid in reversed(vs.process_tree(proc.pid)):
+            os.kill(pid, 15)
+        proc.wait()
