@@ -288,6 +288,16 @@ def test_compare_sequential_stops_early_records_why_and_resumes_to_full(
     assert f"stopped early at look 1 of 2 with {first_look} of 116 samples" in printed
     record = json.loads((out / "sequential.json").read_text())
     assert record["stopped"] is True and record["candidates"]["cand"]["stopped_at_look"] == 1
+    capsys.readouterr()
+
+    # the stored folder compared again (no endpoint, default margins): the same looks judged from the store
+    # with the recorded margins, the same verdict, not "missing answers" for the samples never sent
+    assert _main(["compare", str(out), "--no-report", "--json", str(tmp_path / "again.json")]) == 0
+    (again,) = json.loads((tmp_path / "again.json").read_text())["candidates"]
+    assert again["sequential"]["stopped_at_look"] == 1 and again["sequential"]["samples_used"] == first_look
+    assert again["metrics"] == cand_doc["metrics"]
+    assert _main(["report", str(out), "--out", str(tmp_path / "r.html")]) == 0
+    assert "equivalent" in capsys.readouterr().out
 
     # the same command again: the stored looks decide, nothing is sent
     with SimServer(config()) as ref, SimServer(config()) as cand:
@@ -304,6 +314,10 @@ def test_compare_sequential_stops_early_records_why_and_resumes_to_full(
     (full_doc,) = json.loads(vfile.read_text())["candidates"]
     assert "sequential" not in full_doc or full_doc["sequential"] is None
     assert {m["metric"]: m["n"] for m in full_doc["metrics"]}["mme_acc"] == 56
+    # and the folder is now a full comparison for `compare RUN_DIR` too
+    assert _main(["compare", str(out), "--no-report", "--json", str(tmp_path / "full.json"), *WIDE]) == 0
+    (full_again,) = json.loads((tmp_path / "full.json").read_text())["candidates"]
+    assert full_again["sequential"] is None and full_again["metrics"] == full_doc["metrics"]
 
 
 def _strata(data: dict[str, Path]) -> dict[str, dict[str, set[str]]]:

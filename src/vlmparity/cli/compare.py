@@ -245,6 +245,10 @@ def compare(**options: Any) -> None:
         candidates = candidates or [n for n in given if n != reference]
         if sequential and not to_full:
             gate = _sequential_gate(options, settings, reference, candidates, run_options)
+        elif to_full:
+            from vlmparity.compare.looks import supersede
+
+            supersede(output)
         _run_with_gate(run_cmd, run_options, gate)  # Ctrl-C while running: `run`'s own line (answers kept)
         dirs.append(output)
         outcome = run_cmd.last_outcome()
@@ -268,6 +272,12 @@ def compare(**options: Any) -> None:
 
             joins = [restrict([j], deciding_ids(gate, j.candidate.ref.endpoint))[0] for j in joins]
             adjust = gate.adjust
+        elif not endpoints and len(dirs) == 1:  # a folder a sequential comparison stopped early
+            from vlmparity.compare.looks import replay
+
+            replayed = replay(Path(dirs[0]), joins, settings)
+            if replayed is not None:
+                joins, adjust = replayed
         code = finish(
             joins, settings, options, default_report=Path(dirs[0]) / "report.html", top=top, adjust=adjust
         )

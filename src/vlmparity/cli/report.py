@@ -69,7 +69,16 @@ def report(**options: Any) -> None:
     )
     for line in plan_lines(joins):
         typer.echo(line)
+    adjust = None
+    if len(dirs) == 1:  # a folder a sequential comparison stopped early: its looks, its verdict
+        from vlmparity.compare.looks import replay
+
+        replayed = replay(dirs[0], joins, settings)
+        if replayed is not None:
+            joins, adjust = replayed
     analyses = [analyse(j, settings) for j in joins]
+    if adjust is not None:
+        analyses = [adjust(a, j) for a, j in zip(analyses, joins, strict=True)]
     for a in analyses:
         typer.echo(verdict_line(a, exit_code=False))
     path = write_html(analyses, joins, options.get("out") or dirs[0] / "report.html")

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from vlmparity.compare import sequential as seq
@@ -85,6 +86,14 @@ class LookGate:
         self.key = sequential_keys(engine.samples, self.seed)
         self.look_of = [next(k for k, t in enumerate(self.times) if key <= t + 1e-12) for key in self.key]
         self._changed = asyncio.Condition()
+
+    def bind_offline(self) -> None:
+        """Keys and looks for a replay from the store (`replay`): no engine running, nothing sent."""
+        from vlmparity.data.sampling import sequential_keys
+
+        assert self.engine is not None
+        self.key = sequential_keys(self.engine.samples, self.seed)
+        self.look_of = [next(k for k, t in enumerate(self.times) if key <= t + 1e-12) for key in self.key]
 
     def order(self, endpoint: str, todo: Sequence[int]) -> list[int]:
         """`todo` in the balanced order; registers what this endpoint still owes each look."""
@@ -303,6 +312,15 @@ class LookGate:
             return
         doc = {
             "reference": self.reference,
+            "looks": len(self.times),
+            "seed": self.seed,
+            "settings": {
+                "margin": self.settings.margin,
+                "mme_margin_perception": self.settings.mme_margin_perception,
+                "mme_margin_cognition": self.settings.mme_margin_cognition,
+                "alpha": self.settings.alpha,
+                "policy": self.settings.policy,
+            },
             "stopped": self.stopped,
             "reason": self.reason,
             "candidates": {c.candidate: self.summary(c.candidate) for c in self.comparisons},
@@ -362,3 +380,73 @@ def deciding_ids(gate: LookGate, candidate: str) -> dict[str, set[str]]:
     comp = next((c for c in gate.comparisons if c.candidate == candidate), None)
     look = comp.last.index if comp is not None and comp.last is not None else max(0, gate.examined - 1)
     return gate.sample_ids(look)
+
+
+def replay(
+    directory: Path, joins: Sequence[Joined], settings: Settings
+) -> tuple[list[Joined], Callable[[Analysis, Joined], Analysis]] | None:
+    """A folder a sequential comparison stopped early, compared again from its store (`compare RUN_DIR`,
+    `report`): the looks are examined again from the stored answers with the recorded margins, alpha and
+    policy (the same looks, the same stop), the joins restricted to the deciding look and the verdict the
+    sequential one. None when the folder holds no stopped sequential comparison, or the joins are not
+    the ones it made."""
+    import orjson
+
+    from vlmparity.store import Store
+
+    path = Path(directory) / RECORD
+    try:
+        record = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(record, dict) or not record.get("stopped") or record.get("superseded"):
+        return None
+    reference = str(record.get("reference"))
+    candidates = [j.candidate.ref.endpoint for j in joins]
+    if not joins or any(j.reference.ref.endpoint != reference for j in joins):
+        return None
+    if any(c not in (record.get("candidates") or {}) for c in candidates):
+        return None
+    # the looks are judged as they were decided: with the margins, alpha and policy recorded
+    recorded = record.get("settings") or {}
+    settings = replace(settings, **{k: recorded[k] for k in recorded if hasattr(settings, k)})
+    gate = LookGate(
+        settings, reference, candidates, looks=int(record["looks"]), seed=int(record.get("seed", 0))
+    )
+    plans = list(joins[0].reference.plans.values())
+    with Store.open(Path(directory), create=False) as store:
+        runs = {r.endpoint: r for r in store.runs()}
+        names = [reference, *candidates]
+        engine: Any = SimpleNamespace(
+            samples=[s for p in plans for s in p.samples],
+            plans=plans,
+            store=store,
+            endpoints=[SimpleNamespace(name=n, run_id=runs[n].run_id) for n in names if n in runs],
+            options=SimpleNamespace(output_path=Path(directory)),
+            writer=None,
+        )
+        gate.engine = engine
+        gate.bind_offline()
+        for look in range(len(gate.times)):
+            gate._examine(look)
+            gate.examined += 1
+            if gate.stopped:
+                break
+    if not gate.stopped or any(not c.decided for c in gate.comparisons):
+        return None
+    restricted = [restrict([j], deciding_ids(gate, j.candidate.ref.endpoint))[0] for j in joins]
+    return restricted, gate.adjust
+
+
+def supersede(directory: Path) -> None:
+    """Mark a folder's sequential record as superseded (the comparison was continued to full size)."""
+    import orjson
+
+    path = Path(directory) / RECORD
+    try:
+        record = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return
+    if isinstance(record, dict) and not record.get("superseded"):
+        record["superseded"] = True
+        path.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2) + b"\n")
