@@ -53,6 +53,15 @@ POLICY_TEXT = {
     "strict": "strict: every paired sample, a failure counts as a wrong answer",
 }
 
+SEQUENTIAL_LEGEND = (
+    "interval of Δ (sequential, --sequential): each metric at the look that decided it, Δ ± √((c·se)² + u²) "
+    "with c the look's O'Brien-Fleming-type boundary (conf. = 1 − 2·(1 − Φ(c))): inside ±margin = "
+    "equivalent. not equivalent = a difference shown at the look's boundary (z under no difference, "
+    "weighted Bonferroni across the metrics) with Δ beyond the margin.\np Δ≠0: test of no difference "
+    "(McNemar exact; z-test for MME's clustered metrics), unadjusted. p |Δ|≥margin: the fixed-size TOST "
+    "p-value of the look's data, a description."
+)
+
 
 def values_line(analysis: Analysis) -> str:
     """What the two value columns are: paired values under the verdict's policy (named), not a run's own."""
@@ -163,9 +172,8 @@ def detail_lines(analysis: Analysis) -> list[str]:
             parts.append(f"parsed answers agree {fmt_value(t.parsed_agreement.rate, 'fraction')}")
         lines.append(", ".join(parts))
     lines.append(f"{_health_text(analysis.health_a)}; {_health_text(analysis.health_b)}")
-    lines.append(
-        f"verdict policy: {POLICY_TEXT.get(s.policy, s.policy)}; alpha {s.alpha:g}, Holm across the metrics"
-    )
+    how = "Holm across the metrics" if analysis.sequential is None else "group-sequential (see the legend)"
+    lines.append(f"verdict policy: {POLICY_TEXT.get(s.policy, s.policy)}; alpha {s.alpha:g}, {how}")
     other = analysis.other_verdict
     failures = analysis.health_a.failures + analysis.health_b.failures
     failures += analysis.health_a.missing + analysis.health_b.missing
@@ -196,7 +204,11 @@ def render_terminal(analysis: Analysis, top: int = 10) -> str:
     """Everything `vlmparity compare` prints for one candidate."""
     blocks = [
         f"{analysis.candidate} vs {analysis.reference} (reference)",
-        values_line(analysis) + "\n\n" + metrics_table(analysis) + "\n" + LEGEND,
+        values_line(analysis)
+        + "\n\n"
+        + metrics_table(analysis)
+        + "\n"
+        + (LEGEND if analysis.sequential is None else SEQUENTIAL_LEGEND),
     ]
     blocks.append("\n".join(detail_lines(analysis)))
     items = analysis.disagreements
