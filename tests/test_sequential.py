@@ -3,12 +3,14 @@ vectorised calibration against `verdict.decide`, and `compare --endpoint ... --s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import statistics
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -257,11 +259,22 @@ def test_compare_sequential_stops_early_records_why_and_resumes_to_full(
              str(vfile), "--no-report", "--sequential", "--looks", "2", *WIDE, *extra]
         )  # fmt: skip
 
-    with SimServer(config()) as ref, SimServer(config()) as cand:
-        code = compare(ref, cand)
-        sent = {
-            name: [e for e in sim.chat_log if e.status == 200] for name, sim in (("ref", ref), ("cand", cand))
-        }
+    # the same two servers for every step (a resumed run refuses another server)
+    stack = contextlib.ExitStack()
+    ref, cand = stack.enter_context(SimServer(config())), stack.enter_context(SimServer(config()))
+    with stack:
+        _sequential_steps(ref, cand, compare, data, out, vfile, tmp_path, capsys)
+
+
+def _sequential_steps(
+    ref: Any, cand: Any, compare: Any, data: dict[str, Path], out: Path, vfile: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    def answered(sim: Any, since: int = 0) -> list[Any]:
+        return [e for e in sim.chat_log[since:] if e.status == 200]
+
+    code = compare(ref, cand)
+    sent = {"ref": answered(ref), "cand": answered(cand)}
     printed = capsys.readouterr().out
     assert code == 0, printed
     # the first look is half of every stratum: floor(n / 2 + 1/2) of its n units (image pairs, or MMMU
@@ -300,17 +313,18 @@ def test_compare_sequential_stops_early_records_why_and_resumes_to_full(
     assert "equivalent" in capsys.readouterr().out
 
     # the same command again: the stored looks decide, nothing is sent
-    with SimServer(config()) as ref, SimServer(config()) as cand:
-        assert compare(ref, cand) == 0
-        assert not [e for e in ref.chat_log + cand.chat_log if e.status == 200]
+    seen = {"ref": len(ref.chat_log), "cand": len(cand.chat_log)}
+    assert compare(ref, cand) == 0
+    assert not answered(ref, seen["ref"]) and not answered(cand, seen["cand"])
     assert json.loads(vfile.read_text())["candidates"][0]["sequential"]["stopped_at_look"] == 1
     capsys.readouterr()
 
     # --continue-to-full sends the rest and gives the fixed-size verdict over every sample
-    with SimServer(config()) as ref, SimServer(config()) as cand:
-        assert compare(ref, cand, "--continue-to-full") == 0
-        for sim in (ref, cand):
-            assert len({(e.task, e.sample_id) for e in sim.chat_log if e.status == 200}) == 116 - first_look
+    seen = {"ref": len(ref.chat_log), "cand": len(cand.chat_log)}
+    assert compare(ref, cand, "--continue-to-full") == 0
+    for name, sim in (("ref", ref), ("cand", cand)):
+        rest = {(e.task, e.sample_id) for e in answered(sim, seen[name])}
+        assert len(rest) == 116 - first_look and not rest & {(e.task, e.sample_id) for e in sent[name]}
     (full_doc,) = json.loads(vfile.read_text())["candidates"]
     assert "sequential" not in full_doc or full_doc["sequential"] is None
     assert {m["metric"]: m["n"] for m in full_doc["metrics"]}["mme_acc"] == 56
