@@ -534,6 +534,14 @@ def stop(state_path: Path, grace: float = 15.0) -> str:
     Signals nothing unless the process is provably the one `start` started (`not_ours`): a malformed
     state file is a ConfigError (exit 4), a live PID that is another process an EndpointError (exit 3)."""
     state = read_state(state_path)
+    if state.pid in (os.getpid(), os.getpgrp(), os.getppid()):
+        # Checked before liveness: a state file naming the caller or its group is never a server's,
+        # even when the group's leader has exited (the group's other members are still alive).
+        raise EndpointError(
+            f"not stopping pid {state.pid} from {state_path}: it is this very process or its own group; "
+            "nothing was signalled",
+            hint="the state file is not one `vlmparity launch` wrote: delete it",
+        )
     if not pid_alive(state.pid):
         done = f"{state.engine} at {state.base_url} (pid {state.pid}) was not running any more"
     else:
