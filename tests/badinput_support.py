@@ -464,6 +464,7 @@ PROBE_MODES = (
     "all_404",  # not an OpenAI server at all
     "auth_401_echo",  # every route wants another key, and echoes the one it got
     "models_huge_len",  # /v1/models gives max_model_len 10^19
+    "hang_all",  # accepts connections and never answers anything, the probe included
 )
 DRIP_INTERVAL_S = 0.2
 USAGE_MODES: dict[str, dict[str, Any]] = {
@@ -518,6 +519,7 @@ class FakeServer:
         self.model = model
         self.hashes: list[str] = []
         self.answered: list[str] = []
+        self.requests = 0  # every HTTP request received (probe included)
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -579,6 +581,9 @@ class FakeServer:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.requests += 1
+        if self.mode == "hang_all":
+            await asyncio.sleep(3600)
         if self.mode == "auth_401":
             return web.json_response({"error": {"message": "invalid API key", "code": 401}}, status=401)
         if self.mode == "all_404":

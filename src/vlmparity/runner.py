@@ -27,6 +27,7 @@ import orjson
 
 from vlmparity.config import RunConfig
 from vlmparity.errors import ConfigError, DataError, VlmparityError
+from vlmparity.interrupt import run_async, signal_of
 from vlmparity.store import (
     ANSWERED,
     ResultRecord,
@@ -77,6 +78,7 @@ POLICY_PARITY = POLICY_LMMS_EVAL
 POLICY_EXCLUDED = POLICY_ANSWERED
 MISSING = "missing"  # no stored result (an interrupted run): scored as a failure
 N_BOOT = 2000
+WRITER_GRACE_S = 5.0  # how long an interrupted or failed run waits for the store to commit what it has
 PREFETCH_SAMPLES = 24  # how far ahead of sending images are encoded (MME: 12 distinct images)
 # The random-fallback mode of paired comparisons (a task's `score(..., fallback=)`, MMMU's): the letter
 # drawn for an unparseable multiple-choice answer depends on (seed, sample_id) only, so two endpoints
@@ -513,6 +515,29 @@ def _reject(fut: asyncio.Future[None], exc: BaseException) -> None:
         fut.exception()
 
 
+def _threadsafe(
+    loop: asyncio.AbstractEventLoop, fn: Callable[[asyncio.Future[None]], None], fut: asyncio.Future[None]
+) -> Callable[[], None]:
+    """A writer-thread callback that resolves `fut` on its loop; a no-op once the loop is closed (an
+    interrupted run's writer may still commit after the loop is gone)."""
+
+    def call() -> None:
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(fn, fut)
+
+    return call
+
+
+def _threadsafe_error(
+    loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None]
+) -> Callable[[BaseException], None]:
+    def call(exc: BaseException) -> None:
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_reject, fut, exc)
+
+    return call
+
+
 class RequestBook:
     """Builds each sample's request once, a few samples ahead, on worker threads, for every endpoint.
 
@@ -858,13 +883,7 @@ class Engine:
         fut: asyncio.Future[None] = loop.create_future()
         self._registering[key] = fut
 
-        def done() -> None:
-            loop.call_soon_threadsafe(_resolve, fut)
-
-        def failed(exc: BaseException) -> None:
-            loop.call_soon_threadsafe(_reject, fut, exc)
-
-        self.writer.register([rec], done, failed)
+        self.writer.register([rec], _threadsafe(loop, _resolve, fut), _threadsafe_error(loop, fut))
         return fut
 
     # -- what to send -----------------------------------------------------------------------------------
@@ -956,14 +975,41 @@ class Engine:
                 await self._pass(book)
                 book.close()
                 book = None
-                await asyncio.to_thread(self.writer.flush)  # the next pass reads the store
+                await self._flushed()  # the next pass reads the store
                 fatal = [ep.error for ep in self.endpoints if isinstance(ep.error, ConfigError)]
                 if fatal:
                     raise fatal[0]
-        finally:
+        except BaseException as exc:
             if book is not None:
                 book.close()
-            self.writer.close()
+            # Interrupted (cancelled) or failed: commit what was received, but do not wait for ever on a
+            # disk that does not answer. The store is safe either way (a transaction cut short is rolled
+            # back when it is next opened).
+            with contextlib.suppress(Exception):
+                self.writer.close(timeout=WRITER_GRACE_S)
+            if self.writer.error is not None and not isinstance(
+                exc, asyncio.CancelledError | KeyboardInterrupt
+            ):
+                raise self.writer_failure() from None
+            raise
+        self.writer.close()
+
+    def writer_failure(self) -> VlmparityError:
+        """The store writer's own one-line error (it names the cause)."""
+        assert self.writer is not None
+        try:
+            self.writer.flush()
+        except VlmparityError as exc:
+            return exc
+        return DataError("the run store writer stopped")
+
+    async def _flushed(self) -> None:
+        """Wait until every answer queued so far is committed, without holding a thread (cancellable)."""
+        assert self.writer is not None
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self.writer.register([], _threadsafe(loop, _resolve, fut), _threadsafe_error(loop, fut))
+        await fut
 
     async def _pass(self, book: RequestBook) -> None:
         ticker = asyncio.create_task(self._tick())
@@ -1097,6 +1143,8 @@ class Engine:
     async def _tick(self) -> None:
         while True:
             self._report_all()
+            if self.writer is not None and self.writer.failed and not self.stop_requested:
+                self.request_stop()  # the store cannot take answers: send nothing more (the error follows)
             await asyncio.sleep(0.25)
 
     def _report_all(self) -> None:
@@ -1217,6 +1265,26 @@ def scoring_settings(run_config: Mapping[str, Any]) -> tuple[int, str]:
         n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else DEFAULT_MAX_RETRIES,
         style if style in OPENAI_STYLES else OPENAI_STYLE_MESSAGE,
     )
+
+
+def _check_output_folders(config: RunConfig) -> None:
+    """Before anything is sent: each endpoint's folder for its lmms-eval files can be created (a file of
+    that name would otherwise stop the run only after every answer was received)."""
+    out = config.options.output_path
+    for ep in config.endpoints:
+        folder = out / ep.name
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as exc:
+            what = (
+                "a file is in the way"
+                if folder.exists() and not folder.is_dir()
+                else exc.strerror or str(exc)
+            )
+            raise DataError(
+                f"cannot create {folder}, the folder of endpoint {ep.name!r}'s lmms-eval files: {what}",
+                hint="move it away, or use another --output-path",
+            ) from exc
 
 
 def score_endpoint(
@@ -1405,8 +1473,25 @@ def run(
     `gate` (default: `SEQUENTIAL_GATE`'s value): a sequential comparison's look gate; when it stops
     the run early, the endpoints are not scored (their lmms-eval files would count every sample not
     sent as wrong): `compare` reads the store itself.
+
+    The output folder is locked for the whole run (`vlmparity.lock`): a second invocation on it stops.
     """
+    from vlmparity.lock import hold
+
     gate = gate if gate is not None else SEQUENTIAL_GATE.get()
+    with hold(config.options.output_path, "vlmparity run"):
+        return _run(config, argv=argv, progress=progress, plans=plans, stamp=stamp, gate=gate)
+
+
+def _run(
+    config: RunConfig,
+    *,
+    argv: Sequence[str],
+    progress: ProgressSink | None,
+    plans: list[TaskPlan] | None,
+    stamp: str | None,
+    gate: Any,
+) -> RunOutcome:
     from vlmparity import __version__
     from vlmparity.data.images import ImageEncoder
     from vlmparity.report import lmms_output, run_summary
@@ -1416,11 +1501,12 @@ def run(
         config.options.output_path, [e.name for e in config.endpoints], started
     )
     plans = plans if plans is not None else prepare(config)
-    resolved = asyncio.run(resolve_all(config))
+    resolved = run_async(resolve_all(config))
     secrets = [e.api_key.get_secret_value() for e in config.endpoints if e.api_key is not None]
     public = config.public()
     store = Store.open(config.options.output_path)
     try:
+        _check_output_folders(config)
         _check_fingerprints(store, plans)
         eps = []
         # Every endpoint's identity is checked before any stored run is touched.
@@ -1462,7 +1548,7 @@ def run(
         # error, Ctrl-C): record why, then let the error through unchanged.
         try:
             try:
-                asyncio.run(engine.run())
+                run_async(engine.run())
             finally:
                 encoder.close()
             scores: dict[str, list[TaskScore]] = {}
@@ -1531,8 +1617,13 @@ def _record_failure(
     """Rewrite run.json with status "failed" and the reason; never raises (the disk may be full)."""
     from vlmparity.report import run_summary
 
+    interrupted: str | None = None
     if isinstance(exc, KeyboardInterrupt):
-        reason = "interrupted (Ctrl-C); rerun the same command to resume"
+        interrupted = signal_of(exc)
+        how = "Ctrl-C" if interrupted == "SIGINT" else interrupted
+        reason = (
+            f"interrupted ({how}); every answer received so far is stored; rerun the same command to resume"
+        )
     elif isinstance(exc, VlmparityError):
         reason = exc.one_line()
     else:
@@ -1540,7 +1631,7 @@ def _record_failure(
     with contextlib.suppress(Exception):  # the original error is the one to report
         run_summary.write_run_json(
             config, plans, eps, argv=argv, secrets=secrets, started=started, finished=None, failure=reason,
-            plan_id=plan_id,
+            plan_id=plan_id, interrupted=interrupted,
         )  # fmt: skip
 
 

@@ -12,12 +12,13 @@ writer thread and amortised by group commit (`ResultWriter`), so durability is b
 
 from __future__ import annotations
 
+import functools
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,26 @@ def _v1_to_v2(c: sqlite3.Connection) -> None:
 # Migration hook: MIGRATIONS[v] upgrades a store from schema v to v + 1 (a new store is made at schema 1
 # and migrated, so every store of one schema version has the same tables).
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
+
+
+@functools.cache
+def _expected_schema() -> dict[str, tuple[str, ...]]:
+    """Tables and their columns as the current schema creates them."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript(_SCHEMA_V1)
+        for version in range(1, SCHEMA_VERSION):  # a new store is made at schema 1 and migrated
+            MIGRATIONS[version](conn)
+        tables = [
+            r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
+        ]
+        return {
+            t: tuple(r[1] for r in conn.execute(f"PRAGMA table_info({t})"))
+            for t in tables
+            if t != "sqlite_sequence"
+        }
+    finally:
+        conn.close()
 
 
 @dataclass(frozen=True)
@@ -340,12 +361,32 @@ class Store:
                 migrate(c)
                 c.execute(f"PRAGMA user_version = {version + 1}")
             version += 1
+        self._check_schema()
         has_plans = self._conn.execute(
             "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='plans'"
         ).fetchone()[0]
         if not has_plans:
             with self._tx() as c:
                 c.execute(_PLANS_TABLE)
+
+    def _check_schema(self) -> None:
+        """Every table and column of the schema is there (a store another program changed, or a damaged
+        one, is one clear line now rather than a database error in the middle of a run)."""
+        for table, columns in _expected_schema().items():
+            have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+            if not have:
+                raise DataError(
+                    f"the run store {self.path} has no table {table!r}: it is damaged or was changed by "
+                    "another program",
+                    hint="use another --output-path (or restore the store from a copy)",
+                )
+            missing = [c for c in columns if c not in have]
+            if missing:
+                raise DataError(
+                    f"the run store {self.path} lacks column(s) {', '.join(f'{table}.{c}' for c in missing)}: "
+                    "it is damaged or was changed by another program",
+                    hint="use another --output-path (or restore the store from a copy)",
+                )
 
     @property
     def schema_version(self) -> int:
@@ -667,6 +708,14 @@ class ResultWriter:
     transaction (group commit), so a slow disk lowers the number of commits rather than the request
     rate. `on_commit` is called on the writer thread with each committed batch of answers: only then is
     an answer acknowledged.
+
+    The writer never dies silently. Whatever goes wrong in its thread (the disk, the database, a bug)
+    becomes the one error that `put`, `register`, `flush` and `close` raise from then on, and every
+    registration still waiting is failed with it, so nobody waits for a commit that will never come.
+    An answer SQLite refuses on its own (a record-level error, such as an integer beyond 64 bits) does
+    not take the others with it: the writer goes on storing every other answer, one at a time when it
+    must, and refuses new registrations (so no new request is sent); `flush` and `close` then raise the
+    error naming that answer, and `failed` tells the run to stop.
     """
 
     def __init__(
@@ -680,15 +729,29 @@ class ResultWriter:
         self._on_commit = on_commit
         self._max_batch = max_batch
         self._queue: queue.Queue[ResultRecord | Registration | None] = queue.Queue()
-        self._error: BaseException | None = None
+        self._error: BaseException | None = None  # the writer stopped: nothing more is committed
+        self._refused: BaseException | None = None  # an answer was refused: the others are still stored
+        self._error_text = ""
         self.committed = 0
         self.commits = 0
+        self.refused = 0  # answers SQLite refused
         self._thread = threading.Thread(target=self._loop, name="vlmparity-store-writer", daemon=True)
         self._thread.start()
 
+    @property
+    def error(self) -> BaseException | None:
+        """What stopped the writer, or made it refuse an answer (None while all is well)."""
+        return self._error or self._refused
+
+    @property
+    def failed(self) -> bool:
+        """The run must stop: the writer stopped, or refused an answer."""
+        return self.error is not None
+
     def put(self, rec: ResultRecord) -> None:
-        """Queue one answer for commit (never blocks)."""
-        self._check()
+        """Queue one answer for commit (never blocks). Still accepted after an answer was refused."""
+        if self._error is not None:
+            raise self._failure()
         self._queue.put(rec)
 
     def register(
@@ -698,74 +761,117 @@ class ResultWriter:
         on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         """Queue sample registrations (first registration of a sample wins); `on_commit` once durable,
-        `on_error(DataError)` if the writer fails first."""
+        `on_error(DataError)` if the writer fails first. With no records it is a barrier: `on_commit`
+        runs once everything queued before it is committed."""
         self._check()
         self._queue.put(Registration(tuple(records), on_commit, on_error))
-        if self._error is not None:  # the writer failed meanwhile and may have drained the queue already
+        if self._error is not None or not self._thread.is_alive():
+            # the writer failed meanwhile and may have drained the queue already
             self._drain_unfinished()
 
     def _failure(self) -> DataError:
         return DataError(
-            f"cannot write to the run store {self._path}: {self._error}",
+            f"cannot write to the run store {self._path}: {self._error_text}",
             hint="every answer acknowledged so far is kept; fix the cause, then rerun the same command",
         )
 
     def _check(self) -> None:
-        if self._error is not None:
+        if self.failed:
             raise self._failure()
 
+    def _stop_with(self, exc: BaseException) -> None:
+        if self._error is None:
+            if self._refused is None:
+                self._error_text = _describe(exc)
+            self._error = exc
+
     def flush(self) -> None:
-        """Wait until everything queued so far is committed."""
-        if self._thread.is_alive():
-            self._queue.join()
+        """Wait until everything queued so far is committed (or the writer has failed)."""
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks and self._thread.is_alive():
+                self._queue.all_tasks_done.wait(0.1)
         self._check()
 
-    def close(self) -> None:
-        """Commit everything queued, then stop."""
+    def close(self, timeout: float | None = None) -> bool:
+        """Commit everything queued, then stop. With `timeout`, wait at most that long (an interrupted run
+        does not wait for a disk that does not answer) and return whether the writer finished."""
         self._queue.put(None)
-        self._thread.join()
+        self._thread.join(timeout)
         self._check()
+        return not self._thread.is_alive()
 
     def _loop(self) -> None:
+        conn: sqlite3.Connection | None = None
         try:
             conn = _connect(self._path)
-        except (sqlite3.Error, OSError) as exc:  # the thread would die silently and answers go unstored
-            self._error = exc if isinstance(exc, sqlite3.Error) else sqlite3.OperationalError(str(exc))
+            self._serve(conn)
+        except BaseException as exc:  # the thread must never die silently
+            self._stop_with(exc)
+        finally:
+            if conn is not None:
+                with suppress(Exception):
+                    conn.close()
             self._drain_unfinished()
-            return
-        try:
-            stop = False
-            while not stop:
-                first = self._queue.get()
-                batch: list[ResultRecord | Registration] = []
-                if first is None:
-                    stop = True
-                else:
-                    batch.append(first)
-                while len(batch) < self._max_batch:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        stop = True
-                        break
-                    batch.append(item)
-                taken = len(batch) + (1 if stop else 0)
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            batch: list[ResultRecord | Registration] = []
+            if first is None:
+                stop = True
+            else:
+                batch.append(first)
+            while len(batch) < self._max_batch:
                 try:
-                    if batch:
-                        self._commit(conn, batch)
-                except sqlite3.Error as exc:  # disk full, locked for too long: surface, never swallow
-                    self._error = exc
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            taken = len(batch) + (1 if stop else 0)
+            try:
+                if self._refused is not None:  # no new request may be sent: fail the registrations
                     for item in batch:
                         _fail(item, self._failure())
-                    return
-                finally:
-                    for _ in range(taken):
-                        self._queue.task_done()
-        finally:
-            conn.close()
-            self._drain_unfinished()
+                    batch = [b for b in batch if isinstance(b, ResultRecord)]
+                if batch:
+                    try:
+                        self._commit(conn, batch)
+                    except Exception as exc:  # disk full, locked for too long, a value SQLite refuses...
+                        if not _record_error(exc):
+                            self._stop_with(exc)
+                            for item in batch:
+                                _fail(item, self._failure())
+                            return
+                        self._one_by_one(conn, batch)
+            finally:
+                for _ in range(taken):
+                    self._queue.task_done()
+
+    def _one_by_one(self, conn: sqlite3.Connection, batch: list[ResultRecord | Registration]) -> None:
+        """A record SQLite refuses is in the batch: commit every answer of it alone, name the first one
+        refused, fail the registrations (the run stops sending)."""
+        for item in batch:
+            if isinstance(item, Registration):
+                continue
+            try:
+                self._commit(conn, [item])
+            except Exception as exc:
+                if not _record_error(exc):
+                    self._stop_with(exc)
+                    break
+                self.refused += 1
+                if self._refused is None and self._error is None:
+                    self._error_text = _describe(exc, item)
+                    self._refused = exc
+        if self._refused is None and self._error is None:  # no answer failed alone: a registration did
+            self._error_text = "a sample registration was refused"
+            self._refused = DataError(self._error_text)
+        for item in batch:
+            _fail(item, self._failure())
 
     def _commit(self, conn: sqlite3.Connection, batch: list[ResultRecord | Registration]) -> None:
         regs = [b for b in batch if isinstance(b, Registration)]
@@ -773,13 +879,14 @@ class ResultWriter:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for reg in regs:  # samples first: an answer is never stored before its sample's request hash
-                conn.executemany(
-                    _INSERT_SAMPLE,
-                    [
-                        (r.task, r.sample_id, r.doc_id, r.request_hash, r.image_count, r.treatment)
-                        for r in reg.records
-                    ],
-                )
+                if reg.records:
+                    conn.executemany(
+                        _INSERT_SAMPLE,
+                        [
+                            (r.task, r.sample_id, r.doc_id, r.request_hash, r.image_count, r.treatment)
+                            for r in reg.records
+                        ],
+                    )
             if results:
                 conn.executemany(_UPSERT_RESULT, [_result_row(r) for r in results])
             conn.execute("COMMIT")
@@ -787,13 +894,16 @@ class ResultWriter:
             _rollback(conn)
             raise
         self.commits += 1
-        for reg in regs:
-            if reg.on_commit is not None:
-                reg.on_commit()
-        if results:
-            self.committed += len(results)
-            if self._on_commit is not None:
-                self._on_commit(results)
+        try:
+            for reg in regs:
+                if reg.on_commit is not None:
+                    reg.on_commit()
+            if results:
+                self.committed += len(results)
+                if self._on_commit is not None:
+                    self._on_commit(results)
+        except Exception as exc:  # committed already: never retried as if a record were at fault
+            raise CallbackError(f"{type(exc).__name__}: {exc}") from exc
 
     def _drain_unfinished(self) -> None:
         # After a failure nothing more is committed: release any flush() or registration waiting on it.
@@ -805,6 +915,49 @@ class ResultWriter:
             if self._error is not None:
                 _fail(item, self._failure())
             self._queue.task_done()
+
+
+class CallbackError(RuntimeError):
+    """A commit callback failed (after its transaction was committed)."""
+
+
+# Errors that concern one record, not the store: the other answers can still be committed.
+_RECORD_ERRORS = (
+    OverflowError,
+    TypeError,
+    ValueError,
+    UnicodeError,
+    sqlite3.InterfaceError,
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.ProgrammingError,
+)
+
+
+def _record_error(exc: BaseException) -> bool:
+    return isinstance(exc, _RECORD_ERRORS)
+
+
+def _describe(exc: BaseException, item: ResultRecord | Registration | None = None) -> str:
+    """The one-line cause: SQLite's own message for database errors, the exception's type otherwise."""
+    text = str(exc).strip().replace("\n", " ") or type(exc).__name__
+    if not isinstance(exc, sqlite3.Error):
+        text = f"{type(exc).__name__}: {text}"
+    if isinstance(item, ResultRecord):
+        text = f"the answer to {item.task} {item.sample_id!r} cannot be stored ({text})"
+        bad = [c for c in _INT_COLUMNS if _out_of_range(getattr(item, c))]
+        if bad:
+            text += (
+                f": {', '.join(f'{c}={getattr(item, c)}' for c in bad)} is beyond SQLite's 64-bit integers"
+            )
+    return text
+
+
+_INT_COLUMNS = ("status", "attempts", "prompt_tokens", "completion_tokens")
+
+
+def _out_of_range(value: Any) -> bool:
+    return isinstance(value, int) and not -(2**63) <= value < 2**63
 
 
 def _fail(item: ResultRecord | Registration | None, error: BaseException) -> None:

@@ -77,6 +77,25 @@ def error_line(message: str) -> None:
     sys.stderr.flush()
 
 
+def environment_error(exc: BaseException) -> str | None:
+    """One line for an error of the machine rather than of vlmparity (None for anything else).
+
+    Every file system error (a full disk, a read-only or missing folder, a folder where a file should be)
+    and every database error a command did not already explain is such an error: exit 3, one line.
+    """
+    import sqlite3
+
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        where = exc.filename
+        return f"cannot use {where}: {reason}" if where else f"{type(exc).__name__}: {reason}"
+    if isinstance(exc, sqlite3.Error):
+        return f"run store error: {exc} (is the folder a vlmparity run, written by this version?)"
+    if isinstance(exc, MemoryError):
+        return "out of memory (close other programs, or evaluate fewer samples at once)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the Typer app, turning user-caused errors into one line and an exit code."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(
@@ -95,11 +114,17 @@ def main(argv: list[str] | None = None) -> None:
             raise
         error_line(err.one_line())
         sys.exit(err.exit_code)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             raise
-        error_line("interrupted; every answer received so far is saved, rerun the same command to resume")
-        sys.exit(EXIT_INTERRUPTED)
+        from vlmparity.interrupt import exit_code_of, signal_of
+
+        name = signal_of(exc)
+        by = "" if name == "SIGINT" else f" by {name}"
+        error_line(
+            f"interrupted{by}; every answer received so far is saved, rerun the same command to resume"
+        )
+        sys.exit(exit_code_of(exc))
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
@@ -113,5 +138,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(EXIT_USAGE)
         if debug:
             raise
+        environment = environment_error(exc)
+        if environment is not None:  # the disk, the file system, the database: exit 3, never 70
+            error_line(environment)
+            sys.exit(EXIT_INFRA)
         error_line(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
         sys.exit(EXIT_INTERNAL)

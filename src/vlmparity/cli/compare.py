@@ -12,6 +12,7 @@ command's signature (`with_run_options`) and handed to `vlmparity.cli.run.run` u
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import sys
@@ -212,10 +213,8 @@ def register(app: typer.Typer) -> None:
 
 def compare(**options: Any) -> None:
     """Run (with --endpoint) and compare; exit with the verdict's code."""
-    from vlmparity.cli import run as run_cmd
-    from vlmparity.compare.join import PlanKey, load_joins, parse_plan_picks
+    from vlmparity import interrupt, lock
     from vlmparity.errors import ConfigError
-    from vlmparity.runner import TaskPlan
 
     settings = settings_from(options)
     top = int(options["top"])
@@ -227,6 +226,33 @@ def compare(**options: Any) -> None:
     reference: str | None = options.get("reference")
     candidates = list(options.get("candidate") or [])
     endpoints = run_options.get("endpoint") or []
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(interrupt.handling())
+        if endpoints:
+            # the folder stays locked from the run to the report written into it
+            stack.enter_context(
+                lock.hold(_check_endpoint_mode(run_options, len(endpoints)), "vlmparity compare")
+            )
+        code = _compare(options, settings, top, run_options, dirs, reference, candidates, endpoints)
+    raise SystemExit(code)
+
+
+def _compare(
+    options: dict[str, Any],
+    settings: Settings,
+    top: int,
+    run_options: dict[str, Any],
+    dirs: list[Path],
+    reference: str | None,
+    candidates: list[str],
+    endpoints: list[str],
+) -> int:
+    from vlmparity import lock
+    from vlmparity.cli import run as run_cmd
+    from vlmparity.compare.join import PlanKey, load_joins, parse_plan_picks
+    from vlmparity.errors import ConfigError
+    from vlmparity.runner import TaskPlan
+
     cache: dict[PlanKey, TaskPlan] = {}
     data: dict[str, str] = {}
     picks = parse_plan_picks(options.get("plan") or [])
@@ -259,6 +285,8 @@ def compare(**options: Any) -> None:
         hint = "rerun the same command: nothing is sent again"
     else:
         _check_runs_mode(run_options, dirs)
+        for folder in dirs:
+            lock.check_not_written(folder)
         data = data_overrides(run_options.get("data") or [])
         stopped, hint = "interrupted while comparing (the runs are unchanged)", "rerun the command"
     with run_cmd.interrupt_as_error(stopped, hint=hint):
@@ -278,10 +306,9 @@ def compare(**options: Any) -> None:
             replayed = replay(Path(dirs[0]), joins, settings)
             if replayed is not None:
                 joins, adjust = replayed
-        code = finish(
+        return finish(
             joins, settings, options, default_report=Path(dirs[0]) / "report.html", top=top, adjust=adjust
         )
-    raise SystemExit(code)
 
 
 def _sequential_gate(

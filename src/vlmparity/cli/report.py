@@ -57,9 +57,12 @@ def report(**options: Any) -> None:
     from vlmparity.compare.analysis import analyse
     from vlmparity.compare.join import load_joins, parse_plan_picks, plan_lines
     from vlmparity.compare.to_report import verdict_line
+    from vlmparity.lock import check_not_written
 
     settings = settings_from(options)
     dirs = [Path(d) for d in options["run_dirs"]]
+    for folder in dirs:
+        check_not_written(folder)
     joins = load_joins(
         dirs,
         reference=options.get("reference"),

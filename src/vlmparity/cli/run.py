@@ -186,9 +186,17 @@ def run(
     except ValueError as exc:
         raise ConfigError(validation_message(exc), hint="see `vlmparity run --help`") from None
 
-    with interrupt_as_error(
-        f"interrupted; every answer received so far is saved in {output_path}",
-        hint="rerun the same command to resume",
+    from vlmparity import interrupt, lock
+
+    # Ctrl-C and SIGTERM end the run within seconds, keeping every answer (vlmparity.interrupt); the
+    # output folder is locked before anything is read or sent, so a second invocation stops at once.
+    with (
+        interrupt.handling(),
+        interrupt_as_error(
+            f"interrupted; every answer received so far is saved in {output_path}",
+            hint="rerun the same command to resume",
+        ),
+        lock.hold(output_path, "vlmparity run"),
     ):
         plans = runner.prepare(config)
         for plan in plans:
@@ -216,17 +224,21 @@ def last_outcome() -> RunOutcome | None:
 
 @contextmanager
 def interrupt_as_error(message: str, *, hint: str | None = None) -> Iterator[None]:
-    """Ctrl-C inside the block becomes one error line and exit 130.
+    """Ctrl-C (or SIGTERM) inside the block becomes one error line and exit 130 (143).
 
     Typer turns a KeyboardInterrupt escaping a command into a bare exit 130 (nothing printed), so the
     commands that work for a while say themselves what happened to the work done so far.
     """
     try:
         yield
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         from vlmparity.errors import VlmparityError
+        from vlmparity.interrupt import exit_code_of, signal_of
 
-        raise VlmparityError(message, hint=hint, exit_code=130) from None
+        name = signal_of(exc)
+        if name != "SIGINT":  # Ctrl-C needs no name; a SIGTERM from elsewhere does
+            message = message.replace("interrupted", f"interrupted by {name}", 1)
+        raise VlmparityError(message, hint=hint, exit_code=exit_code_of(exc)) from None
 
 
 def unfinished_error(errors: Mapping[str, str], *, data: Collection[str] = ()) -> VlmparityError:

@@ -8,6 +8,7 @@ readers ignore. Pure formatting: every number arrives computed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from vlmparity.errors import DataError
 
 if TYPE_CHECKING:
     from vlmparity.runner import TaskPlan, TaskScore
@@ -202,11 +205,36 @@ def _default(obj: Any) -> Any:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write a whole file or nothing (a killed run never leaves half a results.json)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a whole file or nothing (a killed run never leaves half a results.json).
+
+    Whatever stops it (a full disk, a folder where the file should be, Ctrl-C) removes the temporary file;
+    a file system error is one line naming the file (exit 3).
+    """
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from exc
+        raise
+
+
+def write_error(path: Path, exc: OSError) -> DataError:
+    """One line for a file that cannot be written."""
+    reason = exc.strerror or str(exc)
+    if isinstance(exc, IsADirectoryError) or (path.is_dir() and not path.is_symlink()):
+        reason = "a folder of that name is in the way"
+    elif path.parent.exists() and not path.parent.is_dir():
+        reason = f"{path.parent} is a file, not a folder"
+    return DataError(
+        f"cannot write {path}: {reason}",
+        hint="every answer is in the run store; fix this, then rerun the same command to write the files",
+    )
 
 
 def write_results_json(path: Path, document: Mapping[str, Any]) -> Path:

@@ -110,11 +110,13 @@ def write_run_json(
     failure: str | None = None,
     plan_id: int | None = None,
     plans_made: Sequence[PlanRecord] | None = None,
+    interrupted: str | None = None,
 ) -> Path:
     """Write `run.json` (provenance, plans, results summary); rewritten at the end of each invocation.
 
     `failure`: the one-line reason an invocation stopped early (status "failed"; answers already stored
-    are kept and the next invocation resumes from them).
+    are kept and the next invocation resumes from them); `interrupted`: the signal that stopped it
+    (status "interrupted", the signal's name under "signal").
 
     `run.json` describes the latest invocation (`plan_id`); `plans` lists every invocation's plan kept in
     the store (a folder reused with other tasks or samples keeps each), `compare`/`report` pick from them.
@@ -131,7 +133,9 @@ def write_run_json(
         "started": started,
         "finished": finished,
         "status": (
-            "failed"
+            "interrupted"
+            if interrupted is not None
+            else "failed"
             if failure is not None
             else "running"
             if finished is None
@@ -162,6 +166,8 @@ def write_run_json(
         doc["errors"] = dict(errors)
     if failure is not None:
         doc["failure"] = failure
+    if interrupted is not None:
+        doc["signal"] = interrupted
     path = Path(config.options.output_path) / RUN_JSON
     lmms_output.write_results_json(path, scrub_obj(doc, secrets))
     text = path.read_text(encoding="utf-8")
