@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import functools
 import io
+import os
 import random
 import socket
 import struct
@@ -346,6 +347,45 @@ def _a_file(out: Path) -> Path:
     return out
 
 
+def _mme_parquet_is_folder(out: Path) -> Path:
+    """A folder where the split's parquet file should be (an unzip gone wrong)."""
+    (out / MME_FILE).mkdir(parents=True)
+    return out
+
+
+def _mme_parquet_is_fifo(out: Path) -> Path:
+    """A named pipe where the split's parquet file should be: reading it would block for ever."""
+    (out / "data").mkdir(parents=True)
+    os.mkfifo(out / MME_FILE)
+    return out
+
+
+def _fifo(out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(out)
+    return out
+
+
+def _a_folder(out: Path) -> Path:
+    """A folder where a file is expected (e.g. run.json)."""
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _store_with(out: Path, sql: str) -> Path:
+    """A real run store (made by vlmparity) changed by `sql`, as another program or damage might."""
+    import sqlite3
+
+    from vlmparity.store import Store
+
+    out.mkdir(parents=True, exist_ok=True)
+    with Store.open(out):
+        pass
+    with contextlib.closing(sqlite3.connect(out / "vlmparity.sqlite", isolation_level=None)) as con:
+        con.execute(sql)
+    return out
+
+
 DATA: dict[str, Callable[[Path], Path]] = {
     "mme_valid": _mme_valid,
     # images
@@ -394,6 +434,12 @@ DATA: dict[str, Callable[[Path], Path]] = {
     "run_dir_corrupt_store": _run_dir_corrupt_store,
     "run_dir_foreign_sqlite": _run_dir_foreign_sqlite,
     "a_file": _a_file,
+    "a_folder": _a_folder,
+    "fifo": _fifo,
+    "mme_parquet_is_folder": _mme_parquet_is_folder,
+    "mme_parquet_is_fifo": _mme_parquet_is_fifo,
+    "run_dir_store_missing_table": lambda out: _store_with(out, "DROP TABLE results"),
+    "run_dir_store_missing_column": lambda out: _store_with(out, "ALTER TABLE results DROP COLUMN ttft"),
 }
 
 

@@ -110,8 +110,9 @@ class SamplingPlan(_Model):
     def _one_mode(self) -> SamplingPlan:
         if self.limit is not None and self.sample is not None:
             raise ValueError("--limit and --sample cannot be combined: choose first-N or a stratified sample")
-        if self.limit is not None and not (math.isfinite(self.limit) and self.limit >= 0):
-            raise ValueError("--limit must be a number >= 0")
+        if self.limit is not None and not (math.isfinite(self.limit) and self.limit > 0):
+            # 0 would run nothing and print empty tables (like --sample 0, refused)
+            raise ValueError("--limit must be a number > 0 (a count, or a fraction below 1)")
         if self.sample is not None and self.sample <= 0:
             raise ValueError("--sample must be > 0")
         # the plan is stored as JSON, whose integers (SQLite's too) stop at 64 bits
@@ -154,8 +155,8 @@ class RunOptions(_Model):
     @field_validator("concurrency")
     @classmethod
     def _check_concurrency(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and v < 1:
-            raise ValueError("--concurrency must be >= 1 or 'auto'")
+        if isinstance(v, int) and not 1 <= v <= _MAX_INT:
+            raise ValueError(f"--concurrency must be between 1 and {_MAX_INT}, or 'auto'")
         return v
 
     @field_validator("png_level")
@@ -178,6 +179,13 @@ class RunOptions(_Model):
         # 0 or less would fail every request at once (each recorded as a timeout) rather than the command
         if not (math.isfinite(v) and v > 0):
             raise ValueError("--timeout must be a number of seconds > 0")
+        return v
+
+    @field_validator("ready_timeout")
+    @classmethod
+    def _check_ready_timeout(cls, v: float) -> float:
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError("--ready-timeout must be a number of seconds >= 0")
         return v
 
     @field_validator("max_retries")

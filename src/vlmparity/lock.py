@@ -109,9 +109,11 @@ def _open(folder: Path) -> int:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            what = "is on a read-only file system" if exc.errno == errno.EROFS else "is not writable"
+            what = (
+                "is on a read-only file system" if exc.errno == errno.EROFS else f"is not writable ({reason})"
+            )
             raise ConfigError(
-                f"the output folder {folder} {what} ({reason}): a run writes its store and files there",
+                f"the output folder {folder} {what}: a run writes its store and files there",
                 hint="choose another --output-path, or make it writable",
             ) from exc
         raise ConfigError(

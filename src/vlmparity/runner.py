@@ -413,12 +413,18 @@ def load_images(plan: TaskPlan, samples: Sequence[Sample]) -> list[Sample]:
 
 
 def prepare(config: RunConfig) -> list[TaskPlan]:
-    """Every task's plan, in the order given."""
+    """Every task's plan, in the order given; a plan that selects no sample is a usage error."""
     p = config.plan
-    return [
+    plans = [
         prepare_task(name, config.data.get(name), limit=p.limit, sample=p.sample, seed=p.seed)
         for name in config.tasks
     ]
+    for plan in plans:
+        if not plan.samples and p.limit is not None:
+            raise ConfigError(
+                f"--limit {p.limit:g} selects no {plan.task.name} sample", hint="give a larger --limit"
+            )
+    return plans
 
 
 # ----- requests -------------------------------------------------------------------------------------
@@ -1268,23 +1274,16 @@ def scoring_settings(run_config: Mapping[str, Any]) -> tuple[int, str]:
 
 
 def _check_output_folders(config: RunConfig) -> None:
-    """Before anything is sent: each endpoint's folder for its lmms-eval files can be created (a file of
-    that name would otherwise stop the run only after every answer was received)."""
+    """Before anything is sent: nothing is in the way of each endpoint's folder for its lmms-eval files
+    (a file of that name would otherwise stop the run only after every answer was received)."""
     out = config.options.output_path
     for ep in config.endpoints:
         folder = out / ep.name
-        try:
-            folder.mkdir(exist_ok=True)
-        except OSError as exc:
-            what = (
-                "a file is in the way"
-                if folder.exists() and not folder.is_dir()
-                else exc.strerror or str(exc)
-            )
+        if folder.exists() and not folder.is_dir():
             raise DataError(
-                f"cannot create {folder}, the folder of endpoint {ep.name!r}'s lmms-eval files: {what}",
+                f"{folder} is a file: endpoint {ep.name!r} writes its lmms-eval files into a folder of that name",
                 hint="move it away, or use another --output-path",
-            ) from exc
+            )
 
 
 def score_endpoint(
@@ -1501,13 +1500,14 @@ def _run(
         config.options.output_path, [e.name for e in config.endpoints], started
     )
     plans = plans if plans is not None else prepare(config)
-    resolved = run_async(resolve_all(config))
     secrets = [e.api_key.get_secret_value() for e in config.endpoints if e.api_key is not None]
     public = config.public()
+    # Everything local is checked before any endpoint is contacted: the store (schema, data), the folders.
     store = Store.open(config.options.output_path)
     try:
         _check_output_folders(config)
         _check_fingerprints(store, plans)
+        resolved = run_async(resolve_all(config))
         eps = []
         # Every endpoint's identity is checked before any stored run is touched.
         checked = []

@@ -13,6 +13,7 @@ writer thread and amortised by group commit (`ResultWriter`), so durability is b
 from __future__ import annotations
 
 import functools
+import os
 import queue
 import sqlite3
 import threading
@@ -277,6 +278,16 @@ def _rollback(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
 
 
+def _writable(folder: Path) -> bool:
+    """Whether files can be created in `folder` (a read-only mount counts as not writable, even for root)."""
+    if not os.access(folder, os.W_OK):
+        return False
+    try:
+        return not (os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return True
+
+
 def store_path(output_dir: Path) -> Path:
     """The store file of an output directory."""
     return Path(output_dir) / STORE_FILENAME
@@ -306,10 +317,24 @@ class Store:
                 hint="choose another --output-path",
             ) from exc
         try:
-            conn = _connect(path)
+            try:
+                conn = _connect(path)
+            except sqlite3.OperationalError:
+                if create or _writable(output_dir):
+                    raise
+                # A finished run on read-only media (an archive, a read-only mount): nobody can write it,
+                # so it is read as an immutable file (WAL mode needs write access otherwise).
+                conn = sqlite3.connect(
+                    f"{path.resolve().as_uri()}?immutable=1", uri=True, check_same_thread=False
+                )
             store = cls(path, conn)
             store._init_schema()
         except sqlite3.DatabaseError as exc:
+            if create and not _writable(output_dir):
+                raise ConfigError(
+                    f"the output folder {output_dir} is not writable ({exc}): a run writes its store there",
+                    hint="choose another --output-path, or make it writable",
+                ) from exc
             raise DataError(
                 f"cannot open the run store {path}: {exc}",
                 hint="is it a vlmparity store? use another --output-path",

@@ -6,15 +6,21 @@ their heavy dependencies inside the command bodies so that `vlmparity --help` st
 
 from __future__ import annotations
 
+import functools
 import importlib
+import math
 import os
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import typer
+import typer.main
 
 from vlmparity import __version__
 from vlmparity.cli._help import fix_help_metavars
-from vlmparity.errors import VlmparityError
+from vlmparity.errors import ConfigError, VlmparityError
 
 app = typer.Typer(
     name="vlmparity",
@@ -77,6 +83,58 @@ def error_line(message: str) -> None:
     sys.stderr.flush()
 
 
+# Every integer an option takes is stored somewhere (SQLite, JSON) or sized something: 64 bits at most.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
+
+def check_option_values(command: Any) -> None:
+    """One rule for every option and argument of every command, checked as click converts each value:
+    an integer beyond 64 bits, a number that is not finite (nan, inf) or an empty path is a usage error
+    (one line, exit 4). Options with narrower ranges check them where they are used (config.py)."""
+    for sub in getattr(command, "commands", {}).values():
+        check_option_values(sub)
+    for param in getattr(command, "params", ()):
+        if not getattr(param, "_vlmparity_checked", False):
+            param.process_value = functools.partial(_checked_value, param, param.process_value)
+            param._vlmparity_checked = True
+
+
+def _option_name(param: Any) -> str:
+    opts = [o for o in getattr(param, "opts", ()) if o.startswith("--")]
+    return opts[0] if opts else str(getattr(param, "human_readable_name", None) or param.name).upper()
+
+
+def _checked_value(param: Any, process: Callable[[Any, Any], Any], ctx: Any, value: Any) -> Any:
+    raw = value
+    value = process(ctx, value)
+    name = _option_name(param)
+    raws = raw if isinstance(raw, list | tuple) else [raw]
+    values = value if isinstance(value, list | tuple) else [value]
+    for item in values:
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int) and not INT_MIN <= item <= INT_MAX:
+            raise ConfigError(
+                f"{name} {item} is out of range: integers go from {INT_MIN} to {INT_MAX} (64 bits)"
+            )
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ConfigError(
+                f"{name} {item} is not a finite number", hint=f"see `vlmparity {ctx.info_name} --help`"
+            )
+        if isinstance(item, Path) and any(isinstance(r, str) and not r.strip() for r in raws):
+            raise ConfigError(f"{name} is an empty path", hint="name a file or folder; . is the current one")
+    return value
+
+
+def require_at_least(option: str, value: float | None, minimum: float, *, strict: bool = False) -> None:
+    """A usage error (exit 4) unless `value` (when given) is >= `minimum` (> with `strict`)."""
+    if value is None:
+        return
+    if value < minimum or (strict and value == minimum):
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        raise ConfigError(f"{option} must be {bound}, got {value:g}")
+
+
 def environment_error(exc: BaseException) -> str | None:
     """One line for an error of the machine rather than of vlmparity (None for anything else).
 
@@ -105,8 +163,10 @@ def main(argv: list[str] | None = None) -> None:
 
     tune_malloc()  # large freed buffers go back to the system (peak RSS; see the module)
     try:
+        command = typer.main.get_command(app)
+        check_option_values(command)
         # Without standalone mode click returns a typer.Exit's code instead of exiting with it.
-        code = app(args=argv, standalone_mode=False)
+        code = command(args=argv, standalone_mode=False)
         if isinstance(code, int) and code != 0:
             sys.exit(code)
     except VlmparityError as err:

@@ -83,8 +83,12 @@ def launch_vllm(
     ),
 ) -> None:
     """Start vLLM's OpenAI-compatible server (CPU build), wait until /health and /v1/models answer."""
+    from vlmparity.cli import require_at_least
     from vlmparity.launch import common, vllm
     from vlmparity.tasks.base import get_task
+
+    require_at_least("--kv-cache-gb", kv_cache_gb, 0, strict=True)
+    require_at_least("--ready-timeout", ready_timeout, 0, strict=True)
 
     task_list = tuple(t.strip() for t in tasks.split(",") if t.strip())
     for name in task_list:
@@ -175,7 +179,10 @@ def launch_ovms(
     ),
 ) -> None:
     """Prepare an OVMS model repository for a VLM and start OVMS; wait until the model is ready; print the /v3 URL."""
+    from vlmparity.cli import require_at_least
     from vlmparity.launch import common, ovms
+
+    require_at_least("--ready-timeout", ready_timeout, 0, strict=True)
 
     opts = ovms.OvmsOptions(
         model=model,
@@ -226,8 +233,11 @@ def launch_stop(
     grace: float = typer.Option(15.0, "--grace", help="Seconds between SIGTERM and SIGKILL."),
 ) -> None:
     """Stop a server started by `vlmparity launch` (by the PID in its state file)."""
+    from vlmparity.cli import require_at_least
     from vlmparity.errors import ConfigError
     from vlmparity.launch import common
+
+    require_at_least("--grace", grace, 0)
 
     if state_file is not None:
         paths = [state_file]

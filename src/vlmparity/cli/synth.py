@@ -37,8 +37,10 @@ def register(app: typer.Typer) -> None:
 
         Pictures are drawn so their content decides the answer; nothing in them is the real benchmark.
         """
+        from vlmparity.cli import require_at_least
         from vlmparity.data import synth as synth_data
 
+        require_at_least("--workers", workers, 1)
         started = time.perf_counter()
         if benchmark is Benchmark.mme:
             folder = synth_data.write_mme(out, n=n, seed=seed, workers=workers)

@@ -106,7 +106,7 @@ def _hidden(path: Path, root: Path) -> bool:
 def _available_splits(folder: Path) -> list[str]:
     found: set[str] = set()
     for p in folder.rglob("*.parquet"):
-        if not _hidden(p, folder):
+        if p.is_file() and not _hidden(p, folder):
             found.update(set(_KNOWN_SPLITS) & _tokens(p, folder))
     return sorted(found)
 
@@ -272,11 +272,46 @@ def _rows_from_datasets(
     return rows
 
 
+def _kind_of(path: Path) -> str:
+    """What a path that is not a regular file is, in words."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
 def _local_files(path: Path, split: str) -> list[Path]:
     if path.is_file():
         return [path]
+    if not path.is_dir():  # a FIFO or device given as --data: reading it could block for ever
+        raise DataError(
+            f"dataset source {path} is {_kind_of(path)}, not a parquet file or folder",
+            hint="pass a folder of parquet files or a parquet file",
+        )
     files = parquet_files(path, split)
     if not files:
+        # something named like a parquet file of this split that is not a file: say what it is
+        odd = [
+            p
+            for p in sorted(path.rglob("*.parquet"))
+            if not p.is_file() and not _hidden(p, path) and split in _tokens(p, path)
+        ]
+        if odd:
+            raise DataError(
+                f"{odd[0]} is {_kind_of(odd[0])}, not a parquet file",
+                hint=f"the {split!r} split needs regular *.parquet files; move it away or replace it",
+            )
         have = _available_splits(path)
         raise DataError(
             f"no parquet files for split {split!r} under {path}",

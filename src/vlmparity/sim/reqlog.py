@@ -53,8 +53,16 @@ class RequestLog:
         self._lock = threading.Lock()
         self._file: IO[bytes] | None = None
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("ab")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = path.open("ab")
+            except OSError as exc:  # before the server starts: one line, not a dead server thread
+                from vlmparity.errors import DataError
+
+                raise DataError(
+                    f"cannot write the simulator's request log {path}: {exc.strerror or exc}",
+                    hint="choose another --log-file (log_file)",
+                ) from exc
 
     def add(self, entry: LogEntry) -> None:
         """Record a request on arrival (visible in memory at once, filled in as it is handled)."""
