@@ -610,6 +610,11 @@ class FakeServer:
         ready.set()
         await self._stopped.wait()
         await self._runner.cleanup()
+        # handlers still hanging ("hang" modes): cancel them, so the loop closes with no task pending
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
 
     def stop(self) -> None:
         if self._loop is not None and self._stopped is not None:

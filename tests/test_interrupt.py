@@ -248,6 +248,13 @@ def test_second_run_on_the_same_folder_stops_at_once_naming_the_pid(mme: Path, t
         line = _error_line(second.stderr)
         assert f"is in use by `vlmparity run` (pid {first.pid})" in line, line
         assert server.requests == sent, "the second run probed or sent requests"
+        # compare --endpoint writes a run too: refused the same way
+        both = ["compare", "-e", f"a={server.url}", "-e", f"b={server.url}", "--tasks", "mme", "--data",
+                f"mme={mme}", "-o", str(out)]  # fmt: skip
+        compare = subprocess.run(_cmd(*both), capture_output=True, text=True, timeout=TIMEOUT_S)
+        assert compare.returncode == 3, compare.stderr
+        assert f"is in use by `vlmparity run` (pid {first.pid})" in _error_line(compare.stderr)
+        assert server.requests == sent, "compare --endpoint probed or sent requests"
         # readers of the folder are told it is being written, naming the same pid
         for argv in (["compare", str(out)], ["report", str(out)]):
             reader = subprocess.run(_cmd(*argv), capture_output=True, text=True, timeout=TIMEOUT_S)

@@ -1084,9 +1084,16 @@ class Engine:
                 sample = self.samples[index]
                 ep.error = DataError(f"{sample.task} row {sample.doc_id}, {exc.message}", hint=exc.hint)
                 return
-            registered = self.accept(built)
-            if registered is not None and not registered.done():
-                await registered
+            try:
+                registered = self.accept(built)
+                if registered is not None:  # its hash must be durable before it is sent (or it failed)
+                    await registered
+            except DataError:
+                if self.writer is not None and self.writer.failed:
+                    # The store refuses: send nothing more, but let the requests in flight finish, so
+                    # their answers are stored; the writer's error ends the run after this pass.
+                    return
+                raise
             if built.treatment == "skipped" or built.payload is None:
                 ep.not_sent += 1
                 ep.done += 1

@@ -148,7 +148,10 @@ def environment_error(exc: BaseException) -> str | None:
         where = exc.filename
         return f"cannot use {where}: {reason}" if where else f"{type(exc).__name__}: {reason}"
     if isinstance(exc, sqlite3.Error):
-        return f"run store error: {exc} (is the folder a vlmparity run, written by this version?)"
+        return (
+            f"run store error: {exc} (every answer acknowledged so far is kept; fix the cause, then rerun the "
+            "same command)"
+        )
     if isinstance(exc, MemoryError):
         return "out of memory (close other programs, or evaluate fewer samples at once)"
     return None

@@ -53,7 +53,10 @@ def demo(
         typer.echo(f"demo: {text}", err=True)
 
     # the simulators are stopped on the way out; the folder is cleared by the next demo
+    from vlmparity import interrupt
+
     with (
+        interrupt.handling(),
         interrupt_as_error(
             f"interrupted; the demo stopped (its files are in {out})", hint="rerun to start over"
         ),
