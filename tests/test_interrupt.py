@@ -273,3 +273,44 @@ def test_second_run_on_the_same_folder_stops_at_once_naming_the_pid(mme: Path, t
         )
     assert again.returncode == 0, again.stderr[-3000:]
     assert _run_json(out)["status"] == "complete"
+
+
+# The store writer stops (an I/O error, as SQLite reports a failing disk) once the file FLAG exists: the
+# test creates it when requests are hanging on the server, so nothing else can trigger a commit.
+_WRITER_DIES_ON_FLAG = """
+import os, sqlite3, threading, time
+import vlmparity.store as s
+_init = s.ResultWriter.__init__
+def _watched(self, *args, **kw):
+    _init(self, *args, **kw)
+    def watch():
+        while not os.path.exists(FLAG):
+            time.sleep(0.01)
+        self._stop_with(sqlite3.OperationalError("disk I/O error"))
+    threading.Thread(target=watch, daemon=True).start()
+s.ResultWriter.__init__ = _watched
+"""
+
+
+def test_store_stopping_while_requests_hang_ends_the_run_without_waiting_for_them(
+    mme: Path, tmp_path: Path
+) -> None:
+    """The store writer stops while requests hang on a server that stopped answering: no answer can be
+    stored any more, so the run ends with the store's error instead of waiting out --timeout (600 s)."""
+    out = tmp_path / "out"
+    flag = tmp_path / "writer-dies"
+    args = _run_args("{url}", mme, out, "-c", "4")
+    code = f"FLAG = {str(flag)!r}\n" + _WRITER_DIES_ON_FLAG
+    with (
+        FakeServer("hang", good=2) as server,
+        _popen(_cmd(*[a.replace("{url}", server.url) for a in args], code=code)) as proc,
+    ):
+        _wait("2 answers stored and 2 requests hanging",
+              lambda: len(_stored(out)) >= 2 and len(server.hashes) >= 4, proc)  # fmt: skip
+        flag.touch()
+        returncode, _, err = _finish(proc)
+    assert returncode == 3, err[-3000:]
+    line = _error_line(err)
+    assert "cannot write to the run store" in line and "disk I/O error" in line, line
+    assert len(_stored(out)) == 2
+    assert _run_json(out)["status"] == "failed"

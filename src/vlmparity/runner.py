@@ -829,6 +829,7 @@ class Engine:
         self.workers = workers or max(1, min(4, os.cpu_count() or 1))
         self.writer: ResultWriter | None = None
         self.stop_requested = False
+        self._dispatching: list[asyncio.Task[None]] = []
         # a sequential comparison's look gate (compare.looks.LookGate): order, admit, resolved, ended
         self.gate = gate
         if gate is not None:
@@ -1003,11 +1004,7 @@ class Engine:
     def writer_failure(self) -> VlmparityError:
         """The store writer's own one-line error (it names the cause)."""
         assert self.writer is not None
-        try:
-            self.writer.flush()
-        except VlmparityError as exc:
-            return exc
-        return DataError("the run store writer stopped")
+        return self.writer.failure() or DataError("the run store writer stopped")
 
     async def _flushed(self) -> None:
         """Wait until every answer queued so far is committed, without holding a thread (cancellable)."""
@@ -1019,8 +1016,11 @@ class Engine:
 
     async def _pass(self, book: RequestBook) -> None:
         ticker = asyncio.create_task(self._tick())
+        self._dispatching = [
+            asyncio.create_task(self._dispatch(ep, book)) for ep in self.endpoints if ep.todo
+        ]
         try:
-            await asyncio.gather(*(self._dispatch(ep, book) for ep in self.endpoints if ep.todo))
+            await asyncio.gather(*self._dispatching)
         finally:
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
@@ -1043,6 +1043,11 @@ class Engine:
         t0 = time.perf_counter()
         try:
             await ep.dispatcher.run(self._feed(ep, book), lambda r: self._on_result(ep, r))
+        except asyncio.CancelledError:
+            failure = self.writer.failure() if self.writer is not None and self.writer.stopped else None
+            if failure is None:
+                raise  # Ctrl-C / SIGTERM: the run is being cancelled
+            ep.error = failure  # the store stopped: answers in flight could not be stored anyway
         except VlmparityError as exc:
             ep.error = exc
             if isinstance(exc, ConfigError):  # a store mismatch concerns every endpoint: stop them all
@@ -1158,6 +1163,10 @@ class Engine:
             self._report_all()
             if self.writer is not None and self.writer.failed and not self.stop_requested:
                 self.request_stop()  # the store cannot take answers: send nothing more (the error follows)
+            if self.writer is not None and self.writer.stopped:
+                # nothing can be stored any more: do not wait for requests in flight (a hanging server)
+                for task in self._dispatching:
+                    task.cancel()
             await asyncio.sleep(0.25)
 
     def _report_all(self) -> None:

@@ -769,6 +769,15 @@ class ResultWriter:
         return self._error or self._refused
 
     @property
+    def stopped(self) -> bool:
+        """The writer stopped: nothing more will be committed."""
+        return self._error is not None
+
+    def failure(self) -> DataError | None:
+        """The one-line error of a failed writer (None while all is well)."""
+        return self._failure() if self.failed else None
+
+    @property
     def failed(self) -> bool:
         """The run must stop: the writer stopped, or refused an answer."""
         return self.error is not None
