@@ -314,3 +314,38 @@ def test_store_stopping_while_requests_hang_ends_the_run_without_waiting_for_the
     assert "cannot write to the run store" in line and "disk I/O error" in line, line
     assert len(_stored(out)) == 2
     assert _run_json(out)["status"] == "failed"
+
+
+# The lmms-eval files are being written (the store is complete): the writing waits until the test has
+# signalled the process, which then lands in synchronous code rather than in the event loop.
+_SLOW_OUTPUTS = """
+import os, time
+import vlmparity.report.run_summary as rs
+_write = rs.write_endpoint_outputs
+def _slow(*args, **kw):
+    open(ENTERED, "w").close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    return _write(*args, **kw)
+rs.write_endpoint_outputs = _slow
+"""
+
+
+def test_sigterm_while_writing_the_output_files(mme: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    entered = tmp_path / "entered"
+    args = _run_args("{url}", mme, out, "--log-samples")
+    code = f"ENTERED = {str(entered)!r}\n" + _SLOW_OUTPUTS
+    with (
+        FakeServer("good") as server,
+        _popen(_cmd(*[a.replace("{url}", server.url) for a in args], code=code)) as proc,
+    ):
+        _wait("the output files to be written", entered.exists, proc)
+        proc.send_signal(signal.SIGTERM)
+        returncode, _, err = _finish(proc)
+    assert returncode == 143, err[-3000:]
+    assert "interrupted by SIGTERM" in _error_line(err)
+    assert _run_json(out)["status"] == "interrupted"
+    assert [o for o, _ in _stored(out).values()] == ["ok"] * 6
+    assert not list(out.rglob(".*.tmp*")), "a temporary file was left behind"
