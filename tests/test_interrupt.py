@@ -191,10 +191,10 @@ def test_sigterm_while_another_connection_holds_the_store_locked(mme: Path, tmp_
 
 # ----- the store writer fails on its own ---------------------------------------------------------------------
 
-# The third answer carries a token count SQLite cannot hold (beyond 64 bits: OverflowError in the writer
+# The third answer's text is one SQLite cannot encode (a lone surrogate: UnicodeEncodeError in the writer
 # thread, not an sqlite3 error). Injected after the client has parsed the reply, so that it tests the
-# writer whatever the client does with such numbers.
-_HUGE_TOKENS = """
+# writer whatever the client does with such text.
+_UNSTORABLE_TEXT = """
 import dataclasses
 import vlmparity.runner as r
 _Record = r.ResultRecord
@@ -202,31 +202,31 @@ _made = []
 def _poisoned(*args, **kw):
     rec = _Record(*args, **kw)
     _made.append(rec)
-    return dataclasses.replace(rec, completion_tokens=10**19) if len(_made) == 3 else rec
+    return dataclasses.replace(rec, text="Ye\\ud800s") if len(_made) == 3 else rec
 r.ResultRecord = _poisoned
 """
 
 
 @pytest.mark.parametrize("concurrency", ["1", "4"])
-def test_writer_death_on_a_huge_integer_is_one_line_exit_3_and_keeps_the_other_answers(
+def test_writer_refusing_an_answer_is_one_line_exit_3_and_keeps_the_other_answers(
     mme: Path, tmp_path: Path, concurrency: str
 ) -> None:
     out = tmp_path / "out"
     args = _run_args("{url}", mme, out, "-c", concurrency)
     with FakeServer("good", good=10**6) as server:
-        cmd = _cmd(*[a.replace("{url}", server.url) for a in args], code=_HUGE_TOKENS)
+        cmd = _cmd(*[a.replace("{url}", server.url) for a in args], code=_UNSTORABLE_TEXT)
         with _popen(cmd) as proc:
             returncode, _, err = _finish(proc)
     assert returncode == 3, err[-3000:]
     line = _error_line(err)
-    assert "cannot write to the run store" in line and "completion_tokens=10000000000000000000" in line, line
-    assert "OverflowError" in line
+    assert "cannot write to the run store" in line and "text is not valid Unicode" in line, line
+    assert "UnicodeEncodeError" in line
     stored = _stored(out)
-    # every answer but the poisoned one is stored: the writer saved what it could
+    # every answer but the refused one is stored: the writer saved what it could
     assert len(stored) == len(set(server.answered)) - 1, (len(stored), len(server.answered))
     assert all(o == "ok" for o, _ in stored.values())
     doc = _run_json(out)
-    assert doc["status"] == "failed" and "completion_tokens" in doc["failure"]
+    assert doc["status"] == "failed" and "not valid Unicode" in doc["failure"]
 
 
 # ----- the output folder lock -----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,9 @@ def _rec(run_id: int, i: int, **kw: Any) -> ResultRecord:
 
 
 def test_writer_stores_every_other_answer_when_sqlite_refuses_one(tmp_path: Path) -> None:
-    """An integer beyond 64 bits (OverflowError, not an sqlite3 error) in one answer of a group commit:
-    the 39 others are stored, that one is named, and the run is told to stop (no new registration)."""
+    """An answer whose text SQLite cannot encode (a lone surrogate: UnicodeEncodeError, not an sqlite3
+    error) in one group commit: the 39 others are stored, that one is named, and the run is told to stop
+    (no new registration)."""
     with Store.open(tmp_path) as st:
         run_id = st.upsert_run("e").run_id
     acked: list[str] = []
@@ -72,13 +74,14 @@ def test_writer_stores_every_other_answer_when_sqlite_refuses_one(tmp_path: Path
     gate = threading.Event()
     writer.register([], on_commit=gate.wait)  # hold the writer so the answers form one batch
     for i in range(40):
-        writer.put(_rec(run_id, i, completion_tokens=10**19 if i == 17 else 3))
+        rec = _rec(run_id, i)
+        writer.put(replace(rec, text="Ye\ud800s") if i == 17 else rec)
     gate.set()
     with pytest.raises(DataError) as info:
         writer.flush()
     line = info.value.one_line()
     assert "cannot write to the run store" in line and "'s017'" in line, line
-    assert "completion_tokens=10000000000000000000 is beyond SQLite's 64-bit integers" in line, line
+    assert "UnicodeEncodeError" in line and "text is not valid Unicode (a lone surrogate)" in line, line
     assert writer.failed
     writer.put(_rec(run_id, 99))  # answers still arriving are still stored
     failed: list[BaseException] = []

@@ -737,7 +737,7 @@ class ResultWriter:
     The writer never dies silently. Whatever goes wrong in its thread (the disk, the database, a bug)
     becomes the one error that `put`, `register`, `flush` and `close` raise from then on, and every
     registration still waiting is failed with it, so nobody waits for a commit that will never come.
-    An answer SQLite refuses on its own (a record-level error, such as an integer beyond 64 bits) does
+    An answer SQLite refuses on its own (a record-level error, such as text it cannot encode) does
     not take the others with it: the writer goes on storing every other answer, one at a time when it
     must, and refuses new registrations (so no new request is sent); `flush` and `close` then raise the
     error naming that answer, and `failed` tells the run to stop.
@@ -979,15 +979,23 @@ def _describe(exc: BaseException, item: ResultRecord | Registration | None = Non
         text = f"{type(exc).__name__}: {text}"
     if isinstance(item, ResultRecord):
         text = f"the answer to {item.task} {item.sample_id!r} cannot be stored ({text})"
-        bad = [c for c in _INT_COLUMNS if _out_of_range(getattr(item, c))]
-        if bad:
-            text += (
-                f": {', '.join(f'{c}={getattr(item, c)}' for c in bad)} is beyond SQLite's 64-bit integers"
-            )
+        bad = [_unstorable(c, getattr(item, c)) for c in _RESULT_COLUMNS]
+        named = [b for b in bad if b]
+        if named:
+            text += ": " + "; ".join(named)
     return text
 
 
-_INT_COLUMNS = ("status", "attempts", "prompt_tokens", "completion_tokens")
+def _unstorable(column: str, value: Any) -> str | None:
+    """Why SQLite cannot take `value`, in words (None when it can)."""
+    if _out_of_range(value):
+        return f"{column}={value} is beyond SQLite's 64-bit integers"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{column} is not valid Unicode (a lone surrogate)"
+    return None
 
 
 def _out_of_range(value: Any) -> bool:
