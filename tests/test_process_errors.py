@@ -3,8 +3,7 @@
 The end-to-end versions (a real `vlmparity run` signalled, a second run refused) are in
 tests/test_interrupt.py; the one-line cases in tests/badinput/cases.yaml. Here: the writer thread with
 values SQLite refuses and with failures of any kind, `run_async` under a real signal, a disk that fills
-while the lmms-eval files are written after the store is complete, a read-only run folder, and the
-message of samples a resumed run does not send.
+while the lmms-eval files are written after the store is complete, and a read-only run folder.
 """
 
 from __future__ import annotations
@@ -274,26 +273,3 @@ def test_read_only_run_folder_run_says_so_and_report_still_reads_it(mme: Path, t
             assert "report.html" in _one_error_line(inside.stderr)
         finally:
             undo()
-
-
-# ----- a resumed run does not send what the stored image limit refuses --------------------------------------
-
-
-def test_resumed_not_sent_message_names_the_limit_learned_earlier(tmp_path: Path) -> None:
-    from vlmparity.data.synth import write_mmmu
-    from vlmparity.sim import SimConfig, SimServer
-
-    data = write_mmmu(tmp_path / "mmmu", n=40, seed=0)  # rows 1 and 3 have two images each
-    out = tmp_path / "out"
-    with SimServer(SimConfig(personality="vllm", data=[data], image_limit=1)) as sim:
-        base = ("run", "--tasks", "mmmu_val", "--data", f"mmmu_val={data}", "-e", f"a={sim.base_url}",
-                "-o", str(out), "--concurrency", "1")  # fmt: skip
-        first = _vlmparity(*base, "--limit", "2")  # row 1 is refused by the server: the limit is learned
-        assert first.returncode == 0, first.stderr[-3000:]
-        second = _vlmparity(*base, "--limit", "4")  # row 3 is not sent: the stored limit says so
-        assert second.returncode == 0, second.stderr[-3000:]
-    messages = {sid: msg for sid, outcome, msg in _results(out) if outcome == "unsupported"}
-    assert len(messages) == 2, messages
-    not_sent = [m for m in messages.values() if m and m.startswith("not sent")]
-    assert len(not_sent) == 1, messages
-    assert "None" not in not_sent[0] and "learned by an earlier invocation" in not_sent[0], not_sent[0]
