@@ -262,14 +262,16 @@ def test_second_run_on_the_same_folder_stops_at_once_naming_the_pid(mme: Path, t
             assert f"is being written by `vlmparity run` (pid {first.pid})" in _error_line(reader.stderr)
         first.send_signal(signal.SIGTERM)
         assert _finish(first)[0] == 143
-    # SIGKILL leaves no stale lock: the lock is the open file, which dies with the process
-    with FakeServer("hang", good=2) as server, _popen(_cmd(*_run_args(server.url, mme, out))) as third:
+    # SIGKILL leaves no stale lock: the lock is the open file, which dies with the process (each later
+    # server listens on another port: the run continues on purpose against it)
+    moved = "--allow-identity-change"
+    with FakeServer("hang", good=2) as server, _popen(_cmd(*_run_args(server.url, mme, out, moved))) as third:
         _wait("the third run to send", lambda: len(server.hashes) >= 1, third)
         third.kill()
         third.communicate()
     with FakeServer("good") as server:
         again = subprocess.run(
-            _cmd(*_run_args(server.url, mme, out)), capture_output=True, text=True, timeout=TIMEOUT_S
+            _cmd(*_run_args(server.url, mme, out, moved)), capture_output=True, text=True, timeout=TIMEOUT_S
         )
     assert again.returncode == 0, again.stderr[-3000:]
     assert _run_json(out)["status"] == "complete"
