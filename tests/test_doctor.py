@@ -98,6 +98,7 @@ ALL_CHECKS = [
     "streaming",
     "usage",
     "errors",
+    "logprobs",
 ]
 
 

@@ -88,6 +88,17 @@ class GenerationConfig(_Model):
     seed: int | None = 1234
     max_tokens: int | None = None  # None: each task's own limit (MME 16, MMMU 128)
     stream: bool = False
+    # None: decided per run (on when every endpoint returns log-probabilities and the run does not stream,
+    # or as the store already holds it); True/False: --logprobs / --no-logprobs
+    logprobs: bool | None = None
+
+    @model_validator(mode="after")
+    def _logprobs_not_streamed(self) -> GenerationConfig:
+        if self.stream and self.logprobs:
+            raise ValueError(
+                "--logprobs cannot be combined with --stream: OVMS returns no log-probabilities when streaming"
+            )
+        return self
 
     def params(self) -> GenerationParams:
         return GenerationParams(
@@ -96,6 +107,7 @@ class GenerationConfig(_Model):
             seed=self.seed,
             max_tokens=self.max_tokens,
             stream=self.stream,
+            logprobs=bool(self.logprobs),
         )
 
 

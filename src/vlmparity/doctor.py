@@ -96,6 +96,7 @@ class DoctorReport:
     stream_matches_unary: bool | None = None
     usage_unary: bool | None = None
     usage_stream: bool | None = None
+    logprobs: bool | None = None  # answers `logprobs: true` with one log-probability per token
     error_shape: str | None = None  # nested | flat | flat-string | detail | other | none
     errors: dict[str, dict[str, Any]] = field(default_factory=dict)
     texts: dict[str, Any] = field(default_factory=dict)  # answers the verdicts were drawn from
@@ -566,6 +567,28 @@ class _Behaviour:
         await self.seed(report)
         await self.streaming(report, first)
         await self.errors(report)
+        await self.logprobs(report)
+
+    async def logprobs(self, report: DoctorReport) -> None:
+        """The start-up probe of `vlmparity run`: does the endpoint give per-token log-probabilities?"""
+        from vlmparity.client.logprobs import probe_logprobs
+
+        support = await probe_logprobs(self.resolved, timeout_s=self.timeout, client=self.http)
+        report.logprobs = support.supported
+        if support.supported:
+            detail = "one log-probability per generated token: `compare` reports token-level closeness"
+            report.checks.append(Check("logprobs", Mark.OK, "log-probabilities", detail))
+        else:
+            report.checks.append(
+                Check(
+                    "logprobs",
+                    Mark.WARN,
+                    "log-probabilities",
+                    f"not available: {support.reason}; runs with this endpoint send no `logprobs` and "
+                    "`compare` reports no token-level closeness",
+                    "nothing needed for accuracy; serve a build that returns logprobs for closeness figures",
+                )
+            )
 
     async def chat(self, report: DoctorReport) -> Classification | None:
         """One image, temperature 0; returns the answer (None: chat does not work, a failed check)."""

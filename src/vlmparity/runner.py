@@ -1136,6 +1136,7 @@ class Engine:
                 transient=result.transient,
                 created=time.time(),
                 error_body=result.error_body if outcome not in ANSWERED else None,
+                trace=result.trace if self.gen.logprobs else None,
             )
         )
         ep.results.append(result)
@@ -1258,6 +1259,57 @@ def plan_spec(config: RunConfig, plans: Sequence[TaskPlan]) -> dict[str, dict[st
     """Per task what an invocation evaluates: the data source (absolute for local data) and the sampling."""
     sampling = config.plan.model_dump() | {"mode": config.plan.mode}
     return {p.task.name: {"source": p.source, "plan": dict(sampling)} for p in plans}
+
+
+LOGPROBS_META = "logprobs"
+
+
+def decide_logprobs(
+    config: RunConfig,
+    store: Store,
+    resolved: Sequence[ResolvedEndpoint],
+    progress: ProgressSink | None = None,
+) -> RunConfig:
+    """Whether this run's requests carry `logprobs: true`: one decision for every endpoint (the bodies stay
+    byte-identical), kept in the store so that a resumed run sends the same bodies.
+
+    Order: the store's recorded setting (a store holding samples but no setting predates it: off); else
+    --logprobs / --no-logprobs; else off when streaming (OVMS gives none then); else on exactly when every
+    endpoint answers the deterministic probe request (`client.logprobs.probe_logprobs`) with them."""
+    requested = config.generation.logprobs
+    stored = store.get_meta(LOGPROBS_META)
+    if stored is None and store.samples():
+        stored = False  # made before log-probabilities were requested: its bodies have none
+    if stored is not None:
+        stored = bool(stored)
+        if requested is not None and requested != stored:
+            flag = "--no-logprobs" if not stored else "--logprobs"
+            raise ConfigError(
+                f"{store.path} holds a run made {'with' if stored else 'without'} log-probabilities, so "
+                f"{'--logprobs' if requested else '--no-logprobs'} would change every request",
+                hint=f"rerun with {flag} (or without either), or use a new --output-path",
+            )
+        decision = stored
+    elif requested is not None:
+        decision = requested
+    elif config.generation.stream:
+        decision = False
+    else:
+        from vlmparity.client.logprobs import probe_logprobs
+
+        async def probe_all() -> list[Any]:
+            return list(
+                await asyncio.gather(*(probe_logprobs(r, timeout_s=config.options.timeout) for r in resolved))
+            )
+
+        support = asyncio.run(probe_all())
+        decision = all(s.supported for s in support)
+        if not decision and progress is not None:
+            missing = "; ".join(f"{s.endpoint}: {s.reason}" for s in support if not s.supported)
+            progress.message(f"log-probabilities off for this run ({missing})")
+    store.set_meta(LOGPROBS_META, decision)
+    gen = config.generation.model_copy(update={"logprobs": decision})
+    return config.model_copy(update={"generation": gen})
 
 
 def _check_fingerprints(store: Store, plans: Sequence[TaskPlan]) -> None:
@@ -1524,6 +1576,7 @@ def _run(
         _check_output_folders(config)
         _check_fingerprints(store, plans)
         resolved = run_async(resolve_all(config))
+        config = decide_logprobs(config, store, resolved, progress)
         eps = []
         # Every endpoint's identity is checked before any stored run is touched.
         checked = []

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from vlmparity.errors import ConfigError, DataError
+from vlmparity.tokentrace import TokenTrace, unpack_ids, unpack_logprobs
 
 STORE_FILENAME = "vlmparity.sqlite"
 SCHEMA_VERSION = 2
@@ -119,6 +120,28 @@ def _v1_to_v2(c: sqlite3.Connection) -> None:
 # Migration hook: MIGRATIONS[v] upgrades a store from schema v to v + 1 (a new store is made at schema 1
 # and migrated, so every store of one schema version has the same tables).
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
+
+# Per-token log-probabilities (issue 15), one row per stored answer that carried them: float32 bytes
+# (4 bytes a token), the token texts as a JSON array and the ids as int64 bytes when the server gave them.
+# Additive: created on open when absent, so a store from before it simply has no traces (no version bump).
+_SCHEMA_TOKENS = """
+CREATE TABLE IF NOT EXISTS tokens (
+    run_id INTEGER NOT NULL,
+    task TEXT NOT NULL,
+    sample_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    logprobs BLOB NOT NULL,
+    token_text TEXT,
+    token_ids BLOB,
+    PRIMARY KEY (run_id, task, sample_id)
+) WITHOUT ROWID
+"""
+_UPSERT_TOKENS = (
+    "INSERT INTO tokens (run_id, task, sample_id, n, logprobs, token_text, token_ids) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (run_id, task, sample_id) DO UPDATE SET n = excluded.n, logprobs = excluded.logprobs, "
+    "token_text = excluded.token_text, token_ids = excluded.token_ids"
+)
+_DELETE_TOKENS = "DELETE FROM tokens WHERE run_id = ? AND task = ? AND sample_id = ?"
 
 
 @functools.cache
@@ -229,13 +252,14 @@ class ResultRecord:
     transient: bool = False
     created: float = 0.0
     error_body: str | None = None  # the failed request's response body as received (capped)
+    trace: TokenTrace | None = None  # written to the `tokens` table; `results()` does not load it
 
     @property
     def answered(self) -> bool:
         return self.outcome in ANSWERED
 
 
-_RESULT_COLUMNS = tuple(f.name for f in fields(ResultRecord))
+_RESULT_COLUMNS = tuple(f.name for f in fields(ResultRecord) if f.name != "trace")
 _UPSERT_RESULT = (
     f"INSERT INTO results ({', '.join(_RESULT_COLUMNS)}) VALUES ({', '.join('?' for _ in _RESULT_COLUMNS)}) "
     "ON CONFLICT (run_id, task, sample_id) DO UPDATE SET "
@@ -261,6 +285,37 @@ def _result_row(rec: ResultRecord) -> tuple[Any, ...]:
     if not rec.created:
         values[_RESULT_COLUMNS.index("created")] = time.time()
     return tuple(values)
+
+
+def _token_rows(results: Sequence[ResultRecord]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """(upserts, deletes) of the tokens table for answers being stored: an answer without a trace removes
+    the trace of the answer it replaces."""
+    upserts, deletes = [], []
+    for r in results:
+        if r.trace is not None and r.answered:
+            text = orjson.dumps(list(r.trace.tokens)).decode() if r.trace.tokens is not None else None
+            upserts.append(
+                (
+                    r.run_id,
+                    r.task,
+                    r.sample_id,
+                    len(r.trace),
+                    r.trace.packed_logprobs(),
+                    text,
+                    r.trace.packed_ids(),
+                )
+            )
+        else:
+            deletes.append((r.run_id, r.task, r.sample_id))
+    return upserts, deletes
+
+
+def _write_tokens(conn: sqlite3.Connection, results: Sequence[ResultRecord]) -> None:
+    upserts, deletes = _token_rows(results)
+    if upserts:
+        conn.executemany(_UPSERT_TOKENS, upserts)
+    if deletes:
+        conn.executemany(_DELETE_TOKENS, deletes)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -361,6 +416,18 @@ class Store:
         self._conn.execute("COMMIT")
 
     def _init_schema(self) -> None:
+        self._init_versioned()
+        has_tokens = self._conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='tokens'"
+        ).fetchone()[0]
+        if not has_tokens:
+            try:
+                with self._tx() as c:
+                    c.execute(_SCHEMA_TOKENS)
+            except sqlite3.OperationalError:  # a read-only store of an older version: it has no traces
+                pass
+
+    def _init_versioned(self) -> None:
         version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
         has_tables = self._conn.execute(
             "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='runs'"
@@ -660,6 +727,34 @@ class Store:
             return
         with self._tx() as c:
             c.executemany(_UPSERT_RESULT, [_result_row(r) for r in records])
+            if self.has_tokens_table():
+                _write_tokens(c, records)
+
+    def has_tokens_table(self) -> bool:
+        return bool(
+            self._conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='tokens'"
+            ).fetchone()[0]
+        )
+
+    def traces(self, run_id: int, task: str | None = None) -> dict[tuple[str, str], TokenTrace]:
+        """Stored token traces of one run keyed by (task, sample_id) (empty for a store without any)."""
+        if not self.has_tokens_table():
+            return {}
+        sql = "SELECT task, sample_id, logprobs, token_text, token_ids FROM tokens WHERE run_id = ?"
+        args: tuple[Any, ...] = (run_id,)
+        if task is not None:
+            sql += " AND task = ?"
+            args = (run_id, task)
+        out: dict[tuple[str, str], TokenTrace] = {}
+        for t, sid, blob, text, ids in self._conn.execute(sql, args):
+            tokens = orjson.loads(text) if text is not None else None
+            out[(t, sid)] = TokenTrace(
+                unpack_logprobs(blob),
+                tuple(str(x) for x in tokens) if isinstance(tokens, list) else None,
+                unpack_ids(ids),
+            )
+        return out
 
     def results(self, run_id: int, task: str | None = None) -> dict[tuple[str, str], ResultRecord]:
         """Stored results of one run keyed by (task, sample_id)."""
@@ -923,6 +1018,7 @@ class ResultWriter:
                     )
             if results:
                 conn.executemany(_UPSERT_RESULT, [_result_row(r) for r in results])
+                _write_tokens(conn, results)
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)

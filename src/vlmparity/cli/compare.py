@@ -24,6 +24,7 @@ import typer
 
 if TYPE_CHECKING:
     from vlmparity.compare.analysis import Analysis, Settings
+    from vlmparity.compare.closeness import Closeness
     from vlmparity.compare.join import Joined
 
 RUN_PANEL = "Run first (with --endpoint): the options of `vlmparity run`"
@@ -397,18 +398,23 @@ def finish(
     `adjust`: a sequential comparison's verdict in place of the fixed-size one (`LookGate.adjust`).
     """
     from vlmparity.compare.analysis import analyse, overall_exit_code
+    from vlmparity.compare.closeness import closeness
     from vlmparity.compare.join import plan_lines
     from vlmparity.compare.to_report import render_terminal
+    from vlmparity.report.closeness import terminal_text
 
     analyses = [analyse(j, settings) for j in joins]
     if adjust is not None:
         analyses = [adjust(a, j) for a, j in zip(analyses, joins, strict=True)]
+    # Token-level closeness: beside the verdict, never part of it (no influence on the exit code).
+    close = [closeness(j) for j in joins]
     # With --json - stdout carries the JSON alone; the human text goes to stderr.
     to_stderr = options.get("json_out") == "-"
     for line in plan_lines(joins):
         typer.echo(line, err=to_stderr)
-    for a in analyses:
+    for a, c in zip(analyses, close, strict=True):
         typer.echo(render_terminal(a, top), err=to_stderr)
+        typer.echo(terminal_text(c, top), err=to_stderr)
     code = overall_exit_code(analyses)
     if len(analyses) > 1:
         typer.echo(
@@ -416,21 +422,24 @@ def finish(
             err=to_stderr,
         )
     if not options.get("no_report"):
-        path = write_html(analyses, joins, options.get("report") or default_report)
+        path = write_html(analyses, joins, options.get("report") or default_report, close)
         typer.echo(f"report: {path}", err=to_stderr)
     if options.get("json_out"):
-        write_json(analyses, str(options["json_out"]))
+        write_json(analyses, str(options["json_out"]), close)
     return code
 
 
-def write_json(analyses: Sequence[Analysis], target: str) -> None:
-    """The machine-readable verdict to a file, or stdout for '-'."""
+def write_json(analyses: Sequence[Analysis], target: str, close: Sequence[Closeness] = ()) -> None:
+    """The machine-readable verdict to a file, or stdout for '-' (closeness beside each candidate's verdict)."""
     import orjson
 
     from vlmparity.compare.to_report import json_document
     from vlmparity.errors import ConfigError
 
-    data = orjson.dumps(json_document(analyses), option=orjson.OPT_INDENT_2) + b"\n"
+    doc = json_document(analyses)
+    for record, c in zip(doc["candidates"], close, strict=False):
+        record["closeness"] = c.as_dict()
+    data = orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
     if target == "-":
         sys.stdout.flush()
         sys.stdout.buffer.write(data)
@@ -446,13 +455,21 @@ def write_json(analyses: Sequence[Analysis], target: str) -> None:
         ) from err
 
 
-def write_html(analyses: Sequence[Analysis], joins: Sequence[Joined], target: Path) -> Path:
+def write_html(
+    analyses: Sequence[Analysis], joins: Sequence[Joined], target: Path, close: Sequence[Closeness] = ()
+) -> Path:
     """Build the report's data and write the self-contained HTML page."""
     from vlmparity.compare.to_report import report_data
     from vlmparity.errors import ConfigError
+    from vlmparity.report.closeness import report_view, row_fingerprints
     from vlmparity.report.html import write_report
 
     data = report_data(analyses, joins)
+    if close:
+        data.closeness = report_view(close)
+        marks = row_fingerprints(close)
+        for row in data.disagreements:
+            row.fingerprints = marks.get((row.task, row.sample_id), {})
     try:
         return write_report(data, target)
     except OSError as err:

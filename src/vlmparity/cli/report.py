@@ -84,5 +84,8 @@ def report(**options: Any) -> None:
         analyses = [adjust(a, j) for a, j in zip(analyses, joins, strict=True)]
     for a in analyses:
         typer.echo(verdict_line(a, exit_code=False))
-    path = write_html(analyses, joins, options.get("out") or dirs[0] / "report.html")
+    from vlmparity.compare.closeness import closeness
+
+    close = [closeness(j) for j in joins]
+    path = write_html(analyses, joins, options.get("out") or dirs[0] / "report.html", close)
     typer.echo(f"report: {path}")

@@ -123,6 +123,13 @@ def run(
         False, "--log-samples", help="Write lmms-eval <timestamp>_samples_<task>.jsonl files."
     ),
     stream: bool = typer.Option(False, "--stream", help="Stream responses (measures time to first token)."),
+    logprobs: bool | None = typer.Option(
+        None,
+        "--logprobs/--no-logprobs",
+        help="Ask for one log-probability per generated token (token-level closeness in `compare`). "
+        "Default: on when every endpoint returns them and --stream is off; a resumed run keeps its setting.",
+        show_default=False,
+    ),
     ready_timeout: float = typer.Option(
         60.0, "--ready-timeout", help="Seconds to wait for each endpoint to be ready."
     ),
@@ -165,7 +172,7 @@ def run(
             endpoints=endpoints,
             tasks=task_list,
             data=parse_task_data(data, task_list),
-            generation=GenerationConfig(stream=stream),
+            generation=GenerationConfig(stream=stream, logprobs=logprobs),
             plan=SamplingPlan(limit=limit, sample=sample, seed=seed),
             options=RunOptions(
                 output_path=output_path,

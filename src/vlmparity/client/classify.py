@@ -33,6 +33,9 @@ from typing import Any
 import httpx
 import orjson
 
+from vlmparity.client.logprobs import extract_trace
+from vlmparity.tokentrace import TokenTrace
+
 MESSAGE_MAX_CHARS = 500
 
 
@@ -90,6 +93,7 @@ class Classification:
     response: dict[str, Any] | None = None  # the parsed JSON body (answers and JSON errors)
     ignored: tuple[str, ...] = ()  # out-of-range values read from the reply, raw (also in server_message)
     error_body: str | None = None  # a non-200 response's body as received (for lmms-eval's failure text)
+    trace: TokenTrace | None = None  # per-token log-probabilities, when the answer carries them
 
     @property
     def is_answer(self) -> bool:
@@ -384,6 +388,7 @@ def classify_completion(doc: Any, *, status: int | None = 200) -> Classification
         completion_tokens=completion_tokens,
         response=doc,
         ignored=ignored,
+        trace=extract_trace(choice),
     )
 
 

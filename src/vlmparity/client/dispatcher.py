@@ -47,6 +47,7 @@ from vlmparity.client.endpoint import ResolvedEndpoint
 from vlmparity.client.transport import encode_body, make_http_client, send_attempt, wants_stream
 from vlmparity.errors import EndpointError
 from vlmparity.masking import mask_url, scrub_answer, scrub_message
+from vlmparity.tokentrace import TokenTrace
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class Result:
     response: dict[str, Any] | None = None  # raw response JSON (answers and JSON errors)
     started_at: float = 0.0  # unix time of the first send
     error_body: str | None = None  # a non-200 response's body as received (capped)
+    trace: TokenTrace | None = None  # per-token log-probabilities (requests with `logprobs: true`)
 
 
 @dataclass(frozen=True)
@@ -423,6 +425,7 @@ class Dispatcher:
             error_body=scrub_message(cls.error_body, self._secrets, patterns=False)
             if cls.error_body
             else None,
+            trace=cls.trace,
         )
 
     def _watch_breaker(self, cls: Classification) -> None:

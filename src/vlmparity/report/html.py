@@ -466,6 +466,7 @@ def _disagreement_view(data: ReportData, backends: Sequence[Backend]) -> dict[st
                 "answers": [_answer_view(d.answers.get(n)) for n in names],
                 "side": side,
                 "differs": " ".join(c for c in candidates if _differs(ref, d.answers.get(c))),
+                "fingerprints": sorted(d.fingerprints.items()),
             }
         )
     total = len(rows)
@@ -518,6 +519,7 @@ def _context(data: ReportData) -> dict[str, Any]:
         "ttft_chart": charts.histograms(perf_series_ttft, unit="s", title="Time to first token per backend"),
         "outcome_tables": _outcome_tables(data, backends),
         "dis": dis,
+        "closeness": data.closeness,
         "js_data": dis["js_data"],
         "css": assets.css,
         "js": assets.js,

@@ -238,6 +238,7 @@ class Disagreement:
     target: str = ""  # the answer key
     images: list[str] = field(default_factory=list)  # JPEG data URLs, see `thumbnail_data_url`
     answers: dict[str, AnswerView] = field(default_factory=dict)  # backend name -> answer
+    fingerprints: dict[str, str] = field(default_factory=dict)  # candidate -> closeness fingerprint and cause
 
 
 # --------------------------------------------------------------------------- the report
@@ -261,6 +262,7 @@ class ReportData:
     tool_version: str = ""
     generated_at: str = ""  # ISO 8601
     notes: list[str] = field(default_factory=list)  # e.g. samples excluded for differing request hashes
+    closeness: dict[str, Any] | None = None  # report/closeness.report_view: statement, figures, histogram
     schema_version: int = SCHEMA_VERSION
 
     @property

@@ -10,6 +10,8 @@ Besides accuracy, load and faults, a few knobs make the simulator behave like a 
 - `usage` (default true): false leaves `usage` out of unary responses and never sends the usage chunk of a
   stream, even when `stream_options.include_usage` asks for it.
 - `stream_done` (default true): false ends streams without the closing `data: [DONE]` line.
+- `tokens.*`: per-token log-probabilities and the knobs of numeric closeness (noise, BOS offset, a
+  server-side max-tokens cap, no logprobs at all); see `sim/tokens.py`.
 """
 
 from __future__ import annotations
@@ -135,6 +137,16 @@ class FaultConfig(_Strict):
         }
 
 
+class TokenConfig(_Strict):
+    """Per-token log-probabilities and the numeric differences between engines (see `sim/tokens.py`)."""
+
+    logprobs: bool = True  # answer `logprobs: true` with one log-probability per token
+    numeric_noise: float = Field(default=0.0, ge=0, le=10)  # σ of the perturbation of every logit gap
+    noise_seed: int = 0
+    bos_offset: int = Field(default=0, ge=-8, le=8)  # added to usage.prompt_tokens
+    max_tokens_cap: int | None = Field(default=None, ge=1)  # server-side limit on generated tokens
+
+
 class SimConfig(_Strict):
     """Everything the simulator does; every field has a default so `SimConfig()` is a working vLLM sim."""
 
@@ -163,6 +175,7 @@ class SimConfig(_Strict):
     answers: AnswerConfig = Field(default_factory=lambda: AnswerConfig())
     load: LoadConfig = Field(default_factory=lambda: LoadConfig())
     faults: FaultConfig = Field(default_factory=lambda: FaultConfig())
+    tokens: TokenConfig = Field(default_factory=lambda: TokenConfig())
     log_file: Path | None = None  # append one JSON line per request
 
     @model_validator(mode="after")

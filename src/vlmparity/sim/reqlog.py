@@ -40,6 +40,7 @@ class LogEntry:
     temperature: float | None = None
     seed: int | None = None
     max_tokens: int | None = None
+    probe: bool = False  # vlmparity's start-up logprobs probe (header X-Vlmparity-Probe), not a question
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -20,6 +20,7 @@ class ChatRequest:
     seed: int | None = None
     stream: bool = False
     include_usage: bool = False
+    logprobs: bool = False
 
     @property
     def text(self) -> str:
@@ -123,6 +124,12 @@ def parse_chat(body: dict[str, Any], config: SimConfig) -> ChatRequest:
     if not isinstance(stream, bool):
         raise SimError("invalid_request", "stream field is not a boolean")
     req.stream = stream
+    logprobs = body.get("logprobs", False)
+    if logprobs is not None and not isinstance(logprobs, bool):
+        raise SimError("invalid_request", "logprobs accepts values true or false")
+    req.logprobs = bool(logprobs)
+    if ovms and req.logprobs and stream:
+        raise SimError("invalid_request", "logprobs are not supported in streaming mode.")
     options = body.get("stream_options")
     if options is not None:
         if not stream and not ovms:

@@ -36,12 +36,22 @@ from vlmparity.sim.load import LoadModel, LoadStats
 from vlmparity.sim.personality import Personality, SimError, json_response, make_personality, usage_dict
 from vlmparity.sim.reqlog import LogEntry, RequestLog
 from vlmparity.sim.request import ChatRequest, parse_chat
+from vlmparity.sim.tokens import generate
 from vlmparity.tasks.base import request_hash
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # aiohttp >= 3.12 wants typed request keys; older versions take plain strings.
 ENTRY: Any = web.RequestKey("sim_entry", LogEntry) if hasattr(web, "RequestKey") else "sim_entry"
 SHUTDOWN_TIMEOUT = 0.25  # seconds given to in-flight handlers (e.g. injected hangs) when stopping
+
+
+def logprobs_content(words: list[str], logprobs: list[float]) -> dict[str, Any]:
+    """OpenAI's `choices[0].logprobs` for the words (a leading space on every token but the first)."""
+    content = []
+    for i, (word, lp) in enumerate(zip(words, logprobs, strict=True)):
+        token = word if i == 0 else " " + word
+        content.append({"token": token, "logprob": lp, "bytes": list(token.encode()), "top_logprobs": []})
+    return {"content": content}
 
 
 def merge_config(config: SimConfig | None, overrides: Mapping[str, Any]) -> SimConfig:
@@ -178,6 +188,7 @@ class AsyncSimServer:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         entry = LogEntry(time=time.time(), method=request.method, path=request.path)
+        entry.probe = "X-Vlmparity-Probe" in request.headers
         request[ENTRY] = entry
         self.request_log.add(entry)
         task = asyncio.current_task()
@@ -237,7 +248,8 @@ class AsyncSimServer:
         if model != cfg.model:
             raise SimError("unknown_model", model, param="model")
 
-        fault, attempt = self.faults.decide(entry.body_hash)
+        # vlmparity's start-up probe is never faulted: it would shift every fault drawn for the questions
+        fault, attempt = (None, 0) if entry.probe else self.faults.decide(entry.body_hash)
         entry.fault, entry.attempt = fault, attempt
         if fault is not None:
             entry.outcome = "fault"
@@ -276,7 +288,23 @@ class AsyncSimServer:
             temperature=chat.temperature,
             seed=chat.seed,
         )
-        text, completion_tokens, finish = truncate(answer.text, chat.max_tokens)
+        tok = cfg.tokens
+        limit = chat.max_tokens
+        if tok.max_tokens_cap is not None:
+            limit = tok.max_tokens_cap if limit is None else min(limit, tok.max_tokens_cap)
+        text, completion_tokens, finish = truncate(answer.text, limit)
+        logprobs: list[float] | None = None
+        if text.split() and (tok.numeric_noise > 0 or (chat.logprobs and tok.logprobs)):
+            words, lps = generate(
+                text.split(),
+                entry.body_hash or "",
+                model_seed=cfg.answers.model_seed,
+                noise=tok.numeric_noise,
+                noise_seed=tok.noise_seed,
+            )
+            text = " ".join(words)
+            logprobs = lps if chat.logprobs and tok.logprobs else None
+        prompt_tokens = max(0, prompt_tokens + tok.bos_offset)
         if answer.sample is not None:
             entry.sample_id, entry.task = answer.sample.id, answer.sample.task
         entry.answer, entry.correct, entry.style, entry.finish_reason = (
@@ -295,6 +323,8 @@ class AsyncSimServer:
             await self.load.prefill(n_images)
             await self.load.decode(completion_tokens)
         completion = self.personality.completion(model, text, finish, usage)
+        if logprobs is not None:
+            completion["choices"][0]["logprobs"] = logprobs_content(text.split(), logprobs)
         if not cfg.usage:
             completion.pop("usage", None)
         payload = orjson.dumps(completion)
@@ -466,7 +496,12 @@ class SimServer:
     @property
     def chat_log(self) -> list[LogEntry]:
         """Log entries of chat-completion requests only."""
-        return [e for e in self.server.log if e.path.endswith("/chat/completions")]
+        return [e for e in self.server.log if e.path.endswith("/chat/completions") and not e.probe]
+
+    @property
+    def probe_log(self) -> list[LogEntry]:
+        """vlmparity's start-up probe requests (see `client/logprobs.py`)."""
+        return [e for e in self.server.log if e.probe]
 
     @property
     def fault_counts(self) -> dict[str, int]:

@@ -81,6 +81,7 @@ class GenerationParams:
     seed: int | None = 1234
     max_tokens: int | None = None  # None: the task's own limit (MME 16, MMMU 128)
     stream: bool = False
+    logprobs: bool = False  # ask for one log-probability per generated token (decided once per run)
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,8 @@ def build_request(
     }
     if gen.seed is not None:
         body["seed"] = gen.seed
+    if gen.logprobs:  # no `top_logprobs`: OVMS ignores it, and the body must be the same for every backend
+        body["logprobs"] = True
     if gen.stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
