@@ -200,6 +200,11 @@ for name, p in (d.get("prompt_tokens") or {}).items():
 for pair, t in (d.get("tokens") or {}).items():
     print(f"  tokens {pair}: {t['tokens_same']}/{t['tokens']} same, {t['requests_identical']}/{t['requests']} requests identical, "
           f"max |dlogprob| {t['max_abs_logprob_delta_common_prefix']:.2g}")
+for name, c in (d.get("closeness") or {}).items():
+    o = c["overall"]
+    causes = "; ".join(f"{x['cause']} ({x['evidence']})" for x in c["causes"]) or "none"
+    print(f"  closeness vllm vs {name} (vlmparity compare): {c['statement']}; tokens agree {o['token_agreement']}, "
+          f"|dlogprob| median {o['median']} p95 {o['p95']} max {o['max']}; cause: {causes}")
 if "default_precision" in d:
     print("  default precision:", json.dumps(d["default_precision"].get("answers_differing_from", d["default_precision"])))
 PY

@@ -13,6 +13,9 @@ What is asserted is what is true of the engines, whatever the verdict:
   (vLLM's chat path tokenizes the templated prompt without special tokens; the llava-1.5 template writes no
   BOS), read from the model files, not from either engine;
 - compare's answer agreement equals an independent count over the stored texts;
+- compare's token-level closeness (issue 15: logprobs requested by default, one decision for all three) is
+  computed by `vlmparity compare` itself; its token agreement equals an independent count over the stored
+  token texts, and the run's likely cause is the BOS token (prompt tokens +1 on every sample);
 - on a CPU with BF16, OpenVINO's default precision (bf16 inference, u8 KV cache) changes the computation:
   the per-token log-probabilities of the same greedy requests move, and answers or tokens differ
   somewhere; on a CPU without BF16 that test says so and is skipped.
@@ -118,7 +121,15 @@ def test_doctor_passes_on_each_engine(name: str, record: dict[str, Any]) -> None
     report = json.loads(proc.stdout)
     record.setdefault("doctor", {})[name] = {
         k: report.get(k)
-        for k in ("kind", "server_version", "chat_url", "image_limit", "deterministic", "error_shape")
+        for k in (
+            "kind",
+            "server_version",
+            "chat_url",
+            "image_limit",
+            "deterministic",
+            "error_shape",
+            "logprobs",
+        )
     }
     assert report["deterministic"] is True
     if name == "vllm":
@@ -283,6 +294,74 @@ def test_verdict_and_agreement_are_recorded(compared: dict[str, Any], record: di
         }
     record["compare"] = summary
     assert doc["exit_code"] == record["compare_exit_code"]
+
+
+def stored_tokens(out: Path) -> dict[str, dict[tuple[str, str], list[str]]]:
+    """The token texts stored per endpoint (the `tokens` table), keyed by (task, sample_id)."""
+    conn = sqlite3.connect(out / "vlmparity.sqlite", timeout=30)
+    try:
+        rows = conn.execute(
+            "SELECT u.endpoint, t.task, t.sample_id, t.token_text FROM tokens t JOIN runs u USING (run_id)"
+        ).fetchall()
+        logprobs_meta = conn.execute("SELECT value FROM meta WHERE key = 'logprobs'").fetchone()
+    finally:
+        conn.close()
+    on = logprobs_meta is not None and json.loads(logprobs_meta[0]) is True
+    found: dict[str, dict[tuple[str, str], list[str]]] = {"_meta": {("logprobs", ""): [str(on)]}}
+    for endpoint, task, sid, text in rows:
+        found.setdefault(endpoint, {})[(task, sid)] = json.loads(text) if text else []
+    return found
+
+
+def test_closeness_is_computed_by_compare_and_recorded(
+    compared: dict[str, Any], record: dict[str, Any]
+) -> None:
+    doc = compared["verdict"]
+    toks = stored_tokens(compared["out"])
+    meta = toks.pop("_meta")
+    assert meta[("logprobs", "")] == ["True"], meta  # on by default: every engine answered the probe
+    rows = stored(compared["out"])
+    rows.pop("_planned")
+    expected_bos = 1 if (TINY / "tokenizer.json").exists() and tokenizer_adds_bos(TINY) else None
+    figures = {}
+    for cand in doc["candidates"]:
+        name, close = cand["candidate"], cand["closeness"]
+        o = close["overall"]
+        # independent: answers both engines gave with identical token sequences, over the stored token texts
+        both = [k for k in toks["vllm"] if k in toks[name] and rows["vllm"][k]["outcome"] in ANSWERED
+                and rows[name][k]["outcome"] in ANSWERED]  # fmt: skip
+        same = sum(toks["vllm"][k] == toks[name][k] for k in both)
+        assert o["compared"] == len(both) > 0 and math.isclose(o["token_agreement"], same / len(both)), (
+            o,
+            same,
+        )
+        figures[name] = {
+            "statement": close["statement"],
+            "statement_text": close["statement_text"],
+            "causes": close["causes"],
+            "overall": {
+                "compared": o["compared"],
+                "token_agreement": round(o["token_agreement"], 4),
+                "text_equal": o["text_equal"],
+                "prompt_token_mismatch_share": o["prompt_token_mismatch_share"],
+                **{k: o["abs_logprob_delta"][k] for k in ("n_tokens", "median", "p95", "max")},
+                "first_token_median": o["first_token_abs_logprob_delta"]["median"],
+            },
+            "tasks": {
+                t: {
+                    "token_agreement": v["token_agreement"],
+                    "p95": v["abs_logprob_delta"]["p95"],
+                    "max": v["abs_logprob_delta"]["max"],
+                    "disagreements": v["disagreements"],
+                }
+                for t, v in close["tasks"].items()
+            },
+            "disagreement_causes": dict(Counter(r["cause"] for r in close["disagreements"])),
+        }
+        if expected_bos == 1:  # the BOS OpenVINO GenAI adds and vLLM does not: named, with its evidence
+            assert close["causes"][0]["cause"] == "BOS token / chat template", close["causes"]
+            assert "+1 on" in close["causes"][0]["evidence"]
+    record["closeness"] = figures
 
 
 # ----- token level: the same greedy requests with log-probabilities -------------------------------------------
