@@ -18,6 +18,7 @@ JPEGs of ~90-400 KB, ~230 KB on average; the pixels on the wire are lossless PNG
 3. An instant server (reads the body, answers at once): the client alone.
 
     python bench/throughput.py [--n 500] [--capacity 16] [--latency 0.5] [--png-levels 0,1] [--data-dir DIR]
+    python bench/throughput.py --logprobs-cost [--repeat 3]   # client CPU and store size of --logprobs
 """
 
 from __future__ import annotations
@@ -220,13 +221,15 @@ def one_run(
     *,
     kind: str = "auto",
     png_level: int | None = None,
+    logprobs: bool | None = None,
 ) -> dict[str, float]:
     """One full `vlmparity run` of the set: wall, dispatch wall, req/s, CPU ms per request, utilisation."""
     from vlmparity import runner
-    from vlmparity.config import RunConfig, RunOptions, parse_endpoints
+    from vlmparity.config import GenerationConfig, RunConfig, RunOptions, parse_endpoints
 
     level = {} if png_level is None else {"png_level": png_level}
     cfg = RunConfig(
+        generation=GenerationConfig(logprobs=logprobs),
         endpoints=parse_endpoints(
             [f"sim={server.url}"], kinds=[kind], models=["m"] if kind == "openai" else []
         ),
@@ -259,7 +262,66 @@ def one_run(
         "cores": cpu / wall,  # client CPU seconds per wall second over the whole run
         "utilisation": busy,  # the simulator's slot utilisation while sending (0 for other servers)
         "server_cpu_ms_per_req": server_cpu,  # the simulator process's CPU per request (0 for others)
+        **store_size(out),
     }
+
+
+def store_size(out: Path) -> dict[str, float]:
+    """The store's bytes on disk (file + WAL) and what its `tokens` table holds."""
+    import sqlite3
+
+    files = [out / "vlmparity.sqlite", out / "vlmparity.sqlite-wal"]
+    conn = sqlite3.connect(out / "vlmparity.sqlite")
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        row = conn.execute(
+            "SELECT count(*), coalesce(sum(n), 0), coalesce(sum(length(logprobs)), 0),"
+            " coalesce(sum(length(token_text)), 0) FROM tokens"
+        ).fetchone()
+    except sqlite3.OperationalError:
+        row = (0, 0, 0, 0)
+    finally:
+        conn.close()
+    return {
+        "store_bytes": float(sum(f.stat().st_size for f in files if f.exists())),
+        "trace_rows": float(row[0]),
+        "trace_tokens": float(row[1]),
+        "trace_logprob_bytes": float(row[2]),
+        "trace_text_bytes": float(row[3]),
+    }
+
+
+def logprobs_cost(data: Path, work: Path, repeat: int) -> None:
+    """Client CPU per request and store size with and without --logprobs, interleaved, one simulator."""
+    print("\nlogprobs cost: zero-latency simulator, concurrency 32, runs interleaved (off, on) x", repeat)
+    sim = Sim(work, 1024, 0.0, zero=True)
+    found: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    try:
+        one_run(data, sim, work / "warm-lp", 32, logprobs=False)  # warm-up (the simulator's image cache)
+        for rep in range(repeat):
+            for on in (False, True):
+                r = one_run(data, sim, work / f"lp-{on}-{rep}", 32, logprobs=on)
+                found[on].append(r)
+                print(
+                    f"   logprobs {'on ' if on else 'off'} #{rep}: client CPU {r['cpu_ms_per_req']:.2f} ms/request, "
+                    f"{r['req_s']:.1f} req/s; store {r['store_bytes'] / 1024:.0f} KiB, "
+                    f"{r['trace_rows']:.0f} traces of {r['trace_tokens']:.0f} tokens "
+                    f"({r['trace_logprob_bytes']:.0f} B float32 + {r['trace_text_bytes']:.0f} B token text)"
+                )
+    finally:
+        sim.stop()
+    import statistics
+
+    off = statistics.median(r["cpu_ms_per_req"] for r in found[False])
+    on_ = statistics.median(r["cpu_ms_per_req"] for r in found[True])
+    size_off = statistics.median(r["store_bytes"] for r in found[False])
+    size_on = statistics.median(r["store_bytes"] for r in found[True])
+    sent = found[True][0]["sent"]
+    print(
+        f"   median client CPU: off {off:.2f}, on {on_:.2f} ms/request ({on_ - off:+.2f} ms, {on_ / off - 1:+.1%}); "
+        f"store: off {size_off / 1024:.0f} KiB, on {size_on / 1024:.0f} KiB "
+        f"({(size_on - size_off) / sent:+.0f} B per answer)"
+    )
 
 
 def ceiling_line(label: str, r: dict[str, float]) -> str:
@@ -300,6 +362,11 @@ def main() -> None:
     ap.add_argument(
         "--png-level", type=int, default=None, help="PNG level of part 1 (default: `vlmparity run`'s)"
     )
+    ap.add_argument(
+        "--logprobs-cost",
+        action="store_true",
+        help="only the cost of --logprobs: client CPU per request and store size, with and without",
+    )
     ap.add_argument("--serve-instant", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--serve-sim", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -325,6 +392,9 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        if args.logprobs_cost:
+            logprobs_cost(args.data_dir, work, max(1, args.repeat))
+            return
         if not args.skip_capacity:
             ideal = args.capacity / args.latency
             print(

@@ -225,3 +225,83 @@ def test_stream_with_logprobs_is_a_usage_error(synth_mme_small: Path, tmp_path: 
     code = main(run_args("http://127.0.0.1:9", "http://127.0.0.1:9", synth_mme_small, tmp_path / "o",
                          "--stream", "--logprobs"))  # fmt: skip
     assert code == 4
+
+
+# ----- units: reading traces, kinds and causes of hand-made pairs ---------------------------------------
+
+
+def test_extract_trace_reads_openai_logprobs_and_rejects_partial_ones() -> None:
+    from vlmparity.client.logprobs import extract_trace
+
+    choice = {"logprobs": {"content": [
+        {"token": "Yes", "logprob": -0.25, "bytes": [89, 101, 115], "top_logprobs": []},
+        {"token": "token_id:13", "logprob": -1.5},
+    ]}}  # fmt: skip
+    trace = extract_trace(choice)
+    assert trace is not None and trace.logprobs == (-0.25, -1.5) and trace.tokens == ("Yes", "token_id:13")
+    assert trace.token_ids is None  # only the second token carries an id
+    assert extract_trace({"logprobs": None}) is None
+    assert extract_trace({"logprobs": {"content": [{"token": "a", "logprob": float("nan")}]}}) is None
+    assert extract_trace({"logprobs": {"content": [{"token": "a", "logprob": -1}, "junk"]}}) is None
+    packed = trace.packed_logprobs()
+    assert len(packed) == 8 and array("f", packed).tolist() == [-0.25, -1.5]  # both exact in float32
+
+
+def _pair(text_a: str | None, text_b: str | None, parsed_a: Any, parsed_b: Any, images: int = 1) -> Any:
+    from vlmparity.compare.join import Pair, Side
+    from vlmparity.tasks.base import Sample
+
+    sample = Sample(task="mme", id="s1", doc_id=0, target="Yes", group="g", cluster="c", images=(),
+                    omitted_images=images)  # fmt: skip
+
+    def side(text: str | None, parsed: Any) -> Side:
+        return Side(outcome="ok" if text is not None else "timeout", text=text, parsed=parsed, correct=False)
+
+    return Pair(sample, side(text_a, parsed_a), side(text_b, parsed_b))
+
+
+def _rec(prompt: int, finish: str = "stop", completion: int = 2) -> Any:
+    from vlmparity.store import ResultRecord
+
+    return ResultRecord(run_id=1, task="mme", sample_id="s1", request_hash="h", outcome="ok",
+                        finish_reason=finish, prompt_tokens=prompt, completion_tokens=completion)  # fmt: skip
+
+
+def _trace(tokens: list[str], logprobs: list[float]) -> Any:
+    from vlmparity.tokentrace import TokenTrace
+
+    return TokenTrace(tuple(logprobs), tuple(tokens))
+
+
+def test_kinds_and_causes_of_single_pairs() -> None:
+    from vlmparity.compare.closeness import fingerprint
+
+    # numeric near-tie: same prompt, agreeing prefix, both picks around p = 0.5 at the divergence
+    fp = fingerprint("mme", _pair("Yes it is", "Yes it's", "yes", "yes"), _rec(100), _rec(100),
+                     _trace(["Yes", " it", " is"], [-0.01, -0.69, -0.70]),
+                     _trace(["Yes", " it", "'s"], [-0.0101, -0.6901, -0.69]))  # fmt: skip
+    assert (fp.kind, fp.cause) == ("format-only", "numeric near-tie")
+    assert fp.first_divergence == 2 and fp.prefix_len == 2
+    assert fp.prefix_max is not None and abs(fp.prefix_max - 1e-4) < 1e-9
+    # BOS: prompts one apart decide it, whatever the tokens say
+    fp = fingerprint("mme", _pair("Yes", "No", "yes", "no"), _rec(100), _rec(101),
+                     _trace(["Yes"], [-0.2]), _trace(["No"], [-0.3]))  # fmt: skip
+    assert (fp.kind, fp.cause, fp.prompt_diff) == ("answer flip", "BOS token / chat template", 1)
+    # image tokens: 2 images, 576 more each
+    fp = fingerprint("mme", _pair("Yes", "No", "yes", "no", images=2), _rec(1000), _rec(2152),
+                     None, None)  # fmt: skip
+    assert fp.cause == "image-token count" and "+576 per image" in fp.evidence
+    # other weights: first token agrees but its log-probability is far off
+    fp = fingerprint("mme", _pair("Yes a", "Yes b", "yes", "yes"), _rec(100), _rec(100),
+                     _trace(["Yes", " a"], [-0.05, -0.01]), _trace(["Yes", " b"], [-0.9, -0.02]))  # fmt: skip
+    assert fp.cause == "different weights or preprocessing"
+    # length limit, and a failure on one side
+    fp = fingerprint("mme", _pair("Yes it", "Yes it is", "yes", "yes"), _rec(100, "length", 2),
+                     _rec(100, "stop", 3), None, None)  # fmt: skip
+    assert (fp.kind, fp.cause) == ("length-limit", "max-tokens default")
+    fp = fingerprint("mme", _pair("Yes", None, "yes", None), _rec(100), None, None, None)
+    assert (fp.kind, fp.cause) == ("failure", "request failure")
+    # the same text is no disagreement, whatever the prompts
+    fp = fingerprint("mme", _pair("Yes", "Yes", "yes", "yes"), _rec(100), _rec(101),
+                     _trace(["Yes"], [-0.1]), _trace(["Yes"], [-0.1]))  # fmt: skip
+    assert fp.kind is None and fp.cause is None and fp.tokens_agree
