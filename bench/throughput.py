@@ -291,8 +291,43 @@ def store_size(out: Path) -> dict[str, float]:
     }
 
 
+def parse_cost(tokens: int, rounds: int = 2000) -> tuple[float, float, int, int]:
+    """CPU µs to parse and classify one chat.completion of `tokens` tokens, without and with logprobs
+    (orjson.loads + classify_completion + packing the trace as the store does), and the two body sizes."""
+    import orjson
+
+    from vlmparity.client.classify import classify_completion
+
+    words = [f" w{i}" for i in range(tokens)]
+    plain = {"choices": [{"index": 0, "finish_reason": "length", "logprobs": None,
+                          "message": {"role": "assistant", "content": "".join(words)}}],
+             "usage": {"prompt_tokens": 700, "completion_tokens": tokens, "total_tokens": 700 + tokens}}  # fmt: skip
+    rich = json.loads(json.dumps(plain))
+    rich["choices"][0]["logprobs"] = {"content": [
+        {"token": w, "logprob": -0.123456789 * (i % 7), "bytes": list(w.encode()), "top_logprobs": []}
+        for i, w in enumerate(words)]}  # fmt: skip
+    out = []
+    for doc in (plain, rich):
+        body = orjson.dumps(doc)
+        t0 = time.process_time()
+        for _ in range(rounds):
+            cls = classify_completion(orjson.loads(body))
+            if cls.trace is not None:
+                cls.trace.packed_logprobs()
+                orjson.dumps(list(cls.trace.tokens or ()))
+        out.append((time.process_time() - t0) / rounds * 1e6)
+    return out[0], out[1], len(orjson.dumps(plain)), len(orjson.dumps(rich))
+
+
 def logprobs_cost(data: Path, work: Path, repeat: int) -> None:
     """Client CPU per request and store size with and without --logprobs, interleaved, one simulator."""
+    for n in (1, 16, 128):
+        off_us, on_us, size_off, size_on = parse_cost(n)
+        print(
+            f"   parsing one answer of {n:>3} tokens: {off_us:.1f} µs without, {on_us:.1f} µs with logprobs "
+            f"({on_us - off_us:+.1f} µs); response {size_off} → {size_on} bytes; stored trace {4 * n} B float32 "
+            f"+ {len(json.dumps([f' w{i}' for i in range(n)]))} B token text"
+        )
     print("\nlogprobs cost: zero-latency simulator, concurrency 32, runs interleaved (off, on) x", repeat)
     sim = Sim(work, 1024, 0.0, zero=True)
     found: dict[bool, list[dict[str, float]]] = {False: [], True: []}

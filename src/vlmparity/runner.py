@@ -1577,6 +1577,7 @@ def _run(
         _check_fingerprints(store, plans)
         resolved = run_async(resolve_all(config))
         config = decide_logprobs(config, store, resolved, progress)
+        public = config.public()  # with the decision: run.json and the stored run config say it
         eps = []
         # Every endpoint's identity is checked before any stored run is touched.
         checked = []
