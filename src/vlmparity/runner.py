@@ -1576,8 +1576,6 @@ def _run(
         _check_output_folders(config)
         _check_fingerprints(store, plans)
         resolved = run_async(resolve_all(config))
-        config = decide_logprobs(config, store, resolved, progress)
-        public = config.public()  # with the decision: run.json and the stored run config say it
         eps = []
         # Every endpoint's identity is checked before any stored run is touched.
         checked = []
@@ -1589,6 +1587,9 @@ def _run(
             if changed and (model_changed or not config.options.allow_identity_change):
                 raise identity_error(ecfg.name, changed, config.options.output_path)
             checked.append((ecfg, res, identity, changed))
+        # One logprobs decision for every endpoint, before the first question (the bodies stay identical).
+        config = decide_logprobs(config, store, resolved, progress)
+        public = config.public()  # with the decision: run.json and the stored run config say it
         for ecfg, res, identity, changed in checked:
             rec = store.upsert_run(
                 ecfg.name,
