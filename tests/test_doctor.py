@@ -636,3 +636,16 @@ def test_judgements() -> None:
     assert ovms_release(True, True) == "2026.3 or newer"
     assert ovms_release(False, True) == "2025.3 to 2026.2"
     assert ovms_release(False, False) == "2025.2 or older"
+
+
+def test_logprobs_line_says_whether_the_endpoint_gives_them(capsys: pytest.CaptureFixture[str]) -> None:
+    # the same probe `vlmparity run` sends before its first question (one per doctor, never faulted)
+    with sim_server() as sim:
+        code, doc = doctor_json(capsys, sim.base_url)
+        assert len(sim.probe_log) == 1 and sim.probe_log[0].status == 200
+    assert doc["logprobs"] is True and check(doc, "logprobs")["mark"] == "ok"
+    with sim_server(tokens={"logprobs": False}) as sim:
+        code, doc = doctor_json(capsys, sim.base_url)
+    assert code == 0 and doc["logprobs"] is False  # a warning only: accuracy needs no log-probabilities
+    line = check(doc, "logprobs")
+    assert line["mark"] == "warn" and "carries no log-probabilities" in line["detail"]
