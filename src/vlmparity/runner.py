@@ -1302,7 +1302,7 @@ def decide_logprobs(
                 await asyncio.gather(*(probe_logprobs(r, timeout_s=config.options.timeout) for r in resolved))
             )
 
-        support = asyncio.run(probe_all())
+        support = run_async(probe_all())  # a signal during the probe stops the run like any other
         decision = all(s.supported for s in support)
         if not decision and progress is not None:
             missing = "; ".join(f"{s.endpoint}: {s.reason}" for s in support if not s.supported)
