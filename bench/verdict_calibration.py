@@ -8,7 +8,8 @@ mme_perception_score, mme_cognition_score) and MMMU-val (900 questions, 30 subje
 metrics judged together, default margins unless the scenario says otherwise. The fixed-size verdict is
 `verdict.decide` (vectorised, checked equal to it in tests/test_sequential.py); the sequential verdict is
 `compare.sequential` with looks at 10 %, 20 %, ..., 100 % of the balanced order
-(`data.sampling.sequential_keys`).
+(`data.sampling.sequential_keys`); a part (MME perception, MME cognition, MMMU-val) stops being sent once
+every metric it feeds is equivalent, and its samples so far count as used.
 
 Prints, per scenario and verdict: the share of trials ending equivalent / inconclusive / not
 equivalent, and the mean and 90th-percentile share of the samples used. "False alarm" is `not

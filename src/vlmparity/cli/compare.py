@@ -91,8 +91,8 @@ def sequential_parameters() -> list[inspect.Parameter]:
     return [
         opt("sequential", bool, False, "--sequential",
             help="Send the samples in a balanced seeded order, examine the data at planned looks and stop "
-            "sending once every metric is decided (a group-sequential design with O'Brien-Fleming-type "
-            "alpha spending; see the user guide). Rerunning the same command stops at the same look."),
+            "sending once every metric is decided (a group-sequential design with alpha spending: "
+            "O'Brien-Fleming-type for equivalence, Hwang-Shih-DeCani for a difference; see the user guide). Rerunning the same command stops at the same look."),
         opt("looks", int, 10, "--looks", help="Equally spaced looks of --sequential (the last at the full plan)."),
         opt("continue_to_full", bool, False, "--continue-to-full",
             help="After a --sequential stop: send the rest of the plan and give the fixed-size verdict."),

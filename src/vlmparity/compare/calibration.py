@@ -397,6 +397,21 @@ class SequentialOutcome:
     fraction_used: NDArray[np.float64]
 
 
+# The parts of a full comparison a sequential run stops sending separately, and the metrics each feeds
+# (`compare.looks`: a sample is no longer sent once every metric it feeds is equivalent).
+PARTS = {"mme perception": (0, 1), "mme cognition": (0, 2), "mmmu": (3,)}
+
+
+def part_masks(layout: Layout) -> dict[str, tuple[str, NDArray[np.bool_]]]:
+    """Per part: its task ("mme" | "mmmu") and which of that task's questions belong to it."""
+    p = layout.mme.perception
+    return {
+        "mme perception": ("mme", p),
+        "mme cognition": ("mme", ~p),
+        "mmmu": ("mmmu", np.ones(layout.mmmu_subjects.size, dtype=bool)),
+    }
+
+
 def sequential_verdicts(
     layout: Layout,
     mme: tuple[NDArray[np.bool_], NDArray[np.bool_]],
@@ -404,21 +419,24 @@ def sequential_verdicts(
     times: Sequence[float],
     alpha: float = v.ALPHA,
     margins: tuple[float, float, float] = DEFAULT_MARGINS,
+    *,
+    eq_family: str | None = None,
+    ne_family: str | None = None,
 ) -> SequentialOutcome:
     """Run the group-sequential design (`compare.sequential`) on every trial: looks at `times`."""
     from vlmparity.compare import sequential as seq
 
-    d = seq.design(times, alpha, seq.weights_of(UNITS))
+    d = seq.design(times, alpha, seq.weights_of(UNITS), eq_family=eq_family, ne_family=ne_family)
     trials = mme[0].shape[0]
     status = np.zeros((len(METRICS), trials), dtype=np.int8)  # 0 open, 1 equivalent, 2 not equivalent
     stopped = np.full(trials, -1)
     final = np.full(trials, v.INCONCLUSIVE, dtype=object)
-    # a task whose metrics are all equivalent stops being sent; its samples so far count as used
-    task_rows = {"mme": [0, 1, 2], "mmmu": [3]}
-    task_used = {name: np.full(trials, -1.0) for name in task_rows}
+    masks = part_masks(layout)
+    keys = {"mme": layout.mme_keys, "mmmu": layout.mmmu_keys}
+    # a part all of whose metrics are equivalent stops being sent; its samples so far count as used
+    part_used = {name: np.full(trials, -1.0) for name in PARTS}
     for k, t in enumerate(d.times):
         stats_ = comparison_stats(layout, mme, mmmu, t, margins)
-        sent = {"mme": stats_[0].samples, "mmmu": stats_[3].samples}
         live = stopped < 0
         for j, s in enumerate(stats_):
             u = s.scale * -np.expm1(math.log(d.alpha) / s.units)
@@ -432,15 +450,17 @@ def sequential_verdicts(
         any_ne = (status == 2).any(0)
         all_eq = (status == 1).all(0)
         done = live & (any_ne | all_eq)
-        for name, rows in task_rows.items():
-            finished = (live & (status[rows] == 1).all(0)) | done
-            task_used[name] = np.where(finished & (task_used[name] < 0), sent[name], task_used[name])
+        for name, rows in PARTS.items():
+            task, mask = masks[name]
+            sent = float(np.count_nonzero(mask & (keys[task] <= t + 1e-12)))
+            finished = (live & (status[list(rows)] == 1).all(0)) | done
+            part_used[name] = np.where(finished & (part_used[name] < 0), sent, part_used[name])
         final = np.where(done & any_ne, v.NOT_EQUIVALENT, np.where(done & all_eq, v.EQUIVALENT, final))
         stopped = np.where(done, k, stopped)
     stopped = np.where(stopped < 0, len(d.times) - 1, stopped)
-    full = {"mme": float(layout.mme.categories.size), "mmmu": float(layout.mmmu_subjects.size)}
     used = np.zeros(trials)
-    for name in task_rows:
-        used += np.where(task_used[name] < 0, full[name], task_used[name])
+    for name in PARTS:
+        full = float(np.count_nonzero(masks[name][1]))
+        used += np.where(part_used[name] < 0, full, part_used[name])
     used /= layout.total
     return SequentialOutcome(final.astype(str), stopped, used)

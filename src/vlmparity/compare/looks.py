@@ -9,7 +9,11 @@
   stored answers of those samples exactly as `compare` does (`runner.score_endpoint`, `join`,
   `analysis.task_metrics`) and applying the design (`compare.sequential`);
 - stops sending when the verdict is known (requests already in flight finish and are stored), and
-  stops sending a task whose metrics are all equivalent while another task is still open.
+  stops sending a part whose metrics are all equivalent while another part is still open. The parts
+  are MME perception (feeding mme_acc and mme_perception_score), MME cognition (mme_acc and
+  mme_cognition_score) and each other task (all its metrics): identical engines certify the MME
+  accuracy and perception score after a fifth of MME, while the cognition score's 20-point margin
+  needs about 60 % of the 260 cognition questions; only those keep being sent.
 
 The outcome (design, every look, the stop) is written to `<output>/sequential.json`, and `compare`
 restricts its analysis to the samples of the deciding look. Rerunning the same command examines the
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
     from vlmparity.compare.analysis import Analysis, Settings
     from vlmparity.compare.join import Joined
     from vlmparity.runner import Engine
+    from vlmparity.tasks.base import Sample
 
 RECORD = "sequential.json"
 
@@ -69,7 +74,8 @@ class LookGate:
         self.key: list[float] = []
         self.examined = 0  # looks examined so far
         self.outstanding: dict[str, list[set[int]]] = {}  # endpoint -> per look the indices not yet answered
-        self.finished_tasks: dict[str, int] = {}  # task -> the look after which it stopped being sent
+        self.finished_parts: dict[str, int] = {}  # part -> the look after which it stopped being sent
+        self.parts: list[str] = []  # `part_of` every sample, in order of appearance
         self.stopped = False
         self.reason = ""
         self.design: seq.Design | None = None
@@ -83,6 +89,7 @@ class LookGate:
         from vlmparity.data.sampling import sequential_keys
 
         self.engine = engine
+        self._bind_parts()
         self.key = sequential_keys(engine.samples, self.seed)
         self.look_of = [next(k for k, t in enumerate(self.times) if key <= t + 1e-12) for key in self.key]
         self._changed = asyncio.Condition()
@@ -92,6 +99,7 @@ class LookGate:
         from vlmparity.data.sampling import sequential_keys
 
         assert self.engine is not None
+        self._bind_parts()
         self.key = sequential_keys(self.engine.samples, self.seed)
         self.look_of = [next(k for k, t in enumerate(self.times) if key <= t + 1e-12) for key in self.key]
 
@@ -139,9 +147,19 @@ class LookGate:
 
     # -- the looks ---------------------------------------------------------------------------------------
 
+    def _bind_parts(self) -> None:
+        assert self.engine is not None
+        self.parts = list(dict.fromkeys(part_of(s) for s in self.engine.samples))
+
+    def _part_metrics(self, part: str, metrics: Sequence[str]) -> set[str]:
+        """The metrics a part's samples feed: its task's, less the sub-scores of the task's other parts."""
+        task, _, own = part.partition("/")
+        subs = {p.partition("/")[2] for p in self.parts if p.startswith(task + "/")}
+        return {m for m in metrics if self._task_of(m) == task and (m == own or m not in subs)}
+
     def _skip(self, index: int) -> bool:
         assert self.engine is not None
-        return self.engine.samples[index].task in self.finished_tasks
+        return part_of(self.engine.samples[index]) in self.finished_parts
 
     def _ready(self) -> bool:
         k = self.examined
@@ -195,16 +213,17 @@ class LookGate:
             if all(x.overall == v.EQUIVALENT for x in last) and look == len(self.times) - 1:
                 self.reason += " (at the last look)"
             return
-        # a task all of whose metrics are equivalent for every open candidate stops being sent
-        for task in self._tasks():
-            if task in self.finished_tasks:
+        # a part all of whose metrics are equivalent for every open candidate stops being sent
+        names = [r.metric for r in results[open_[0].candidate]]
+        for part in self.parts:
+            if part in self.finished_parts:
                 continue
-            metrics = {r.metric for r in results[open_[0].candidate] if self._task_of(r.metric) == task}
+            metrics = self._part_metrics(part, names)
             if metrics and all(
                 c.last is not None and all(c.last.status.get(m) == v.EQUIVALENT for m in metrics)
                 for c in open_
             ):
-                self.finished_tasks[task] = look
+                self.finished_parts[part] = look
 
     def _tasks(self) -> list[str]:
         assert self.engine is not None
@@ -215,11 +234,11 @@ class LookGate:
         return "mme" if metric.startswith("mme_") else "mmmu_val" if metric.startswith("mmmu") else metric
 
     def sample_ids(self, look: int) -> dict[str, set[str]]:
-        """Per task the sample ids a look uses: through `look`, or through the look its task stopped at."""
+        """Per task the sample ids a look uses: through `look`, or through the look its part stopped at."""
         assert self.engine is not None
         out: dict[str, set[str]] = {t: set() for t in self._tasks()}
         for i, s in enumerate(self.engine.samples):
-            through = min(look, self.finished_tasks.get(s.task, look))
+            through = min(look, self.finished_parts.get(part_of(s), look))
             if self.look_of[i] <= through:
                 out[s.task].add(s.id)
         return out
@@ -292,7 +311,7 @@ class LookGate:
             "stopped_early": early,
             "verdict": last.overall if last.overall != seq.OPEN else "undecided",
             "reason": last.reason or (self.reason if not comp.decided else ""),
-            "finished_tasks": {t: k_ + 1 for t, k_ in self.finished_tasks.items()},
+            "finished_parts": {t: k_ + 1 for t, k_ in self.finished_parts.items()},
             "looks": [
                 {
                     "look": x.index + 1,
@@ -361,6 +380,15 @@ class LookGate:
             notes=(*analysis.notes, self.note(analysis.candidate)),
             sequential=self.summary(analysis.candidate),
         )
+
+
+def part_of(sample: Sample) -> str:
+    """The part a sample belongs to for stopping: "mme/<the MME score its category feeds>", else its task."""
+    if sample.task == "mme":
+        from vlmparity.tasks.mme import metric_for
+
+        return f"mme/{metric_for(sample.group)}"
+    return sample.task
 
 
 def restrict(joins: Sequence[Joined], ids: Mapping[str, set[str]]) -> list[Joined]:

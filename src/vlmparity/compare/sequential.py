@@ -6,8 +6,11 @@ fractions of the full plan (default: 10 looks at 10 %, 20 %, ..., 100 %). At loo
 paired difference d_k = B - A, its design-based standard error se_k and, as in the fixed-size verdict,
 an exact bound u for the case where the runs disagree nowhere (`verdict.exact_zero_bound`).
 
-Two decisions per metric, each a group-sequential test with Lan-DeMets O'Brien-Fleming-type alpha
-spending, alpha(t) = 2 - 2 Phi(z(1 - alpha/2) / sqrt(t)) (Lan & DeMets 1983; gsDesign's sfLDOF):
+Two decisions per metric, each a group-sequential test with its own alpha-spending function (Lan &
+DeMets 1983): Lan-DeMets O'Brien-Fleming-type spending, alpha(t) = 2 - 2 Phi(z(1 - alpha/2) / sqrt(t))
+(gsDesign's sfLDOF), for equivalence; Hwang-Shih-DeCani spending with gamma = -4,
+alpha(t) = alpha (1 - e^(4t)) / (1 - e^4) (Hwang, Shih & DeCani 1990; gsDesign's sfHSD and its default
+upper bound), for a difference:
 
 - **equivalent** (two one-sided tests, TOST): at look k the interval d_k +- h_k, with
   h_k = sqrt((c_k se_k)^2 + u_k^2), lies inside +-margin. c_k is the one-sided O'Brien-Fleming-type
@@ -22,8 +25,15 @@ spending, alpha(t) = 2 - 2 Phi(z(1 - alpha/2) / sqrt(t)) (Lan & DeMets 1983; gsD
   |d_k| >= margin, with z_k the test of no difference the fixed-size verdict describes (McNemar's exact
   test for questions, else d_k over the standard error under no difference: the plug-in se_k,
   estimated from a few disagreements at an early look, is too small too often), where b_k is the
-  two-sided O'Brien-Fleming-type boundary spending the metric's share of alpha over the looks (half a
-  side). The shares are a weighted Bonferroni split (the overall verdict is `not equivalent` as soon as
+  two-sided Hwang-Shih-DeCani (gamma = -4) boundary spending the metric's share of alpha over the
+  looks (half a side). gamma = -4 spends 0.9 % of the share by t = 0.1 and 4.3 % by t = 0.3 (O'Brien-
+  Fleming-type: ~0 and 0.02 %; the accuracies' first boundary is 3.79 instead of 8.26), so a clear
+  drop stops at the second or third look instead of the third or fourth; it gives up a little at the
+  end (the last boundary 2.51 instead of 2.48), which the calibration shows costs no power that matters
+  (bench/verdict_calibration.py). Any spending function fixed in advance keeps each test's level (Lan &
+  DeMets), so the choice is about speed only. Equivalence keeps O'Brien-Fleming-type spending: its
+  interval rests on a plug-in se, which a few early disagreements estimate poorly, and early
+  equivalence comes from the exact bound u (no spending) anyway. The shares are a weighted Bonferroni split (the overall verdict is `not equivalent` as soon as
   one metric is): accuracies weigh 2, MME scores 1 (mme_acc and mmmu_acc 1/3 of alpha each, the two MME
   scores 1/6 each), since the accuracies are the sensitive tests and the scores are there for drops
   concentrated in a few categories, which move them by many points. With
@@ -35,7 +45,19 @@ spending, alpha(t) = 2 - 2 Phi(z(1 - alpha/2) / sqrt(t)) (Lan & DeMets 1983; gsD
   not equivalent; that is the price of the power, documented in the user guide.)
 
 Stopping: once a metric is decided (either way) it stays decided; the comparison stops when the overall
-verdict is known: any metric not equivalent, or every metric equivalent. At the last look the metrics
+verdict is known: any metric not equivalent, or every metric equivalent. Before that, a part of the
+samples stops being sent once every metric it feeds is equivalent (`compare.looks`: MME perception feeds
+mme_acc and the perception score, MME cognition mme_acc and the cognition score, MMMU-val mmmu_acc).
+This keeps both error rates: a part stops only when every metric it feeds is decided, so no open metric
+is fed by a stopped part; an open metric's statistic at look k is computed from its own samples through
+look k, the same test whether or not other parts are still sent, and a decided metric is never judged
+again; a metric that stopped equivalent has
+already spent its chance of a wrong `equivalent` and can only lose, not gain, chances of a false
+`not equivalent`. So the bounds above (each equivalence at most alpha, the false alarm at most the sum
+of the shares, alpha) hold with parts stopping on their own. Without it, identical engines would send
+60-70 % of all of MME (the cognition score's 20-point margin needs ~60 % of its 260 questions even with
+no disagreement: u = 1 - alpha^(1/n) over the 4 categories' per-answer weights) where about 30 % of the
+perception questions already settle mme_acc and the perception score. At the last look the metrics
 still open are `inconclusive`. The boundaries are computed here by recursive numerical integration of
 the Brownian motion of the score statistic over the looks (Armitage, McPherson & Rowe 1969), on a grid
 with Simpson weights, the way ld98/ldbounds and gsDesign compute them; tests check them against
@@ -61,7 +83,12 @@ from vlmparity.compare import verdict as v
 from vlmparity.errors import ConfigError
 
 DEFAULT_LOOKS = 10
-SPENDING = "Lan-DeMets O'Brien-Fleming-type, alpha(t) = 2 - 2 Phi(z(1 - alpha/2) / sqrt(t))"
+EQ_FAMILY = "obf"
+NE_FAMILY = "hsd:-4"
+SPENDING = (
+    "equivalence: Lan-DeMets O'Brien-Fleming-type, alpha(t) = 2 - 2 Phi(z(1 - alpha/2) / sqrt(t)); "
+    "difference: Hwang-Shih-DeCani gamma = -4, alpha(t) = alpha (1 - exp(4 t)) / (1 - exp(4))"
+)
 _GRID = 801  # grid points of the density between looks (odd: Simpson)
 _Z_FLOOR = -9.0  # below this the continuation density is negligible (one-sided boundaries)
 _Z_CAP = 40.0  # "never crosses" (a look that spends nothing)
@@ -70,6 +97,24 @@ OPEN = "open"
 
 
 # --------------------------------------------------------------------------- spending and boundaries
+
+
+def hsd_spending(t: float | NDArray[np.float64], alpha: float, gamma: float) -> NDArray[np.float64]:
+    """Hwang-Shih-DeCani spending: alpha (1 - exp(-gamma t)) / (1 - exp(-gamma)); gamma 0 is linear (alpha t).
+    gamma = -4 spends about like O'Brien-Fleming late but more early; gamma = 1 is close to Pocock."""
+    tt = np.clip(np.asarray(t, dtype=float), 0.0, 1.0)
+    if abs(gamma) < 1e-12:
+        return np.asarray(alpha * tt, dtype=float)
+    return np.asarray(alpha * np.expm1(-gamma * tt) / np.expm1(-gamma), dtype=float)
+
+
+def spending(t: float | NDArray[np.float64], alpha: float, family: str) -> NDArray[np.float64]:
+    """alpha spent by t under `family`: "obf" (Lan-DeMets O'Brien-Fleming-type) or "hsd:<gamma>"."""
+    if family == "obf":
+        return obf_spending(t, alpha)
+    if family.startswith("hsd:"):
+        return hsd_spending(t, alpha, float(family[4:]))
+    raise ConfigError(f"unknown spending function {family!r}")
 
 
 def obf_spending(t: float | NDArray[np.float64], alpha: float) -> NDArray[np.float64]:
@@ -96,10 +141,10 @@ def _check_looks(times: Sequence[float]) -> NDArray[np.float64]:
 
 
 @lru_cache(maxsize=64)
-def _boundaries(times: tuple[float, ...], alpha: float, two_sided: bool) -> tuple[float, ...]:
+def _boundaries(times: tuple[float, ...], alpha: float, two_sided: bool, family: str) -> tuple[float, ...]:
     t = _check_looks(times)
-    # two-sided: each side spends its own O'Brien-Fleming-type function at alpha / 2 (ldbounds, gsDesign)
-    spend = 2 * obf_spending(t, alpha / 2) if two_sided else obf_spending(t, alpha)
+    # two-sided: each side spends its own function at alpha / 2 (ldbounds, gsDesign)
+    spend = 2 * spending(t, alpha / 2, family) if two_sided else spending(t, alpha, family)
     increments = np.diff(np.concatenate([[0.0], spend]))
     bounds: list[float] = []
     grid = weights = density = None  # on the B-scale, B(t) = Z(t) sqrt(t)
@@ -140,7 +185,9 @@ def _boundaries(times: tuple[float, ...], alpha: float, two_sided: bool) -> tupl
     return tuple(bounds)
 
 
-def boundaries(times: Sequence[float], alpha: float, *, two_sided: bool = False) -> NDArray[np.float64]:
+def boundaries(
+    times: Sequence[float], alpha: float, *, two_sided: bool = False, family: str = "obf"
+) -> NDArray[np.float64]:
     """Z boundaries at the looks `times` (information fractions, last 1) for Lan-DeMets OBF spending.
 
     One-sided: reject at look k when Z_k >= c_k, P_0(ever) = alpha. Two-sided symmetric: |Z_k| >= c_k,
@@ -149,7 +196,7 @@ def boundaries(times: Sequence[float], alpha: float, *, two_sided: bool = False)
     if not 0 < alpha < 1:
         raise ConfigError(f"alpha must be between 0 and 1, got {alpha}")
     key = tuple(round(float(x), 12) for x in times)
-    return np.asarray(_boundaries(key, float(alpha), two_sided))
+    return np.asarray(_boundaries(key, float(alpha), two_sided, family))
 
 
 def crossing_probability(bounds: Sequence[float], times: Sequence[float], drift: float = 0.0) -> float:
@@ -199,6 +246,8 @@ class Design:
     eq_bounds: tuple[float, ...]  # c_k: one-sided, each TOST side at alpha
     ne_alphas: tuple[float, ...]  # per metric: its share of alpha for `not equivalent` (weighted Bonferroni)
     ne_bounds: tuple[tuple[float, ...], ...]  # per metric b_k: two-sided at its ne_alpha
+    eq_family: str = "obf"
+    ne_family: str = "obf"
 
     @property
     def metrics(self) -> int:
@@ -208,7 +257,9 @@ class Design:
         return {
             "looks": [round(t, 6) for t in self.times],
             "alpha": self.alpha,
-            "spending": SPENDING,
+            "spending": SPENDING if (self.eq_family, self.ne_family) == (EQ_FAMILY, NE_FAMILY) else "",
+            "equivalence_spending": self.eq_family,
+            "difference_spending": self.ne_family,
             "equivalence_bounds": [round(c, 4) for c in self.eq_bounds],
             "nonequivalence_alphas": [round(a, 6) for a in self.ne_alphas],
             "nonequivalence_bounds": [[round(c, 4) for c in b] for b in self.ne_bounds],
@@ -222,8 +273,17 @@ def equal_looks(k: int) -> tuple[float, ...]:
     return tuple((i + 1) / k for i in range(k))
 
 
-def design(times: Sequence[float], alpha: float, weights: Sequence[float]) -> Design:
+def design(
+    times: Sequence[float],
+    alpha: float,
+    weights: Sequence[float],
+    *,
+    eq_family: str | None = None,
+    ne_family: str | None = None,
+) -> Design:
     """The boundaries for metrics of these non-equivalence `weights` at the looks `times`, overall level alpha."""
+    eq_family = EQ_FAMILY if eq_family is None else eq_family
+    ne_family = NE_FAMILY if ne_family is None else ne_family
     t = tuple(float(x) for x in _check_looks(times))
     if not weights or min(weights) <= 0:
         raise ConfigError("a sequential design needs at least one metric")
@@ -232,9 +292,13 @@ def design(times: Sequence[float], alpha: float, weights: Sequence[float]) -> De
     return Design(
         times=t,
         alpha=alpha,
-        eq_bounds=tuple(float(x) for x in boundaries(t, alpha)),
+        eq_bounds=tuple(float(x) for x in boundaries(t, alpha, family=eq_family)),
         ne_alphas=shares,
-        ne_bounds=tuple(tuple(float(x) for x in boundaries(t, a, two_sided=True)) for a in shares),
+        ne_bounds=tuple(
+            tuple(float(x) for x in boundaries(t, a, two_sided=True, family=ne_family)) for a in shares
+        ),
+        eq_family=eq_family,
+        ne_family=ne_family,
     )
 
 

@@ -56,7 +56,8 @@ POLICY_TEXT = {
 SEQUENTIAL_LEGEND = (
     "interval of Δ (sequential, --sequential): each metric at the look that decided it, Δ ± √((c·se)² + u²) "
     "with c the look's O'Brien-Fleming-type boundary (conf. = 1 − 2·(1 − Φ(c))): inside ±margin = "
-    "equivalent. not equivalent = a difference shown at the look's boundary (z under no difference, "
+    "equivalent. not equivalent = a difference shown at the look's Hwang–Shih–DeCani (γ = −4) boundary "
+    "(z under no difference, "
     "weighted Bonferroni across the metrics) with Δ beyond the margin.\np Δ≠0: test of no difference "
     "(McNemar exact; z-test for MME's clustered metrics), unadjusted. p |Δ|≥margin: the fixed-size TOST "
     "p-value of the look's data, a description."
