@@ -450,3 +450,50 @@ def _strata(data: dict[str, Path]) -> dict[str, dict[str, set[str]]]:
 def test_sequential_needs_endpoints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _main(["compare", str(tmp_path), "--sequential"]) == 4
     assert "--sequential works only when compare sends the samples" in capsys.readouterr().err
+
+
+def test_compare_sequential_stops_sending_the_parts_already_equivalent(
+    synth_mme_small: Path, synth_mmmu_small: Path, tmp_path: Path
+) -> None:
+    # identical engines; wide margins but a cognition margin no interval fits in: mme_acc, the perception
+    # score and mmmu_acc are equivalent at look 1 of 2, the cognition score never is (and no difference is
+    # ever shown). MME perception and MMMU-val stop being sent after look 1; the cognition questions go on.
+    from vlmparity.sim import SimConfig, SimServer
+    from vlmparity.tasks.mme import COGNITION
+
+    data = {"mme": synth_mme_small, "mmmu_val": synth_mmmu_small}
+    load = {"capacity": 8, "base_latency": 0.0, "per_image": 0.0, "per_token": 0.0, "time_scale": 0}
+
+    def config() -> SimConfig:
+        return SimConfig(
+            personality="vllm", data=list(data.values()), answers={"model_seed": 4}, load=load, image_limit=16
+        )  # type: ignore[arg-type]
+
+    margins = ["--margin", "60", "--mme-margin-perception", "2000", "--mme-margin-cognition", "0.001"]
+    out, vfile = tmp_path / "out", tmp_path / "v.json"
+    with SimServer(config()) as ref, SimServer(config()) as cand:
+        code = _main(
+            ["compare", "-e", f"ref={ref.url}", "-e", f"cand={cand.url}", "--tasks", "mme,mmmu_val",
+             "--data", f"mme={data['mme']}", "--data", f"mmmu_val={data['mmmu_val']}", "-o", str(out),
+             "--json", str(vfile), "--no-report", "--sequential", "--looks", "2", *margins]
+        )  # fmt: skip
+        sent = {
+            name: {(e.task, e.sample_id) for e in sim.chat_log if e.status == 200}
+            for name, sim in (("ref", ref), ("cand", cand))
+        }
+    assert code == v.EXIT_CODES[v.INCONCLUSIVE]
+    # expected from the data files: perception categories and MMMU subjects half (look 1), cognition all
+    expected = 0
+    for task, strata in _strata(data).items():
+        for group, units in strata.items():
+            per_unit = 2 if task == "mme" else 1
+            if task == "mme" and group in COGNITION:
+                expected += len(units) * per_unit
+            else:
+                expected += math.floor(len(units) / 2 + 0.5) * per_unit
+    assert len(sent["ref"]) == len(sent["cand"]) == expected and sent["ref"] == sent["cand"]
+    mme_sent = {sid for task, sid in sent["ref"] if task == "mme"}
+    assert len(mme_sent) < 56  # not all of MME
+    info = json.loads((out / "sequential.json").read_text())["candidates"]["cand"]
+    assert info["finished_parts"] == {"mme/mme_perception_score": 1, "mmmu_val": 1}
+    assert info["verdict"] == "inconclusive" and info["samples_used"] == expected
