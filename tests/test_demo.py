@@ -49,8 +49,14 @@ def test_small_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     metrics = {m["metric"] for m in doc["candidates"][0]["metrics"]}
     assert metrics == {"mme_acc", "mme_perception_score", "mme_cognition_score", "mmmu_acc"}
     assert doc["candidates"][0]["health"]["candidate"]["n"] == 38
-    # --keep: the stored runs compare again without any server
-    assert main(["compare", str(out / "runs"), "--no-report"]) == doc["exit_code"]
+    # token-level closeness beside the verdict, as `compare` shows it (issue 15)
+    assert "Numerical closeness (ovms vs vllm; not part of the verdict)" in printed
+    closeness = doc["candidates"][0]["closeness"]
+    assert closeness["overall"]["pairs"] == 38 and closeness["statement"]
+    # --keep: the stored runs compare again without any server, with the same closeness figures
+    again = tmp_path / "again.json"
+    assert main(["compare", str(out / "runs"), "--no-report", "--json", str(again)]) == doc["exit_code"]
+    assert json.loads(again.read_text())["candidates"][0]["closeness"] == closeness
 
 
 def test_demo_points_at_nothing_it_deletes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

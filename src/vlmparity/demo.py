@@ -21,6 +21,7 @@ from vlmparity.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from vlmparity.compare.analysis import Analysis, Settings
+    from vlmparity.compare.closeness import Closeness
     from vlmparity.compare.join import Joined
     from vlmparity.runner import ProgressSink, RunOutcome
     from vlmparity.sim import SimConfig, SimServer
@@ -62,6 +63,7 @@ class DemoResult:
     joined: Joined
     outcome: RunOutcome
     timings: dict[str, float] = field(default_factory=dict)
+    closeness: Closeness | None = None  # token level, beside the verdict (as `compare` shows it)
 
 
 def prepare_folder(out: Path) -> None:
@@ -146,10 +148,12 @@ def run_demo(
     """Generate data, serve two simulated engines, run both through the runner, compare, write the report."""
     from vlmparity import runner
     from vlmparity.compare.analysis import analyse
+    from vlmparity.compare.closeness import closeness
     from vlmparity.compare.join import load_joins, seed_cache
     from vlmparity.compare.to_report import json_document, report_data
     from vlmparity.config import RunConfig, RunOptions, parse_endpoints
     from vlmparity.data.synth import write_mme, write_mmmu
+    from vlmparity.report.closeness import report_view, row_fingerprints
     from vlmparity.report.html import write_report
 
     say = step or (lambda _text: None)
@@ -204,7 +208,12 @@ def run_demo(
     seed_cache(cache, config.public(), plans)
     (joined,) = load_joins([runs_dir], reference=REFERENCE, candidates=[CANDIDATE], cache=cache)
     analysis = analyse(joined, verdict)
+    close = closeness(joined)  # beside the verdict, never part of it
     data = report_data([analysis], [joined], title="vlmparity demo")
+    data.closeness = report_view([close])
+    marks = row_fingerprints([close])
+    for row in data.disagreements:
+        row.fingerprints = marks.get((row.task, row.sample_id), {})
     if not settings.keep:
         for backend in data.backends:  # the setup table names no folder that is about to go
             backend.run = NOT_KEPT
@@ -215,9 +224,11 @@ def run_demo(
     verdict_json = out / "verdict.json"
     import orjson
 
-    verdict_json.write_bytes(orjson.dumps(json_document([analysis]), option=orjson.OPT_INDENT_2) + b"\n")
+    doc = json_document([analysis])
+    doc["candidates"][0]["closeness"] = close.as_dict()
+    verdict_json.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
     timings["compare"] = time.perf_counter() - t
     if not settings.keep:
         shutil.rmtree(data_dir, ignore_errors=True)
         shutil.rmtree(runs_dir, ignore_errors=True)
-    return DemoResult(out, report, verdict_json, analysis, joined, outcome, timings)
+    return DemoResult(out, report, verdict_json, analysis, joined, outcome, timings, close)

@@ -65,6 +65,10 @@ def demo(
         result = run_demo(settings, progress=progress, step=step)
     typer.echo("")
     typer.echo(render_terminal(result.analysis, top))
+    if result.closeness is not None:
+        from vlmparity.report.closeness import terminal_text
+
+        typer.echo(terminal_text(result.closeness, top))
     for s in result.outcome.sessions:
         from vlmparity.report.run_summary import summary_line
 
