@@ -153,7 +153,7 @@ def rescore(out: Path) -> dict[str, Any]:
     ]  # fmt: skip
     t_data = time.perf_counter() - t1
     t5 = time.perf_counter()
-    import vlmparity.compare.stats  # noqa: F401  (the intervals' module; scipy.stats only if it imports it)
+    import vlmparity.stats  # noqa: F401  (the intervals' module; scipy.stats only if it imports it)
 
     t_stats = time.perf_counter() - t5
     t2 = time.perf_counter()

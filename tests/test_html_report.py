@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlmparity.compare import stats
+from vlmparity import stats
 from vlmparity.compare import verdict as v
 from vlmparity.errors import DataError, VlmparityError
 from vlmparity.report import html as report_html

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from vlmparity.compare import stats
+from vlmparity import stats
 from vlmparity.errors import DataError
 
 # ----------------------------------------------------------------------------- Wilson
@@ -55,7 +55,7 @@ def test_wilson_does_not_import_scipy() -> None:
     import sys
 
     code = (
-        "import sys; from vlmparity.compare import stats; stats.wilson_interval(8, 10); "
+        "import sys; from vlmparity import stats; stats.wilson_interval(8, 10); "
         "print('scipy.stats' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,7 +20,6 @@ from enum import StrEnum
 from typing import Any
 
 import httpx
-from PIL import Image
 
 from vlmparity.client.classify import (
     MAX_REPLY_BYTES,
@@ -33,6 +31,7 @@ from vlmparity.client.classify import (
 )
 from vlmparity.client.endpoint import BackendKind, EndpointSpec, ResolvedEndpoint
 from vlmparity.client.probe import PROBE_TIMEOUT_S, _NotReady, _Prober, resolve_endpoint
+from vlmparity.client.probe_bodies import IMAGE_COLOURS, chat_body, png_data_url
 from vlmparity.client.transport import (
     StreamAssembler,
     capped_lines,
@@ -43,12 +42,10 @@ from vlmparity.client.transport import (
 )
 from vlmparity.errors import EndpointError
 
-MAX_TOKENS = 8
 MMMU_MAX_IMAGES = 7  # MMMU-val questions carry image_1 .. image_7
 UNKNOWN_MODEL = "vlmparity-doctor-no-such-model"
 SEED_SAME = 1234
 SEEDS_OTHER = (1235, 1236, 1237, 1238)
-IMAGE_COLOURS = ((220, 40, 40), (40, 180, 60), (40, 80, 220))
 MESSAGE_CHARS = 120  # server messages quoted in a checklist line
 
 
@@ -137,39 +134,9 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
 
-def png_data_url(colour: tuple[int, int, int], side: int = 32) -> str:
-    """A small PNG as a base64 data URL: a solid colour with a white diagonal (distinct, decodable)."""
-    img = Image.new("RGB", (side, side), colour)
-    for i in range(side):
-        img.putpixel((i, i), (255, 255, 255))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def corrupt_image_url() -> str:
     """Valid base64 of bytes that start like a PNG but are not an image."""
     return "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\nnot really a png").decode("ascii")
-
-
-def chat_body(
-    n_images: int, *, temperature: float = 0.0, seed: int | None = None, text: str | None = None
-) -> dict[str, Any]:
-    """A tiny chat request (without `model`): `n_images` distinct 32x32 PNGs and a short question."""
-    colours = [IMAGE_COLOURS[i % len(IMAGE_COLOURS)] for i in range(n_images)]
-    content: list[dict[str, Any]] = [
-        {"type": "image_url", "image_url": {"url": png_data_url(c)}} for c in colours
-    ]
-    question = text or ("What colour is this image?" if n_images == 1 else "What colours are these images?")
-    content.append({"type": "text", "text": question})
-    body: dict[str, Any] = {
-        "messages": [{"role": "user", "content": content}],
-        "max_tokens": MAX_TOKENS,
-        "temperature": temperature,
-    }
-    if seed is not None:
-        body["seed"] = seed
-    return body
 
 
 def error_shape(doc: Any) -> str:

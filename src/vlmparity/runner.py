@@ -194,7 +194,7 @@ def _paired_scores(
 def _wilson(k: int, n: int) -> Bounds | None:
     if n == 0:
         return None
-    from vlmparity.compare.stats import wilson_interval
+    from vlmparity.stats import wilson_interval
 
     iv = wilson_interval(k, n)
     return Bounds(iv.estimate, iv.low, iv.high, "wilson")
@@ -211,7 +211,7 @@ def _intervals(
         if not rows:
             continue
         if task.name == "mme":
-            from vlmparity.compare.stats import mme_score_interval
+            from vlmparity.stats import mme_score_interval
 
             iv = mme_score_interval(
                 [str(s.fields["category"]) for s, _ in rows],
@@ -1449,8 +1449,8 @@ async def probe_image_limit(
     ("At most N image(s)"), or ("unknown", None) when it failed otherwise. Deterministic for a given server."""
     import httpx
 
+    from vlmparity.client.probe_bodies import chat_body
     from vlmparity.client.transport import send_attempt
-    from vlmparity.doctor import chat_body
 
     body = chat_body(n_images) | {"model": resolved.model}
     async with httpx.AsyncClient(timeout=None) as client:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from vlmparity.compare import stats
+from vlmparity import stats
 from vlmparity.compare import verdict as v
 from vlmparity.compare.join import Joined, LoadedRun, Pair, Side, TaskJoin, is_missing
 from vlmparity.errors import ConfigError

@@ -44,7 +44,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats as sps
 
-from vlmparity.compare import stats
+from vlmparity import stats
 from vlmparity.errors import ConfigError, DataError
 
 ALPHA = 0.05

@@ -21,8 +21,8 @@ import orjson
 from vlmparity.errors import DataError
 
 if TYPE_CHECKING:
-    from vlmparity.compare.stats import Agreement
     from vlmparity.compare.verdict import PairedResult, Verdict
+    from vlmparity.stats import Agreement
 
 SCHEMA_VERSION = 2  # 2: decision intervals, named scoring policies
 OUTCOME_CLASSES = ("ok", "http_error", "timeout", "connection", "empty", "length", "unsupported", "malformed")
@@ -157,7 +157,7 @@ class AgreementInfo:
 
     @classmethod
     def from_stats(cls, task: str, kind: str, a: Agreement) -> AgreementInfo:
-        """Copy a `compare.stats.Agreement`."""
+        """Copy a `stats.Agreement`."""
         return cls(task, kind, a.n, a.n_agree, a.rate, a.low, a.high)
 
 

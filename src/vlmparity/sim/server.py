@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from vlmparity.canonical import request_hash
 from vlmparity.sim.answers import choose_answer, count_tokens, truncate
 from vlmparity.sim.config import SimConfig
 from vlmparity.sim.dataset import DatasetIndex, build_index, recognise
@@ -37,7 +38,6 @@ from vlmparity.sim.personality import Personality, SimError, json_response, make
 from vlmparity.sim.reqlog import LogEntry, RequestLog
 from vlmparity.sim.request import ChatRequest, parse_chat
 from vlmparity.sim.tokens import generate
-from vlmparity.tasks.base import request_hash
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # aiohttp >= 3.12 wants typed request keys; older versions take plain strings.

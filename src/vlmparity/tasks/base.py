@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-import orjson
+from vlmparity.canonical import request_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,16 +96,6 @@ class Request:
     def with_model(self, model: str) -> dict[str, Any]:
         """The body to send to one endpoint."""
         return {"model": model, **self.body}
-
-
-def canonical_json(obj: Any) -> bytes:
-    """Canonical JSON bytes (sorted keys, no spaces) used for hashing."""
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
-
-
-def request_hash(body: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of `body` without its `model` field."""
-    return hashlib.sha256(canonical_json({k: v for k, v in body.items() if k != "model"})).hexdigest()
 
 
 def build_request(
