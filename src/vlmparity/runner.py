@@ -178,7 +178,7 @@ def _aggregate(
 ) -> TaskResult:
     params = inspect.signature(task.aggregate).parameters
     if "allow_partial_pairs" in params:
-        return task.aggregate(samples, scores, allow_partial_pairs=partial)  # type: ignore[call-arg]
+        return task.aggregate(samples, scores, allow_partial_pairs=partial)
     return task.aggregate(samples, scores)
 
 
@@ -188,7 +188,7 @@ def _paired_scores(
     """The answers scored with PAIRED_FALLBACK, or None when the task has no such option (no fallback)."""
     if "fallback" not in inspect.signature(task.score).parameters:
         return None
-    return task.score(samples, answers, seed=seed, fallback=PAIRED_FALLBACK)  # type: ignore[call-arg]
+    return task.score(samples, answers, seed=seed, fallback=PAIRED_FALLBACK)
 
 
 def _wilson(k: int, n: int) -> Bounds | None:

@@ -167,13 +167,65 @@ class Answer:
     outcome: str = "ok"  # ok | http_error | timeout | connection | empty | length | unsupported | malformed
 
 
+# How `compare` pairs a metric and how a run's interval of it is computed. Two kinds of statistic:
+ACCURACY = "accuracy"  # share of questions answered right (a fraction); clusters resampled within strata
+CLUSTER_SCORE = (
+    "cluster_score"  # MME-style: sum over strata of the mean over clusters of acc + acc_plus (points)
+)
+METRIC_KINDS = (ACCURACY, CLUSTER_SCORE)
+FALLBACK_SEQUENTIAL = "sequential"  # a random fallback draws from one generator in document order (lmms-eval)
+FALLBACK_PER_SAMPLE = "per_sample"  # ... from a generator seeded by the sample id (paired comparisons)
+
+
+def _every_sample(sample: Sample) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric the verdict compares: what feeds it, its statistic, its unit and default margin.
+
+    `members` picks the samples that feed it (MME perception: the perception categories). The strata of
+    its resampling are `Sample.group`, its clusters `Sample.cluster`. `margin` is the default equivalence
+    margin in the metric's unit (a fraction for an accuracy, score points for a cluster score);
+    `max_value` the top of its scale (1.0, or MME's 2000 / 800). `lmms_eval` says whether the metric is one
+    of the task's own lmms-eval metrics (`TaskResult.metrics`) or one `compare` adds (MME's `mme_acc`).
+    """
+
+    name: str
+    kind: str  # ACCURACY | CLUSTER_SCORE
+    margin: float
+    max_value: float = 1.0
+    members: Callable[[Sample], bool] = _every_sample
+    lmms_eval: bool = True
+
+    @property
+    def unit(self) -> str:
+        return "fraction" if self.kind == ACCURACY else "points"
+
+
 @runtime_checkable
 class Task(Protocol):
     """A benchmark: load, prompt, score, aggregate."""
 
     name: str
     default_source: str  # default Hugging Face hub id (lmms-eval 0.7.3's dataset_path)
+    legacy_sources: tuple[str, ...]  # older hub ids of the same data (accepted, same fingerprint rules)
     split: str
+    max_tokens: int  # lmms-eval's max_new_tokens for the task
+    max_images: int  # the most images one request of the task sends
+    metric_names: tuple[str, ...]  # lmms-eval's metrics (`TaskResult.metrics` keys)
+    lmms_version: str | float  # lmms-eval's "versions" entry of the task in results.json
+    artifact_keys: tuple[str, ...]  # metrics lmms-eval writes as empty lists (MMMU pass_at_k, submission)
+
+    def metric_specs(self) -> Sequence[MetricSpec]:
+        """The metrics `compare` judges, in report order."""
+        ...
+
+    def stop_part(self, sample: Sample) -> str:
+        """The part of the task a sample belongs to for sequential stopping (`compare --sequential`): a part
+        stops being sent once every metric its samples feed is equivalent. Usually the task's name."""
+        ...
 
     def samples_from_rows(self, rows: Iterable[Mapping[str, Any]], *, images: bool = True) -> list[Sample]:
         """Turn dataset rows (columns as in the HF dataset, images as bytes) into samples, in storage order.
@@ -188,9 +240,17 @@ class Task(Protocol):
         ...
 
     def score(
-        self, samples: Sequence[Sample], answers: Sequence[Answer], *, seed: int = 0
+        self,
+        samples: Sequence[Sample],
+        answers: Sequence[Answer],
+        *,
+        seed: int = 0,
+        fallback: str = FALLBACK_SEQUENTIAL,
     ) -> list[SampleScore]:
         """Score answers given in the same order as `samples` (document order).
+
+        `fallback`: how a random fallback draws (FALLBACK_SEQUENTIAL or FALLBACK_PER_SAMPLE); a task
+        without one ignores it.
 
         Scoring is a batch operation because MMMU's random fallback draws from one `random.Random(seed)`
         in document order over the whole run. A failed answer (`text is None`) is scored wrong and
@@ -198,8 +258,13 @@ class Task(Protocol):
         """
         ...
 
-    def aggregate(self, samples: Sequence[Sample], scores: Sequence[SampleScore]) -> TaskResult:
-        """lmms-eval's aggregation, with the breakdowns it only logs."""
+    def aggregate(
+        self, samples: Sequence[Sample], scores: Sequence[SampleScore], *, allow_partial_pairs: bool = False
+    ) -> TaskResult:
+        """lmms-eval's aggregation, with the breakdowns it only logs.
+
+        `allow_partial_pairs`: a cluster with only some of its questions present is scored instead of
+        refused (MME's image pairs; a task without pairs ignores it)."""
         ...
 
 

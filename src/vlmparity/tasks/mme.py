@@ -14,9 +14,13 @@ from typing import Any
 
 from vlmparity.errors import DataError
 from vlmparity.tasks.base import (
+    ACCURACY,
+    CLUSTER_SCORE,
+    FALLBACK_SEQUENTIAL,
     Answer,
     ImageData,
     ImagePart,
+    MetricSpec,
     Prompt,
     Sample,
     SampleScore,
@@ -42,6 +46,16 @@ COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation
 
 PERCEPTION_METRIC = "mme_perception_score"
 COGNITION_METRIC = "mme_cognition_score"
+ACCURACY_METRIC = "mme_acc"  # question accuracy: not an lmms-eval metric, the verdict's sensitive test
+MAX_SCORE = {PERCEPTION_METRIC: 2000.0, COGNITION_METRIC: 800.0}  # 10 and 4 categories of at most 200
+# 2.5 % of the maximum: 50 perception, 20 cognition points, i.e. the mean over categories of
+# (acc + acc_plus) / 2 moving by 2.5 points. Not 1 % (20 / 8): one flipped answer in a 20-image
+# category (OCR and three cognition categories) moves the score by 2.5 to 7.5 points, so a margin of
+# one or two flips cannot be certified even by identical answers on the full benchmark. The 1-point
+# accuracy margin on the pooled MME question accuracy remains the sensitive test; the score margins
+# catch regressions concentrated in a few categories, which the pooled accuracy dilutes.
+SCORE_MARGIN_FRACTION = 0.025
+ACCURACY_MARGIN = 0.01  # 1 percentage point, as a fraction
 
 PRE_PROMPT = ""
 POST_PROMPT = "\nAnswer the question using a single word or phrase."
@@ -54,6 +68,14 @@ _COLUMNS = ("question_id", "image", "question", "answer", "category")
 def metric_for(category: str) -> str:
     """The metric a category feeds: perception for the 10 perception categories, cognition otherwise."""
     return PERCEPTION_METRIC if category in PERCEPTION else COGNITION_METRIC
+
+
+def _is_perception(sample: Sample) -> bool:
+    return sample.group in PERCEPTION
+
+
+def _is_cognition(sample: Sample) -> bool:
+    return sample.group in COGNITION
 
 
 def doc_to_text(question: str, pre_prompt: str = PRE_PROMPT, post_prompt: str = POST_PROMPT) -> str:
@@ -143,15 +165,46 @@ class MMETask:
 
     name = "mme"
     default_source = "lmms-lab-encoder/MME"
-    legacy_sources = ("lmms-lab/MME",)
+    legacy_sources: tuple[str, ...] = ("lmms-lab/MME",)
     split = "test"
-    metric_names = (COGNITION_METRIC, PERCEPTION_METRIC)
+    metric_names: tuple[str, ...] = (COGNITION_METRIC, PERCEPTION_METRIC)
     max_tokens = MAX_TOKENS
-    compare_metrics = ("mme_acc", PERCEPTION_METRIC, COGNITION_METRIC)  # `compare`: question accuracy too
+    compare_metrics = (
+        ACCURACY_METRIC,
+        PERCEPTION_METRIC,
+        COGNITION_METRIC,
+    )  # `compare`: question accuracy too
     max_images = 1  # images one request sends at most (`launch vllm` sizes --limit-mm-per-prompt by it)
+    lmms_version: str | float = "Yaml"
+    artifact_keys: tuple[str, ...] = ()
 
     def __init__(self, reasoning_tags: Sequence[TagPair] | None = DEFAULT_REASONING_TAGS) -> None:
         self.reasoning_tags = reasoning_tags
+
+    def metric_specs(self) -> tuple[MetricSpec, ...]:
+        """`mme_acc` (question accuracy, images as clusters within categories; margin 1 point), then the two
+        scores (images resampled within categories; margin 2.5 % of the maximum: 50 and 20 points)."""
+        return (
+            MetricSpec(ACCURACY_METRIC, ACCURACY, margin=ACCURACY_MARGIN, lmms_eval=False),
+            MetricSpec(
+                PERCEPTION_METRIC,
+                CLUSTER_SCORE,
+                margin=MAX_SCORE[PERCEPTION_METRIC] * SCORE_MARGIN_FRACTION,
+                max_value=MAX_SCORE[PERCEPTION_METRIC],
+                members=_is_perception,
+            ),
+            MetricSpec(
+                COGNITION_METRIC,
+                CLUSTER_SCORE,
+                margin=MAX_SCORE[COGNITION_METRIC] * SCORE_MARGIN_FRACTION,
+                max_value=MAX_SCORE[COGNITION_METRIC],
+                members=_is_cognition,
+            ),
+        )
+
+    def stop_part(self, sample: Sample) -> str:
+        """Perception and cognition stop apart: "mme/<the score the sample's category feeds>"."""
+        return f"{self.name}/{metric_for(sample.group)}"
 
     def samples_from_rows(self, rows: Iterable[Mapping[str, Any]], *, images: bool = True) -> list[Sample]:
         """Rows of the HF dataset (images as bytes), in storage order → samples.
@@ -198,7 +251,12 @@ class MMETask:
         return Prompt(parts=(ImagePart(0), TextPart(text)), max_tokens=MAX_TOKENS, text=text)
 
     def score(
-        self, samples: Sequence[Sample], answers: Sequence[Answer], *, seed: int = 0
+        self,
+        samples: Sequence[Sample],
+        answers: Sequence[Answer],
+        *,
+        seed: int = 0,
+        fallback: str = FALLBACK_SEQUENTIAL,
     ) -> list[SampleScore]:
         """Parse each answer to yes/no/other and compare with the ground truth; failures are wrong."""
         if len(samples) != len(answers):

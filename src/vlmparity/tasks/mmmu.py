@@ -16,9 +16,13 @@ from typing import Any
 
 from vlmparity.errors import DataError
 from vlmparity.tasks.base import (
+    ACCURACY,
+    FALLBACK_PER_SAMPLE,
+    FALLBACK_SEQUENTIAL,
     Answer,
     ImageData,
     ImagePart,
+    MetricSpec,
     Part,
     Prompt,
     Sample,
@@ -42,13 +46,12 @@ from vlmparity.tasks.reasoning import DEFAULT_REASONING_TAGS, TagPair, postproce
 
 METRIC = "mmmu_acc"
 MAX_TOKENS = 128
+ACCURACY_MARGIN = 0.01  # 1 percentage point, as a fraction
 MULTIPLE_CHOICE = "multiple-choice"
 # Where a multiple-choice answer without a letter gets its random letter from:
 # - sequential: one `random.Random(seed)` drawn in document order, as lmms-eval does (its reported score);
 # - per_sample: `random.Random(f"{seed}:{sample_id}")`, so the letter depends on the sample alone and two
 #   endpoints that gave the same unparseable answer get the same letter (paired comparisons).
-FALLBACK_SEQUENTIAL = "sequential"
-FALLBACK_PER_SAMPLE = "per_sample"
 FALLBACKS = (FALLBACK_SEQUENTIAL, FALLBACK_PER_SAMPLE)
 
 _PLACEHOLDER = re.compile(r"<image \d+>")
@@ -179,15 +182,24 @@ class MMMUTask:
 
     name = "mmmu_val"
     default_source = "lmms-lab-encoder/MMMU"
-    legacy_sources = ("lmms-lab/MMMU",)
+    legacy_sources: tuple[str, ...] = ("lmms-lab/MMMU",)
     split = "validation"
-    metric_names = (METRIC,)
+    metric_names: tuple[str, ...] = (METRIC,)
     max_tokens = MAX_TOKENS
     compare_metrics = (METRIC,)  # what `compare` judges
     max_images = 7  # image_1 .. image_7: the most one MMMU-val question shows (and one request sends)
+    lmms_version: str | float = 0.0
+    artifact_keys: tuple[str, ...] = ("mmmu_acc_pass_at_k", "submission")
 
     def __init__(self, reasoning_tags: Sequence[TagPair] | None = DEFAULT_REASONING_TAGS) -> None:
         self.reasoning_tags = reasoning_tags
+
+    def metric_specs(self) -> tuple[MetricSpec, ...]:
+        """`mmmu_acc`: questions resampled within subjects; margin 1 percentage point."""
+        return (MetricSpec(METRIC, ACCURACY, margin=ACCURACY_MARGIN),)
+
+    def stop_part(self, sample: Sample) -> str:
+        return self.name
 
     def samples_from_rows(self, rows: Iterable[Mapping[str, Any]], *, images: bool = True) -> list[Sample]:
         """Rows of the HF dataset (images as bytes or None), in storage order → samples.
