@@ -81,7 +81,7 @@ async def measure(
     root = f"http://127.0.0.1:{port}"
     endpoint = ResolvedEndpoint(
         name="bench",
-        kind=BackendKind.OPENAI,
+        kind=BackendKind("openai"),
         url=root,
         root_url=root,
         api_base=root + "/v1",

@@ -106,7 +106,7 @@ async def serve(fake: FakeServer) -> AsyncIterator[tuple[str, web.AppRunner]]:
 def endpoint(root: str, *, model: str = "m", api_key: str | None = None) -> ResolvedEndpoint:
     return ResolvedEndpoint(
         name="fake",
-        kind=BackendKind.VLLM,
+        kind=BackendKind("vllm"),
         url=root,
         root_url=root,
         api_base=root + "/v1",

@@ -222,7 +222,7 @@ def resolve_error(
 def test_vllm_detected(path: str) -> None:
     app, _ = vllm_app()
     root, ep = resolve(app, path)
-    assert ep.kind is BackendKind.VLLM
+    assert ep.kind == BackendKind("vllm")
     assert ep.chat_url == root + "/v1/chat/completions"
     assert ep.model == LLAVA  # the only served model, chosen automatically
     assert ep.served_models == (LLAVA,)
@@ -233,7 +233,7 @@ def test_vllm_detected(path: str) -> None:
 def test_ovms_old_release_v3_only_without_listing() -> None:
     app, counts = ovms_app("2025.2")
     root, ep = resolve(app)
-    assert ep.kind is BackendKind.OVMS
+    assert ep.kind == BackendKind("ovms")
     assert ep.chat_url == root + "/v3/chat/completions"
     assert ep.model == LLAVA  # from /v1/config: no /models listing before 2025.3
     assert counts.hits["GET /v1/config"] >= 1
@@ -250,7 +250,7 @@ def test_ovms_old_release_given_v1_falls_back_to_v3() -> None:
 def test_ovms_new_release(path: str, api: str) -> None:
     app, _ = ovms_app("2026.3")
     root, ep = resolve(app, path)
-    assert ep.kind is BackendKind.OVMS
+    assert ep.kind == BackendKind("ovms")
     assert ep.chat_url == root + api + "/chat/completions"
     assert ep.notes == ()
 
@@ -272,16 +272,16 @@ def test_ovms_model_ready_route_when_config_does_not_list_it() -> None:
 
 def test_explicit_kind_skips_detection() -> None:
     app, counts = vllm_app()
-    _, ep = resolve(app, kind=BackendKind.VLLM)
-    assert ep.kind is BackendKind.VLLM
+    _, ep = resolve(app, kind=BackendKind("vllm"))
+    assert ep.kind == BackendKind("vllm")
     assert counts.hits["GET /v2/health/ready"] == 0
 
 
 def test_kind_vllm_without_health_uses_the_model_listing() -> None:
     """--kind vllm, but /health answers 404 (never 'not ready'): the listing decides, with a note."""
     app, counts = vllm_app(health=False)
-    root, ep = resolve(app, "/v1", kind=BackendKind.VLLM)
-    assert (ep.kind, ep.model, ep.chat_url) == (BackendKind.VLLM, LLAVA, root + "/v1/chat/completions")
+    root, ep = resolve(app, "/v1", kind=BackendKind("vllm"))
+    assert (ep.kind, ep.model, ep.chat_url) == (BackendKind("vllm"), LLAVA, root + "/v1/chat/completions")
     assert counts.hits["GET /health"] == 1  # asked once, not polled until the ready timeout
     assert any(n.startswith(f"{root}/health answered 404, so this may not be vllm") for n in ep.notes)
 
@@ -298,7 +298,7 @@ def test_kind_vllm_against_nothing_fails_at_once() -> None:
 
     async def main() -> tuple[str, EndpointError]:
         async with serve(app) as root:
-            spec = EndpointSpec(url=root + "/v1", kind=BackendKind.VLLM)
+            spec = EndpointSpec(url=root + "/v1", kind=BackendKind("vllm"))
             with pytest.raises(EndpointError) as info:
                 await resolve_endpoint(spec, ready_timeout=30, poll_interval=0.02)
             return root, info.value
@@ -323,7 +323,7 @@ def test_generic_openai_server() -> None:
     app.router.add_get("/api/v1/models", models_)
     app.router.add_post("/api/v1/chat/completions", chat)
     root, ep = resolve(app, "/api/v1")
-    assert ep.kind is BackendKind.OPENAI
+    assert ep.kind == BackendKind("openai")
     assert (ep.chat_url, ep.model) == (root + "/api/v1/chat/completions", "gpt-x")
 
 
@@ -542,7 +542,7 @@ def test_dead_port_is_polled_until_timeout() -> None:
 def test_key_required(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     app, _ = vllm_app(key=SECRET)
-    err = resolve_error(app, kind=BackendKind.VLLM)
+    err = resolve_error(app, kind=BackendKind("vllm"))
     assert "refused the request (401" in str(err)
     assert err.hint is not None and "api_key" in err.hint
 

@@ -61,12 +61,12 @@ async def _collect(dispatcher: Dispatcher, items: list[tuple[str, dict[str, Any]
 @pytest.mark.parametrize(
     ("overrides", "path", "kind", "api"),
     [
-        ({"personality": "vllm"}, "", BackendKind.VLLM, "/v1"),
-        ({"personality": "vllm"}, "/v1", BackendKind.VLLM, "/v1"),
-        ({"personality": "ovms", "ovms_version": "2025.2"}, "", BackendKind.OVMS, "/v3"),
-        ({"personality": "ovms", "ovms_version": "2025.2"}, "/v1", BackendKind.OVMS, "/v3"),
-        ({"personality": "ovms", "ovms_version": "2025.4"}, "/v3", BackendKind.OVMS, "/v3"),
-        ({"personality": "ovms", "ovms_version": "2026.3"}, "/v1", BackendKind.OVMS, "/v1"),
+        ({"personality": "vllm"}, "", BackendKind("vllm"), "/v1"),
+        ({"personality": "vllm"}, "/v1", BackendKind("vllm"), "/v1"),
+        ({"personality": "ovms", "ovms_version": "2025.2"}, "", BackendKind("ovms"), "/v3"),
+        ({"personality": "ovms", "ovms_version": "2025.2"}, "/v1", BackendKind("ovms"), "/v3"),
+        ({"personality": "ovms", "ovms_version": "2025.4"}, "/v3", BackendKind("ovms"), "/v3"),
+        ({"personality": "ovms", "ovms_version": "2026.3"}, "/v1", BackendKind("ovms"), "/v1"),
     ],
 )
 def test_resolve_against_sim(overrides: dict[str, Any], path: str, kind: BackendKind, api: str) -> None:

@@ -579,7 +579,7 @@ def test_store_failure_while_the_feed_fails_too_prints_no_traceback(caplog: pyte
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         root = f"http://127.0.0.1:{runner.addresses[0][1]}"
         ep = ResolvedEndpoint(
-            name="e", kind=BackendKind.VLLM, url=root, root_url=root, api_base=root + "/v1",
+            name="e", kind=BackendKind("vllm"), url=root, root_url=root, api_base=root + "/v1",
             chat_url=root + "/v1/chat/completions", model="m",
         )  # fmt: skip
         store_failed = asyncio.Event()

@@ -526,7 +526,7 @@ def test_mask_argv_masks_user_only_tokens_and_query_secrets() -> None:
 
 
 def test_version_tuple_of_a_hostile_version_string() -> None:
-    from vlmparity.doctor import _version_tuple
+    from vlmparity.backends import version_tuple as _version_tuple
 
     assert _version_tuple("0.10.1rc2") == (0, 10, 1)
     assert _version_tuple("9" * 5000) is None  # no int() of 5000 digits

@@ -16,11 +16,10 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from vlmparity import masking
+from vlmparity.backends import AUTO, backend_kinds
 from vlmparity.errors import ConfigError
 from vlmparity.tasks.base import GenerationParams, task_names
 
-Kind = Literal["auto", "vllm", "ovms", "sglang", "openai"]
-KINDS: tuple[str, ...] = ("auto", "vllm", "ovms", "sglang", "openai")
 MultiImagePolicy = Literal["error", "skip", "merge"]
 ImageFormat = Literal["png", "jpeg"]
 
@@ -39,8 +38,15 @@ class EndpointConfig(_Model):
     name: str
     url: str
     model: str | None = None  # None: the only (or first) model the server lists
-    kind: Kind = "auto"
+    kind: str = AUTO  # `auto` or a kind registered in vlmparity.backends
     api_key: SecretStr | None = Field(default=None, exclude=True, repr=False)
+
+    @field_validator("kind")
+    @classmethod
+    def _check_kind(cls, v: str) -> str:
+        if v != AUTO and v not in backend_kinds():
+            raise ValueError(f"unknown kind {v!r} (choose one of {', '.join(kind_choices())})")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -264,6 +270,11 @@ def default_endpoint_name(url: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64]
 
 
+def kind_choices() -> tuple[str, ...]:
+    """What `--kind` accepts: `auto`, then every registered backend kind."""
+    return (AUTO, *backend_kinds())
+
+
 def parse_endpoints(
     specs: Sequence[str],
     *,
@@ -288,9 +299,9 @@ def parse_endpoints(
     model_for = _assignments(models, names, "--model")
     kind_for = _assignments(kinds, names, "--kind")
     for name, kind in kind_for.items():
-        if kind not in KINDS:
+        if kind not in kind_choices():
             raise ConfigError(
-                f"unknown --kind {kind!r} for {name!r}", hint=f"choose one of {', '.join(KINDS)}"
+                f"unknown --kind {kind!r} for {name!r}", hint=f"choose one of {', '.join(kind_choices())}"
             )
     out = []
     for name, url in pairs:
@@ -300,7 +311,7 @@ def parse_endpoints(
                     name=name,
                     url=url,
                     model=model_for.get(name),
-                    kind=kind_for.get(name, "auto"),  # type: ignore[arg-type]
+                    kind=kind_for.get(name, AUTO),
                     api_key=SecretStr(api_key) if api_key else None,
                 )
             )

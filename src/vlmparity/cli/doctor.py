@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         api_key: str | None = typer.Option(
             None, "--api-key", help="Bearer key (default: OPENAI_API_KEY); never printed."
         ),
-        kind: str = typer.Option("auto", "--kind", help="Backend: auto, vllm, ovms, sglang or openai."),
+        kind: str = typer.Option("auto", "--kind", help=f"Backend: {_kinds_text()}."),
         timeout: float | None = typer.Option(
             None,
             "--ready-timeout",
@@ -52,11 +52,12 @@ def register(app: typer.Typer) -> None:
 
         from pydantic import SecretStr, ValidationError
 
+        from vlmparity.backends import AUTO, backend_kinds
         from vlmparity.client.endpoint import BackendKind, EndpointSpec
         from vlmparity.doctor import run_doctor
         from vlmparity.errors import ConfigError
 
-        kinds = [k.value for k in BackendKind]
+        kinds = [*backend_kinds(), AUTO]
         if kind not in kinds:
             raise ConfigError(f"unknown --kind {kind!r}", hint=f"use one of {', '.join(kinds)}")
         if (timeout is not None and timeout < 0) or request_timeout <= 0:
@@ -92,6 +93,14 @@ def register(app: typer.Typer) -> None:
             print_report(report)
         # SystemExit, not typer.Exit: main() runs click with standalone_mode=False, which swallows Exit codes.
         raise SystemExit(report.exit_code)
+
+
+def _kinds_text() -> str:
+    """`auto, vllm, ovms, sglang or openai`: what --kind accepts."""
+    from vlmparity.backends import AUTO, backend_kinds
+
+    names = [AUTO, *backend_kinds()]
+    return f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def print_report(report: DoctorReport) -> None:

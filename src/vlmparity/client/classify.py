@@ -3,9 +3,10 @@
 `classify(status, headers, body, exc)` is a pure function: it takes what came back (or the exception
 raised instead) and returns a `Classification` — the outcome class (`ok | http_error | timeout |
 connection | empty | length | unsupported | malformed`), whether retrying can help (`transient`), the server's own
-message extracted from any error shape (vLLM nested and flat, OVMS flat string with or without the
-MediaPipe prefix, FastAPI `detail`, HTML pages, plain text), `Retry-After`, the image limit of a
-"too many images" 400, and for answers the text, finish reason and token usage.
+message extracted from any error shape a registered backend profile declares (`vlmparity.backends`: vLLM
+nested and flat, OVMS flat string with or without the MediaPipe prefix, FastAPI `detail`), HTML pages or
+plain text, `Retry-After`, the image limit of a "too many images" refusal (each profile's wording), and for
+answers the text, finish reason and token usage.
 
 Every number read from a reply is range-checked where it is parsed (`wire_int`, `parse_retry_after`,
 `image_limit_from_message`, `valid_status`): a value out of range (negative, above its documented bound,
@@ -33,6 +34,7 @@ from typing import Any
 import httpx
 import orjson
 
+from vlmparity.backends import backend_profiles, error_shapes
 from vlmparity.client.logprobs import extract_trace
 from vlmparity.tokentrace import TokenTrace
 
@@ -64,13 +66,6 @@ _MAX_DIGITS = 18  # more digits than this cannot be in any bound above (and int(
 # Statuses that say "try again later" rather than "this request is wrong".
 _TRANSIENT_4XX = frozenset({408, 429})
 
-# vLLM: current "... in one prompt." (+ a --limit-mm-per-prompt hint) and V0-era "... in one request.".
-_IMAGE_LIMIT_RE = re.compile(r"At most (\d+) image\(s\) may be provided in one (?:prompt|request)")
-# OVMS text-only (LM) servable given an image: no image at all is accepted.
-_TEXT_ONLY_RE = re.compile(r"supports only text input, but image_url has been provided")
-# OVMS wraps calculator errors: 'Mediapipe execution failed. MP status - INVALID_ARGUMENT:
-# CalculatorGraph::Run() failed: \nCalculator::Process() for node "X" failed: <message>'.
-_MEDIAPIPE_TAIL_RE = re.compile(r'Calculator::Process\(\) for node "[^"]*" failed: ?(.*)\Z', re.S)
 _TITLE_RE = re.compile(rb"<title[^>]*>(.*?)</title>", re.I | re.S)
 _TAG_RE = re.compile(r"<[^>]+>")
 _SCRIPT_RE = re.compile(r"<(script|style)[^>]*>.*?</\1>", re.I | re.S)
@@ -163,18 +158,24 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return seconds
 
 
+def _image_limit_match(message: str) -> tuple[bool, int | None]:
+    """(a profile's image-limit wording matched, the limit it states or None when out of range)."""
+    for profile in backend_profiles():
+        for pattern in profile.image_limit_patterns:
+            match = pattern.search(message)
+            if match:
+                if not pattern.groups:  # "no image at all"
+                    return True, 0
+                return True, wire_int(match.group(1), lo=0, hi=MAX_IMAGE_LIMIT)
+    return False, None
+
+
 def image_limit_from_message(message: str | None) -> int | None:
-    """N from vLLM's "At most N image(s) may be provided in one prompt/request."; 0 for text-only OVMS.
+    """The limit a refusal states in any registered profile's wording (vLLM's "At most N image(s) may be
+    provided in one prompt/request."; 0 for a text-only OVMS servable).
 
     None when absent or out of range (0..MAX_IMAGE_LIMIT): a limit that cannot be true is no limit."""
-    if not message:
-        return None
-    match = _IMAGE_LIMIT_RE.search(message)
-    if match:
-        return wire_int(match.group(1), lo=0, hi=MAX_IMAGE_LIMIT)
-    if _TEXT_ONLY_RE.search(message):
-        return 0
-    return None
+    return _image_limit_match(message)[1] if message else None
 
 
 def _clip(text: str) -> str:
@@ -182,42 +183,19 @@ def _clip(text: str) -> str:
     return text if len(text) <= MESSAGE_MAX_CHARS else text[: MESSAGE_MAX_CHARS - 1] + "…"
 
 
-def _ovms_tail(message: str) -> str:
-    """Drop OVMS's MediaPipe wrapper and keep the calculator's own message."""
-    match = _MEDIAPIPE_TAIL_RE.search(message)
-    return match.group(1) if match and match.group(1).strip() else message
+def _unwrap(message: str) -> str:
+    for profile in backend_profiles():
+        if profile.unwrap_message is not None:
+            message = profile.unwrap_message(message)
+    return message
 
 
 def message_from_json(doc: Any) -> str | None:
-    """The server's message from a JSON error body of any known shape, or None."""
-    if isinstance(doc, str):
-        return _ovms_tail(doc)
-    if not isinstance(doc, dict):
-        return None
-    err = doc.get("error")
-    if isinstance(err, str):  # OVMS: {"error": "<string>"}
-        return _ovms_tail(err)
-    if isinstance(err, dict):  # vLLM >= 0.10.1 / OpenAI: {"error": {"message": ...}}
-        msg = err.get("message")
-        if isinstance(msg, str):
-            return _ovms_tail(msg)
-        if msg is not None:
-            return str(msg)
-    msg = doc.get("message")
-    if isinstance(msg, str):  # vLLM < 0.10.1, SGLang: {"object": "error", "message": ...}
-        return msg
-    detail = doc.get("detail")  # FastAPI (unknown route, validation)
-    if isinstance(detail, str):
-        return detail
-    if isinstance(detail, list) and detail:
-        parts = []
-        for item in detail:
-            if isinstance(item, dict) and "msg" in item:
-                loc = ".".join(str(x) for x in item.get("loc", ()))
-                parts.append(f"{loc}: {item['msg']}" if loc else str(item["msg"]))
-            else:
-                parts.append(str(item))
-        return "; ".join(parts)
+    """The server's message from a JSON error body of any registered shape, or None."""
+    for shape in error_shapes():
+        message = shape.message(doc)
+        if message is not None:
+            return _unwrap(message) if shape.unwrap else message
     return None
 
 
@@ -280,8 +258,8 @@ def classify_error_doc(doc: Any, *, status: int | None) -> Classification:
     """An error object (from a non-200 body or a mid-stream `data: {"error": ...}`)."""
     message = message_from_json(doc)
     message = _clip(message) if message is not None else None
-    limit = image_limit_from_message(message)
-    if limit is None and message and _IMAGE_LIMIT_RE.search(message):
+    matched, limit = _image_limit_match(message) if message else (False, None)
+    if limit is None and matched:
         message = f"{message} (ignored: image limit out of range 0..{MAX_IMAGE_LIMIT})"
     if limit is not None:
         return Classification(

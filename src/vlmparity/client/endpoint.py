@@ -13,25 +13,51 @@ import os
 import re
 import urllib.parse
 from dataclasses import dataclass, field
-from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler, SecretStr, field_validator
+from pydantic_core import core_schema
 
 from vlmparity import masking
+from vlmparity.backends import AUTO, backend_kinds
 from vlmparity.errors import ConfigError
 
 API_KEY_ENV = "OPENAI_API_KEY"
 API_BASE_ENV = "OPENAI_API_BASE"
 
 
-class BackendKind(StrEnum):
-    """Serving engine behind an endpoint; `auto` means detect it."""
+class BackendKind(str):
+    """The serving engine behind an endpoint: a kind registered in `vlmparity.backends` (vllm, ovms, sglang,
+    openai, or one added with `register_backend`), or `auto` (detect it). A `str`, checked when made:
+    `BackendKind("tgi")` raises ValueError while no profile of that kind is registered."""
 
-    VLLM = "vllm"
-    OVMS = "ovms"
-    SGLANG = "sglang"
-    OPENAI = "openai"  # any other OpenAI-compatible server
-    AUTO = "auto"
+    __slots__ = ()
+
+    def __new__(cls, name: object) -> BackendKind:
+        text = str(name)
+        if text != AUTO and text not in backend_kinds():
+            raise ValueError(
+                f"unknown backend kind {text!r} (use one of {', '.join((AUTO, *backend_kinds()))})"
+            )
+        return super().__new__(cls, text)
+
+    @property
+    def value(self) -> str:
+        """The kind's name (as the enum it replaces spelled it)."""
+        return str.__str__(self)
+
+    @property
+    def auto(self) -> bool:
+        """True when the kind is to be detected."""
+        return self.value == AUTO
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            cls, core_schema.str_schema(), serialization=core_schema.to_string_ser_schema()
+        )
 
 
 class EndpointSpec(BaseModel):
@@ -43,7 +69,7 @@ class EndpointSpec(BaseModel):
     name: str | None = None
     model: str | None = None
     api_key: SecretStr | None = None
-    kind: BackendKind = BackendKind.AUTO
+    kind: BackendKind = BackendKind(AUTO)
 
     @field_validator("url")
     @classmethod
@@ -80,9 +106,7 @@ class EndpointSpec(BaseModel):
         return SecretStr(env) if env else None
 
 
-def spec_from_env(
-    *, name: str | None = None, model: str | None = None, kind: BackendKind = BackendKind.AUTO
-) -> EndpointSpec:
+def spec_from_env(*, name: str | None = None, model: str | None = None, kind: str = AUTO) -> EndpointSpec:
     """A spec from `OPENAI_API_BASE` (+ `OPENAI_API_KEY`), for a single endpoint as lmms-eval reads it."""
     base = os.environ.get(API_BASE_ENV)
     if not base:
@@ -90,9 +114,10 @@ def spec_from_env(
             "no endpoint given", hint=f"pass --endpoint URL or set {API_BASE_ENV}=http://host:port/v1"
         )
     key = os.environ.get(API_KEY_ENV)
+    checked = BackendKind(kind)
     try:
         return EndpointSpec(
-            url=base, name=name, model=model, api_key=SecretStr(key) if key else None, kind=kind
+            url=base, name=name, model=model, api_key=SecretStr(key) if key else None, kind=checked
         )
     except ValueError as err:
         raise ConfigError(
@@ -141,6 +166,10 @@ class ResolvedEndpoint:
     max_model_len: int | None = None
     notes: tuple[str, ...] = ()  # what the probe decided and why (e.g. "/v1 needs OVMS >= 2026.3")
     api_key: SecretStr | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, BackendKind):  # a plain name: checked against the registry
+            object.__setattr__(self, "kind", BackendKind(self.kind))
 
     def headers(self) -> dict[str, str]:
         """Request headers: JSON content type (OVMS routes on it) and the bearer key if any."""

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vlmparity import stats
+from vlmparity.backends import backend_kinds, get_backend
 from vlmparity.compare import verdict as v
 from vlmparity.compare.join import Joined, LoadedRun, Pair, Side, TaskJoin, is_missing
 from vlmparity.errors import ConfigError
@@ -472,9 +473,10 @@ def unsupported_advice(
     k = limit.server_limit
     if k is not None and (limit.max_images is None or k <= limit.max_images):
         why = f"the server accepts {k} image{'s' if k != 1 else ''} per request, they have up to {most}"
-        if limit.kind == "vllm":
+        option = get_backend(limit.kind).raise_image_limit(most) if limit.kind in backend_kinds() else None
+        if option:
             fix = (
-                f"restart it with --limit-mm-per-prompt '{{\"image\": {most}}}' and rerun the same "
+                f"restart it with {option} and rerun the same "
                 "`vlmparity run` (the refused samples are sent again)"
             )
         else:
