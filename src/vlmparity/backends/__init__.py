@@ -32,6 +32,7 @@ from vlmparity.backends.base import (
     json_version,
     openai_like,
     register_backend,
+    unregister_backend,
     version_text,
     version_tuple,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "json_version",
     "openai_like",
     "register_backend",
+    "unregister_backend",
     "version_text",
     "version_tuple",
 ]

@@ -7,7 +7,7 @@ words an image-limit refusal (`image_limit_patterns`) and what doctor and compar
 prober (`vlmparity.client.probe.Prober`) hands each hook a `ProbeSession`: the public probing primitives
 (requests relative to the server root, the OpenAI `/models` listing, choosing the model, finding the chat path).
 
-The registry holds one profile per kind: `register_backend(profile)` (the modules of this package register
+The registry holds one profile per kind: `register_backend(profile)` / `unregister_backend(kind)` (the modules of this package register
 vLLM, OVMS, SGLang and the generic OpenAI-compatible server at import; a test or a plug-in may register more),
 `get_backend(kind)`, `backend_kinds()` (in registration order), `backend_profiles()`, `fallback_backend()`
 (the kind of a server no profile recognises) and `error_shapes()`. `AUTO` is not a kind: it asks for detection.
@@ -182,6 +182,11 @@ def register_backend(profile: BackendProfile) -> BackendProfile:
         raise ValueError(f"backend kind {name!r}: another kind is already the fallback")
     _REGISTRY[name] = profile
     return profile
+
+
+def unregister_backend(kind: str) -> None:
+    """Remove a kind added with `register_backend` (a test's or an unloaded plug-in's); unknown: no-op."""
+    _REGISTRY.pop(kind, None)
 
 
 def get_backend(kind: str) -> BackendProfile:
