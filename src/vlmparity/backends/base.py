@@ -202,6 +202,12 @@ def backend_kinds() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
+def kinds_text() -> str:
+    """The registered kinds as help texts list them: `vllm, ovms, sglang or openai`."""
+    names = backend_kinds()
+    return " or ".join(filter(None, [", ".join(names[:-1]), *names[-1:]]))
+
+
 def backend_profiles() -> tuple[BackendProfile, ...]:
     """The registered profiles, in registration order."""
     return tuple(_REGISTRY.values())

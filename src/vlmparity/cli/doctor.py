@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from vlmparity.backends import kinds_text
+
 if TYPE_CHECKING:
     from vlmparity.doctor import DoctorReport
 
@@ -31,7 +33,7 @@ def register(app: typer.Typer) -> None:
         api_key: str | None = typer.Option(
             None, "--api-key", help="Bearer key (default: OPENAI_API_KEY); never printed."
         ),
-        kind: str = typer.Option("auto", "--kind", help=f"Backend: {_kinds_text()}."),
+        kind: str = typer.Option("auto", "--kind", help=f"Backend: auto, {kinds_text()}."),
         timeout: float | None = typer.Option(
             None,
             "--ready-timeout",
@@ -93,14 +95,6 @@ def register(app: typer.Typer) -> None:
             print_report(report)
         # SystemExit, not typer.Exit: main() runs click with standalone_mode=False, which swallows Exit codes.
         raise SystemExit(report.exit_code)
-
-
-def _kinds_text() -> str:
-    """`auto, vllm, ovms, sglang or openai`: what --kind accepts."""
-    from vlmparity.backends import AUTO, backend_kinds
-
-    names = [AUTO, *backend_kinds()]
-    return f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def print_report(report: DoctorReport) -> None:

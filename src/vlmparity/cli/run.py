@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from vlmparity.backends import kinds_text
+
 if TYPE_CHECKING:
     from vlmparity.errors import VlmparityError
     from vlmparity.runner import RunOutcome
@@ -50,7 +52,7 @@ def run(
         [],
         "--kind",
         metavar="[NAME=]KIND",
-        help="Backend: auto (detect), vllm, ovms, sglang or openai.",
+        help=f"Backend: auto (detect), {kinds_text()}.",
     ),
     api_key: str | None = typer.Option(
         None,
