@@ -3,17 +3,19 @@
 Public API (data in, data out):
 
 - `EndpointSpec(url, name=None, model=None, api_key=None, kind="auto")`, `spec_from_env()`
-- `await resolve_endpoint(spec, ready_timeout=30.0) -> ResolvedEndpoint` (raises `EndpointError`)
+- `await resolve_endpoint(spec, ready_timeout=30.0) -> ResolvedEndpoint` (raises `EndpointError`); `Prober`,
+  one look at an endpoint without waiting (what `doctor` uses; `NotReady` when waiting may help)
 - `classify(status, headers, body, exc) -> Classification` with `Outcome`, `parse_retry_after`
 - `Dispatcher(resolved, concurrency=None | N, ...)`; `await dispatcher.run(requests, on_result)`
   calls `on_result(Result)` per sample as answers arrive; `dispatcher.stats` for progress bars.
 """
 
+from vlmparity.backends import NotReady
 from vlmparity.client.classify import Classification, Outcome, classify, parse_retry_after, server_message
 from vlmparity.client.concurrency import AdaptiveController, FixedController, LimitChange
 from vlmparity.client.dispatcher import BreakerPolicy, Dispatcher, DispatchStats, Result, RetryPolicy
 from vlmparity.client.endpoint import BackendKind, EndpointSpec, ResolvedEndpoint, spec_from_env
-from vlmparity.client.probe import resolve_endpoint
+from vlmparity.client.probe import Prober, resolve_endpoint
 
 __all__ = [
     "AdaptiveController",
@@ -25,7 +27,9 @@ __all__ = [
     "EndpointSpec",
     "FixedController",
     "LimitChange",
+    "NotReady",
     "Outcome",
+    "Prober",
     "ResolvedEndpoint",
     "Result",
     "RetryPolicy",

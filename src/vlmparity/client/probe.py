@@ -189,7 +189,7 @@ class Prober:
             self._seen = None
         return fallback_backend()
 
-    # -- per backend ------------------------------------------------------------------------------------
+    # -- model listing ------------------------------------------------------------------------------------
 
     async def models_openai(self, path: str) -> tuple[list[str], int | None] | None:
         """(names, max_model_len) from an OpenAI `/models` listing; None when the path does not exist."""
