@@ -300,3 +300,29 @@ def test_run_uses_the_toy_kind_and_stores_its_messages(
 def test_an_unregistered_kind_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     code, _ = _cli(capsys, "doctor", "http://127.0.0.1:9/v1", "--kind", KIND)
     assert code == 4
+
+
+def test_the_registry_takes_the_toy_kind_and_gives_it_back(toy_kind: BackendProfile) -> None:
+    from vlmparity.backends import backend_kinds, get_backend
+    from vlmparity.config import parse_endpoints
+
+    assert backend_kinds() == ("vllm", "ovms", "sglang", "openai", KIND)  # built-ins first, then added
+    assert get_backend(KIND) is TOY
+    (ep,) = parse_endpoints(["t=http://127.0.0.1:9/v1"], kinds=[KIND])
+    assert ep.kind == KIND
+    register_backend(TOY)  # the same profile again: no-op
+    with pytest.raises(ValueError, match="already registered"):
+        register_backend(BackendProfile(kind="vllm", title="another", resolve=TOY.resolve))
+    with pytest.raises(ValueError, match="lower-case identifier"):
+        register_backend(BackendProfile(kind="auto", title="detect", resolve=TOY.resolve))
+
+
+def test_without_the_toy_kind_config_refuses_it() -> None:
+    from vlmparity.config import parse_endpoints
+    from vlmparity.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        parse_endpoints(["t=http://127.0.0.1:9/v1"], kinds=[KIND])
+    assert err.value.one_line() == (
+        "unknown --kind 'toy' for 't' (choose one of auto, vllm, ovms, sglang, openai)"
+    )
