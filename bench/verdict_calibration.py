@@ -95,8 +95,7 @@ def main() -> None:
     print(
         f"full MME ({layout.mme.categories.size}) + MMMU-val ({layout.mmmu_subjects.size}) = {layout.total} "
         f"samples, {args.trials} trials per scenario, alpha {v.ALPHA}, accuracy MME {MME_ACC} MMMU {MMMU_ACC}; "
-        f"default margins 1 pp / {v.MME_MARGIN['mme_perception_score']:g} / "
-        f"{v.MME_MARGIN['mme_cognition_score']:g} points"
+        f"default margins 1 pp / {c.DEFAULT_MARGINS[1]:g} / {c.DEFAULT_MARGINS[2]:g} points"
     )
     print(f"sequential: {args.looks} looks, {seq.SPENDING}")
     print("  equivalence boundaries  " + " ".join(f"{x:.2f}" for x in d.eq_bounds))

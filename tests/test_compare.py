@@ -19,9 +19,10 @@ from scipy import stats as sps
 from vlmparity import runner
 from vlmparity.compare import analysis as an
 from vlmparity.compare import join as jn
-from vlmparity.compare import to_report
 from vlmparity.config import RunConfig, RunOptions, SamplingPlan, parse_endpoints
 from vlmparity.errors import ConfigError, DataError
+from vlmparity.report import comparison, terminal
+from vlmparity.report.labels import metric_label
 from vlmparity.store import ResultRecord, SampleRecord, Store
 from vlmparity.tasks.base import Sample
 
@@ -228,9 +229,9 @@ def test_identical_unparseable_answers_get_identical_random_letters(
         expected = random.Random(f"0:{s.id}").choice(letters)
         assert sides[s.id].a.parsed == sides[s.id].b.parsed == expected
     assert metric(t, "mmmu_acc").delta == 0.0
-    text = to_report.render_terminal(result)
+    text = terminal.render_terminal(result)
     assert "drawn per sample" in text and "lmms-eval's sequential draw" in text
-    doc = to_report.json_document([result])
+    doc = comparison.json_document([result])
     assert doc["settings"]["random_fallback"] == "per_sample"
     # the runs' own scores keep lmms-eval's sequence: one random.Random(0) over the unparsed answers in order
     own = joined.candidate.scores["mmmu_val"]
@@ -457,7 +458,7 @@ def test_report_data_carries_every_backend_answer(
     out = make_store(tmp_path / "runs", data, samples, {"ref": right, "b": flipper(flips), "c": right})
     joins = jn.load_joins([out])
     analyses = [an.analyse(j, an.Settings(n_boot=0)) for j in joins]
-    rd = to_report.report_data(analyses, joins)
+    rd = comparison.report_data(analyses, joins)
     assert [b.name for b in rd.backends] == ["ref", "b", "c"]
     assert {(d.task, d.sample_id) for d in rd.disagreements} == {
         (s.task, s.id) for ss in samples.values() for s in ss if s.id in flips
@@ -519,7 +520,7 @@ def test_every_value_is_named_by_its_policy(
     assert (mmmu.discordant_ab, mmmu.discordant_ba, mmmu.delta) == (0, 0, 0.0)
     assert mmmu.ci_high == pytest.approx(sps.beta.ppf(1 - mmmu.level, 1, n))
 
-    text = to_report.render_terminal(result)
+    text = terminal.render_terminal(result)
     assert "values: paired, policy answered" in text
     assert f"{100 * paired / n:.2f} %" in text  # one number format: "81.33 %"
     line = next(x for x in text.splitlines() if "|mmmu_acc" in x)
@@ -527,7 +528,7 @@ def test_every_value_is_named_by_its_policy(
     assert f"{100 * (1 - 2 * mmmu.level):.4g} %" in line
     assert "p Δ≠0" in text and "p |Δ|≥margin" in text and "McNemar exact" in text
 
-    doc = to_report.json_document([result])
+    doc = comparison.json_document([result])
     rec = next(m for m in doc["candidates"][0]["metrics"] if m["metric"] == "mmmu_acc")
     assert (rec["values"], rec["policy"]) == ("paired", "answered")
     assert (rec["ci_low"], rec["ci_high"]) == (pytest.approx(mmmu.ci_low), pytest.approx(mmmu.ci_high))
@@ -538,7 +539,7 @@ def test_every_value_is_named_by_its_policy(
         for values in per_policy.values():  # no failure here: every policy gives lmms-eval's sequential value
             assert values["mmmu_acc"] == pytest.approx(own / n, abs=1e-5)
 
-    page = render_report(to_report.report_data([result], [joined]))
+    page = render_report(comparison.report_data([result], [joined]))
     breakdown = page.split('id="breakdown"')[1].split("</section>")[0]
     own_cell = f'<td class="num">{100 * own / n:.2f} %</td>'
     paired_cell = f'<td class="num">{100 * paired / n:.2f} %</td>'
@@ -566,7 +567,7 @@ def test_run_tables_use_the_one_number_format(
     row = next(line for line in table.splitlines() if "mmmu_acc" in line)
     assert expected in row
     assert not re.search(r"\b0\.\d{4}\b", table)  # no bare fractions
-    text = to_report.render_terminal(an.analyse(joined, an.Settings(n_boot=0)))
+    text = terminal.render_terminal(an.analyse(joined, an.Settings(n_boot=0)))
     assert expected in next(line for line in text.splitlines() if "|mmmu_acc" in line)
 
 
@@ -600,6 +601,6 @@ def test_more_samples_are_counted_against_the_data_set(
             if r.n_more is not None:
                 assert r.n_more <= r.remaining
             else:
-                assert r.full_margin is not None and "out of reach" in r.label
+                assert r.full_margin is not None and "out of reach" in metric_label(r)
     mmmu_acc = metric(next(t for t in result.tasks if t.task == "mmmu_val"), "mmmu_acc")
     assert mmmu_acc.remaining == len(mmmu) - 20

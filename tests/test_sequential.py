@@ -219,8 +219,12 @@ def test_vectorised_statistics_and_fixed_verdict_equal_verdict_decide() -> None:
             cats, imgs = lay.categories[sel], lay.images[sel]
             results = [
                 v.compare_accuracy(a, b, metric="mme_acc", clusters=imgs, strata=cats, n_boot=0),
-                v.compare_mme_score(cats[p], imgs[p], a[p], b[p], metric="mme_perception_score", n_boot=0),
-                v.compare_mme_score(cats[~p], imgs[~p], a[~p], b[~p], metric="mme_cognition_score", n_boot=0),
+                v.compare_cluster_score(
+                    cats[p], imgs[p], a[p], b[p], metric="mme_perception_score", n_boot=0
+                ),
+                v.compare_cluster_score(
+                    cats[~p], imgs[~p], a[~p], b[~p], metric="mme_cognition_score", n_boot=0
+                ),
                 v.compare_accuracy(
                     mmmu[0][i][sel2],
                     mmmu[1][i][sel2],

@@ -12,6 +12,7 @@ from scipy import stats as sps
 from vlmparity.compare import calibration
 from vlmparity.compare import verdict as v
 from vlmparity.errors import ConfigError, DataError
+from vlmparity.report.labels import labelled_verdict, metric_label
 
 # MME question counts per category (research/lmms-eval.md §1.6), two questions per image.
 PERCEPTION = {
@@ -68,8 +69,8 @@ def mme_results(a: np.ndarray, b: np.ndarray) -> list[v.PairedResult]:
     p = np.arange(a.size) < pc.size
     return [
         v.compare_accuracy(a, b, metric="mme_acc", clusters=imgs, strata=cats),
-        v.compare_mme_score(pc, pi, a[p], b[p], metric="mme_perception_score"),
-        v.compare_mme_score(cc, ci, a[~p], b[~p], metric="mme_cognition_score"),
+        v.compare_cluster_score(pc, pi, a[p], b[p], metric="mme_perception_score"),
+        v.compare_cluster_score(cc, ci, a[~p], b[~p], metric="mme_cognition_score"),
     ]
 
 
@@ -134,7 +135,7 @@ def test_mme_score_se_by_hand() -> None:
     a = np.ones(12, dtype=bool)
     b = a.copy()
     b[1] = False
-    r = v.compare_mme_score(cats, imgs, a, b, metric="mme_cognition_score")
+    r = v.compare_cluster_score(cats, imgs, a, b, metric="mme_cognition_score")
     assert (r.a_value, r.b_value, r.delta) == pytest.approx((400.0, 362.5, -37.5))
     assert r.se == pytest.approx(37.5, abs=1e-9)
     assert r.exact_scale == pytest.approx(587.5)
@@ -145,9 +146,12 @@ def test_mme_score_se_by_hand() -> None:
 
 def test_default_margins() -> None:
     assert v.ACCURACY_MARGIN == 0.01
-    assert v.MME_MARGIN == {"mme_perception_score": 50.0, "mme_cognition_score": 20.0}
+    assert {m: v.default_margin(m) for m in ("mme_perception_score", "mme_cognition_score")} == {
+        "mme_perception_score": 50.0,
+        "mme_cognition_score": 20.0,
+    }
     with pytest.raises(DataError):
-        v.compare_mme_score(["X", "X"], ["x", "x"], [True, True], [True, True], metric="other_score")
+        v.compare_cluster_score(["X", "X"], ["x", "x"], [True, True], [True, True], metric="other_score")
 
 
 # ----------------------------------------------------------------------------- verdicts on built runs
@@ -167,7 +171,7 @@ def test_identical_runs_large_n_equivalent_with_the_exact_interval() -> None:
     assert r.verdict == "equivalent"
     assert (r.ci_low, r.ci_high) == (pytest.approx(-bound, rel=1e-9), pytest.approx(bound, rel=1e-9))
     assert r.certified_margin == pytest.approx(bound, rel=1e-9)
-    assert r.label == "equivalent within ±0.33 pp"
+    assert metric_label(r) == "equivalent within ±0.33 pp"
     assert (r.discordant_ab, r.discordant_ba, r.p_difference) == (0, 0, 1.0)
     # The equivalence p is the level at which the bound reaches the margin: 0.99^900.
     assert r.p_equivalence == pytest.approx(0.99**900, rel=1e-6)
@@ -195,11 +199,14 @@ def test_identical_answers_on_a_few_questions_need_more_samples() -> None:
     assert r.certified_margin == pytest.approx(_cp_zero(0.05, 180), rel=1e-9)
     assert min(n for n in range(180, 400) if _cp_zero(0.05, n) < 0.01) == 299
     assert (r.n_more, r.remaining) == (120, 720)
-    assert r.label == "inconclusive: certifies ±1.65 pp, not ±1.00 pp; need ~120 more samples (720 remain)"
+    assert (
+        metric_label(r)
+        == "inconclusive: certifies ±1.65 pp, not ±1.00 pp; need ~120 more samples (720 remain)"
+    )
     # The count never exceeds what the data set still holds...
     capped = v.compare_accuracy(a, a.copy(), available=299)
     assert (capped.n_more, capped.remaining) == (119, 119)
-    assert capped.label.endswith("need ~119 more samples (all 119 remaining)")
+    assert metric_label(capped).endswith("need ~119 more samples (all 119 remaining)")
     # ... and is said in task samples when the metric covers a part of the task (here half of it).
     half = v.compare_accuracy(a, a.copy(), available=900, task_per_metric=2.0)
     assert (half.n_more, half.remaining) == (240, 1440)
@@ -231,7 +238,7 @@ def test_decision_interval_adds_the_normal_and_the_exact_parts() -> None:
     more = need - 20
     step = 10 ** (len(str(more)) - 2)
     assert r.n_more == -(-more // step) * step
-    assert r.label.startswith("inconclusive: certifies ±")
+    assert metric_label(r).startswith("inconclusive: certifies ±")
     verdict = v.decide([r])
     assert (verdict.verdict, verdict.exit_code, verdict.n_more) == ("inconclusive", 2, r.n_more)
     assert verdict.label == f"inconclusive (need ~{r.n_more} more samples)"
@@ -245,7 +252,7 @@ def test_five_point_drop_mmmu_size_not_equivalent() -> None:
     assert r.delta == pytest.approx(-0.05)
     assert r.verdict == "not equivalent"
     assert r.ci_high < -r.margin  # wholly outside the band
-    assert r.label == f"not equivalent: at least {100 * -r.ci_high:.2f} pp lower"
+    assert metric_label(r) == f"not equivalent: at least {100 * -r.ci_high:.2f} pp lower"
     verdict = v.decide([r])
     assert (verdict.verdict, verdict.exit_code) == ("not equivalent", 1)
 
@@ -273,14 +280,14 @@ def test_margin_out_of_reach_at_full_size_says_so() -> None:
     assert r.verdict == "inconclusive"
     assert r.n_more is None
     assert r.full_margin == pytest.approx(full, rel=1e-6)
-    assert r.label.endswith(
+    assert metric_label(r).endswith(
         f"out of reach even with all 900 samples of the data set (they would certify about ±{100 * full:.2f} pp)"
     )
     assert v.decide([r]).label == "inconclusive (not settled even with the whole data set: mmmu_acc)"
     # Every sample already compared: nothing more exists.
     big = v.compare_accuracy(pattern(900, 6), flip(pattern(900, 6), 60, 60), metric="mmmu_acc", available=900)
     assert big.verdict == "inconclusive"
-    assert big.label.endswith("every sample of the data set (900) is compared already")
+    assert metric_label(big).endswith("every sample of the data set (900) is compared already")
 
 
 # ----------------------------------------------------------------------------- Holm in the verdict
@@ -382,7 +389,7 @@ def test_one_metric_not_equivalent_decides_overall() -> None:
         _result("m1", delta=0.0, se=0.001),
         _result("m2", delta=-0.05, se=0.005),
     ]
-    verdict = v.decide(results)
+    verdict = labelled_verdict(v.decide(results))
     assert verdict.verdict == "not equivalent"
     assert verdict.reasons == (f"m2: {verdict.metrics[1].label}",)
     assert verdict.metrics[1].label.startswith("not equivalent: at least ")
@@ -465,4 +472,4 @@ def test_bad_margin_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         v.compare_accuracy([True, False], [True, True], margin=0.0)
     with pytest.raises(ConfigError):
-        v.compare_mme_score(["X", "X"], ["x", "x"], [True, True], [True, True], margin=-5.0)
+        v.compare_cluster_score(["X", "X"], ["x", "x"], [True, True], [True, True], margin=-5.0)

@@ -150,10 +150,10 @@ def run_demo(
     from vlmparity.compare.analysis import analyse
     from vlmparity.compare.closeness import closeness
     from vlmparity.compare.join import load_joins, seed_cache
-    from vlmparity.compare.to_report import json_document, report_data
     from vlmparity.config import RunConfig, RunOptions, parse_endpoints
     from vlmparity.data.synth import write_mme, write_mmmu
     from vlmparity.report.closeness import report_view, row_fingerprints
+    from vlmparity.report.comparison import json_document, report_data
     from vlmparity.report.html import write_report
 
     say = step or (lambda _text: None)

@@ -99,14 +99,28 @@ def sequential_parameters() -> list[inspect.Parameter]:
     ]  # fmt: skip
 
 
-def settings_from(options: dict[str, Any]) -> Settings:
-    """Typed verdict settings from the CLI options (accuracy margin in points → fraction)."""
-    from vlmparity.compare.analysis import Settings
+# The options that set one metric's margin (in its unit, score points): option -> metric.
+MARGIN_OPTIONS = {
+    "mme_margin_perception": "mme_perception_score",
+    "mme_margin_cognition": "mme_cognition_score",
+}
 
+
+def settings_from(options: dict[str, Any]) -> Settings:
+    """Typed verdict settings from the CLI options (accuracy margin in points → fraction; the per-metric
+    margins onto `Settings.margins`, the other metrics keeping their specs' defaults)."""
+    from vlmparity.compare.analysis import Settings, default_margins
+    from vlmparity.errors import ConfigError
+
+    margins = default_margins()
+    for name, metric in MARGIN_OPTIONS.items():
+        value = float(options[name])
+        if not value > 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+        margins[metric] = value
     return Settings(
         margin=float(options["margin"]) / 100.0,
-        mme_margin_perception=float(options["mme_margin_perception"]),
-        mme_margin_cognition=float(options["mme_margin_cognition"]),
+        margins=margins,
         alpha=float(options["alpha"]),
         policy=str(options["policy"]).strip().lower(),
         max_error_rate=float(options["max_error_rate"]),
@@ -400,8 +414,8 @@ def finish(
     from vlmparity.compare.analysis import analyse, overall_exit_code
     from vlmparity.compare.closeness import closeness
     from vlmparity.compare.join import plan_lines
-    from vlmparity.compare.to_report import render_terminal
     from vlmparity.report.closeness import terminal_text
+    from vlmparity.report.terminal import render_terminal
 
     analyses = [analyse(j, settings) for j in joins]
     if adjust is not None:
@@ -433,8 +447,8 @@ def write_json(analyses: Sequence[Analysis], target: str, close: Sequence[Closen
     """The machine-readable verdict to a file, or stdout for '-' (closeness beside each candidate's verdict)."""
     import orjson
 
-    from vlmparity.compare.to_report import json_document
     from vlmparity.errors import ConfigError
+    from vlmparity.report.comparison import json_document
 
     doc = json_document(analyses)
     for record, c in zip(doc["candidates"], close, strict=False):
@@ -459,9 +473,9 @@ def write_html(
     analyses: Sequence[Analysis], joins: Sequence[Joined], target: Path, close: Sequence[Closeness] = ()
 ) -> Path:
     """Build the report's data and write the self-contained HTML page."""
-    from vlmparity.compare.to_report import report_data
     from vlmparity.errors import ConfigError
     from vlmparity.report.closeness import report_view, row_fingerprints
+    from vlmparity.report.comparison import report_data
     from vlmparity.report.html import write_report
 
     data = report_data(analyses, joins)

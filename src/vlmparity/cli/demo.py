@@ -42,8 +42,8 @@ def demo(
 ) -> None:
     """Run the demo and print the verdict and where the report is."""
     from vlmparity.cli.run import PlainProgress, RichProgress, interrupt_as_error
-    from vlmparity.compare.to_report import render_terminal
     from vlmparity.demo import DemoSettings, run_demo
+    from vlmparity.report.terminal import render_terminal
 
     started = time.perf_counter()
     settings = DemoSettings(out=out, n_mme=n_mme, n_mmmu=n_mmmu, keep=keep)

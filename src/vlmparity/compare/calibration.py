@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from scipy import stats as sps
 
 from vlmparity.compare import verdict as v
+from vlmparity.tasks.base import get_task
 
 # MME question counts per category (MME paper, research/lmms-eval.md §1.6): 2 questions per image.
 MME_PERCEPTION = {
@@ -94,10 +95,10 @@ def mme_verdict(a: NDArray[np.bool_], b: NDArray[np.bool_], layout: MmeLayout, n
         v.compare_accuracy(
             a, b, metric="mme_acc", clusters=layout.images, strata=layout.categories, n_boot=n_boot
         ),
-        v.compare_mme_score(
+        v.compare_cluster_score(
             layout.categories[p], layout.images[p], a[p], b[p], metric="mme_perception_score", n_boot=n_boot
         ),
-        v.compare_mme_score(
+        v.compare_cluster_score(
             layout.categories[c], layout.images[c], a[c], b[c], metric="mme_cognition_score", n_boot=n_boot
         ),
     ]
@@ -134,14 +135,14 @@ def verdict_rates(
 
 # ----- vectorised: many simulated comparisons at once (fixed-size and sequential verdicts) -----------------
 
-# The four metrics of a full MME + MMMU-val comparison, in the order the analysis judges them.
-METRICS = ("mme_acc", "mme_perception_score", "mme_cognition_score", "mmmu_acc")
-UNITS = ("fraction", "points", "points", "fraction")
-DEFAULT_MARGINS = (
-    v.ACCURACY_MARGIN,
-    v.MME_MARGIN["mme_perception_score"],
-    v.MME_MARGIN["mme_cognition_score"],
-)
+# The tasks simulated here, and their four metrics (the tasks' specs), in the order the analysis judges them:
+# mme_acc, mme_perception_score, mme_cognition_score, mmmu_acc.
+SIMULATED_TASKS = ("mme", "mmmu_val")
+SPECS = tuple(spec for name in SIMULATED_TASKS for spec in get_task(name).metric_specs())
+METRICS = tuple(spec.name for spec in SPECS)
+UNITS = tuple(spec.unit for spec in SPECS)
+# the default margins: accuracies, then the two MME scores (score points)
+DEFAULT_MARGINS = (SPECS[0].margin, SPECS[1].margin, SPECS[2].margin)
 
 
 @dataclass(frozen=True)
@@ -264,7 +265,7 @@ def mme_score_stats(
     images: NDArray[np.intp],
     margin: float,
 ) -> MetricStats:
-    """`verdict.compare_mme_score`'s delta, se and exact-bound terms (images of 2 questions) per trial."""
+    """`verdict.compare_cluster_score`'s delta, se and exact-bound terms (images of 2 questions) per trial."""
     n = a.shape[1]
     m = int(images.max()) + 1
     c = np.zeros((n, m))

@@ -4,7 +4,7 @@ A run is one endpoint inside one output folder's store. Its samples are rebuilt 
 used (the store keeps answers and request hashes, not the dataset), checked against the store's
 dataset fingerprint, and scored from the store exactly as `vlmparity run` scores them
 (`runner.score_endpoint`), plus once more for the pairing: there MMMU's random letter for an answer
-without one is drawn per sample (`runner.PAIRED_FALLBACK`), so identical answers get identical letters
+without one is drawn per sample (`PAIRED_FALLBACK`), so identical answers get identical letters
 whatever the other samples parsed to. Two runs are then joined on (task, sample_id): a sample counts only when both
 runs sent it the same request (same `request_hash`); the others are reported, never compared.
 """
@@ -27,8 +27,10 @@ from vlmparity.store import (
     describe_sampling,
     store_path,
 )
-from vlmparity.tasks.base import Sample
+from vlmparity.tasks.base import FALLBACK_PER_SAMPLE, Sample
 
+# How a random fallback draws when answers are paired: per sample, seeded by its id (see the docstring).
+PAIRED_FALLBACK = FALLBACK_PER_SAMPLE
 # (task, source, limit, sample, seed) -> the plan: runs of one folder share their data and plan.
 PlanKey = tuple[str, str, float | None, int | None, int]
 

@@ -9,8 +9,9 @@
   stored answers of those samples exactly as `compare` does (`runner.score_endpoint`, `join`,
   `analysis.task_metrics`) and applying the design (`compare.sequential`);
 - stops sending when the verdict is known (requests already in flight finish and are stored), and
-  stops sending a part whose metrics are all equivalent while another part is still open. The parts
-  are MME perception (feeding mme_acc and mme_perception_score), MME cognition (mme_acc and
+  stops sending a part whose metrics are all equivalent while another part is still open. A sample's
+  part is its task's `stop_part(sample)`, and a part feeds the metrics whose `MetricSpec.members` take
+  its samples: MME perception (feeding mme_acc and mme_perception_score), MME cognition (mme_acc and
   mme_cognition_score) and each other task (all its metrics): identical engines certify the MME
   accuracy and perception score after a fifth of MME, while the cognition score's 20-point margin
   needs about 60 % of the 260 cognition questions; only those keep being sent.
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from vlmparity.compare import sequential as seq
 from vlmparity.compare import verdict as v
+from vlmparity.tasks.base import Task, get_task
 
 if TYPE_CHECKING:
     from vlmparity.compare.analysis import Analysis, Settings
@@ -75,7 +77,9 @@ class LookGate:
         self.examined = 0  # looks examined so far
         self.outstanding: dict[str, list[set[int]]] = {}  # endpoint -> per look the indices not yet answered
         self.finished_parts: dict[str, int] = {}  # part -> the look after which it stopped being sent
+        self.sample_parts: list[str] = []  # per sample index: its part
         self.parts: list[str] = []  # `part_of` every sample, in order of appearance
+        self.part_metrics: dict[str, set[str]] = {}  # part -> the metrics its samples feed
         self.stopped = False
         self.reason = ""
         self.design: seq.Design | None = None
@@ -148,18 +152,22 @@ class LookGate:
     # -- the looks ---------------------------------------------------------------------------------------
 
     def _bind_parts(self) -> None:
+        """Every sample's part (`Task.stop_part`) and the metrics each part feeds (`MetricSpec.members`)."""
         assert self.engine is not None
-        self.parts = list(dict.fromkeys(part_of(s) for s in self.engine.samples))
+        tasks = {name: get_task(name) for name in dict.fromkeys(s.task for s in self.engine.samples)}
+        self.sample_parts = [part_of(s, tasks[s.task]) for s in self.engine.samples]
+        self.parts = list(dict.fromkeys(self.sample_parts))
+        self.part_metrics = {part: set() for part in self.parts}
+        for sample, part in zip(self.engine.samples, self.sample_parts, strict=True):
+            specs = tasks[sample.task].metric_specs()
+            self.part_metrics[part].update(spec.name for spec in specs if spec.members(sample))
 
     def _part_metrics(self, part: str, metrics: Sequence[str]) -> set[str]:
-        """The metrics a part's samples feed: its task's, less the sub-scores of the task's other parts."""
-        task, _, own = part.partition("/")
-        subs = {p.partition("/")[2] for p in self.parts if p.startswith(task + "/")}
-        return {m for m in metrics if self._task_of(m) == task and (m == own or m not in subs)}
+        """The metrics a part's samples feed (of those judged)."""
+        return self.part_metrics.get(part, set()) & set(metrics)
 
     def _skip(self, index: int) -> bool:
-        assert self.engine is not None
-        return part_of(self.engine.samples[index]) in self.finished_parts
+        return self.sample_parts[index] in self.finished_parts
 
     def _ready(self) -> bool:
         k = self.examined
@@ -229,16 +237,12 @@ class LookGate:
         assert self.engine is not None
         return [p.task.name for p in self.engine.plans]
 
-    @staticmethod
-    def _task_of(metric: str) -> str:
-        return "mme" if metric.startswith("mme_") else "mmmu_val" if metric.startswith("mmmu") else metric
-
     def sample_ids(self, look: int) -> dict[str, set[str]]:
         """Per task the sample ids a look uses: through `look`, or through the look its part stopped at."""
         assert self.engine is not None
         out: dict[str, set[str]] = {t: set() for t in self._tasks()}
         for i, s in enumerate(self.engine.samples):
-            through = min(look, self.finished_parts.get(part_of(s), look))
+            through = min(look, self.finished_parts.get(self.sample_parts[i], look))
             if self.look_of[i] <= through:
                 out[s.task].add(s.id)
         return out
@@ -335,8 +339,7 @@ class LookGate:
             "seed": self.seed,
             "settings": {
                 "margin": self.settings.margin,
-                "mme_margin_perception": self.settings.mme_margin_perception,
-                "mme_margin_cognition": self.settings.mme_margin_cognition,
+                **{record_key(m): x for m, x in self.settings.margins.items()},
                 "alpha": self.settings.alpha,
                 "policy": self.settings.policy,
             },
@@ -382,13 +385,25 @@ class LookGate:
         )
 
 
-def part_of(sample: Sample) -> str:
-    """The part a sample belongs to for stopping: "mme/<the MME score its category feeds>", else its task."""
-    if sample.task == "mme":
-        from vlmparity.tasks.mme import metric_for
+def part_of(sample: Sample, task: Task | None = None) -> str:
+    """The part a sample belongs to for stopping: its task's `stop_part` (MME: "mme/<the score its category
+    feeds>"; usually the task's name)."""
+    return (task if task is not None else get_task(sample.task)).stop_part(sample)
 
-        return f"mme/{metric_for(sample.group)}"
-    return sample.task
+
+def record_key(metric: str) -> str:
+    """The key of a metric's margin in sequential.json's settings: `compare`'s option name for it
+    ("mme_perception_score" -> "mme_margin_perception": the task, "margin", the part of the score)."""
+    task, _, rest = metric.removesuffix("_score").partition("_")
+    return f"{task}_margin_{rest}" if rest else f"{task}_margin"
+
+
+def _recorded_settings(settings: Settings, recorded: Mapping[str, Any]) -> Settings:
+    """The settings a sequential comparison recorded (margins, alpha, policy) over `settings`."""
+    keys = {record_key(m): m for m in settings.margins}
+    margins = {keys[k]: float(x) for k, x in recorded.items() if k in keys}
+    plain = {k: x for k, x in recorded.items() if k not in keys and k != "margins" and hasattr(settings, k)}
+    return replace(settings, **plain, margins={**settings.margins, **margins})
 
 
 def restrict(joins: Sequence[Joined], ids: Mapping[str, set[str]]) -> list[Joined]:
@@ -436,8 +451,7 @@ def replay(
     if any(c not in (record.get("candidates") or {}) for c in candidates):
         return None
     # the looks are judged as they were decided: with the margins, alpha and policy recorded
-    recorded = record.get("settings") or {}
-    settings = replace(settings, **{k: recorded[k] for k in recorded if hasattr(settings, k)})
+    settings = _recorded_settings(settings, record.get("settings") or {})
     gate = LookGate(
         settings, reference, candidates, looks=int(record["looks"]), seed=int(record.get("seed", 0))
     )

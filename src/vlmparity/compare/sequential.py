@@ -70,7 +70,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -356,12 +356,9 @@ def examine(
     samples: int = 0,
 ) -> Look:
     """Judge every metric at `look` (0-based), keeping the decisions of earlier looks."""
-    from vlmparity.report.formatting import fmt_delta, fmt_margin
-
     status = dict(previous.status) if previous else {}
     decided_at = dict(previous.decided_at) if previous else {}
     earlier = {r.metric: r for r in previous.judged} if previous else {}
-    last = look == len(d.times) - 1
     judged: list[v.PairedResult] = []
     for j, r in enumerate(results):
         if status.get(r.metric) in (v.EQUIVALENT, v.NOT_EQUIVALENT) and r.metric in earlier:
@@ -371,43 +368,10 @@ def examine(
         status[r.metric] = state
         if state != OPEN:
             decided_at[r.metric] = look
+        at = v.LookJudgement(state, look, len(d.times), z, d.ne_bounds[j][look])
         level = float(sps.norm.sf(d.eq_bounds[look]))
-        low, high = r.delta - h, r.delta + h
-        where = f"look {look + 1}/{len(d.times)}"
-        if state == v.EQUIVALENT:
-            label = (
-                f"{v.EQUIVALENT} within {fmt_margin(max(abs(low), abs(high)), r.unit, words=True)} ({where})"
-            )
-        elif state == v.NOT_EQUIVALENT:
-            label = (
-                f"{v.NOT_EQUIVALENT}: Δ {fmt_delta(r.delta, r.unit, words=True)} beyond "
-                f"{fmt_margin(r.margin, r.unit, words=True)}, a difference at z = {z:.2f} >= "
-                f"{d.ne_bounds[j][look]:.2f} ({where})"
-            )
-        elif last:
-            label = (
-                f"{v.INCONCLUSIVE}: certifies {fmt_margin(max(abs(low), abs(high)), r.unit, words=True)}, "
-                f"not {fmt_margin(r.margin, r.unit, words=True)}, and no difference beyond it is shown "
-                f"(z = {z:.2f} < {d.ne_bounds[j][look]:.2f}) at the last look"
-            )
-        else:
-            label = f"open at {where}"
         verdict = state if state != OPEN else v.INCONCLUSIVE
-        judged.append(
-            replace(
-                r,
-                alpha=d.alpha,
-                level=level,
-                ci_low=low,
-                ci_high=high,
-                certified_margin=max(abs(low), abs(high)),
-                verdict=verdict,
-                n_more=None,
-                remaining=None,
-                full_margin=None,
-                label=label,
-            )
-        )
+        judged.append(v.at_interval(r, d.alpha, level, (r.delta - h, r.delta + h), verdict, look=at))
     states = [status[r.metric] for r in results]
     if v.NOT_EQUIVALENT in states:
         overall = v.NOT_EQUIVALENT
@@ -416,7 +380,7 @@ def examine(
     elif states and all(s == v.EQUIVALENT for s in states):
         overall = v.EQUIVALENT
         reason = "every metric equivalent within its margin"
-    elif last:
+    elif look == len(d.times) - 1:
         overall = v.INCONCLUSIVE
         names = [r.metric for r in results if status[r.metric] == OPEN]
         reason = f"the last look left {', '.join(names)} undecided"
@@ -427,9 +391,9 @@ def examine(
 
 
 def verdict_of(look: Look) -> v.Verdict:
-    """The overall verdict of a deciding look (or the last one), in the fixed-size verdict's shape."""
+    """The overall verdict of a deciding look (or the last one), in the fixed-size verdict's shape (its
+    reasons are written with the labels, `report.labels`)."""
     overall = look.overall if look.overall != OPEN else v.INCONCLUSIVE
-    reasons = tuple(f"{r.metric}: {r.label}" for r in look.judged if r.verdict == overall)
     label = overall if overall != v.INCONCLUSIVE else f"{v.INCONCLUSIVE} ({look.reason})"
     alpha = look.judged[0].alpha if look.judged else v.ALPHA
-    return v.Verdict(overall, label, v.EXIT_CODES[overall], alpha, None, reasons, look.judged)
+    return v.Verdict(overall, label, v.EXIT_CODES[overall], alpha, None, (), look.judged)

@@ -29,8 +29,10 @@ forest plot). Per metric, for the difference d = B - A:
   by the samples the data set still holds; when even all of them would not do, full_margin is the
   margin the full data set would certify and n_more is None.
 
-Units: accuracies and their margin are fractions (margin 0.01 = 1 percentage point); MME scores
-and their margin are score points.
+Units: accuracies and their margin are fractions (margin 0.01 = 1 percentage point); cluster scores
+(MME's) and their margin are score points. Which statistic a metric gets, and its default margin, come
+from the task's `MetricSpec` (kind ACCURACY or CLUSTER_SCORE). The words of a verdict (labels, reasons)
+are written by `vlmparity.report.labels` from the numbers here.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import math
 import statistics
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -46,18 +49,10 @@ from scipy import stats as sps
 
 from vlmparity import stats
 from vlmparity.errors import ConfigError, DataError
+from vlmparity.tasks.base import get_task, task_names
 
 ALPHA = 0.05
-ACCURACY_MARGIN = 0.01  # 1 percentage point, as a fraction
-MME_MAX_SCORE = {"mme_perception_score": 2000.0, "mme_cognition_score": 800.0}
-# 2.5 % of the maximum: 50 perception, 20 cognition points, i.e. the mean over categories of
-# (acc + acc_plus) / 2 moving by 2.5 points. Not 1 % (20 / 8): one flipped answer in a 20-image
-# category (OCR and three cognition categories) moves the score by 2.5 to 7.5 points, so a margin of
-# one or two flips cannot be certified even by identical answers on the full benchmark. The 1-point
-# accuracy margin on the pooled MME question accuracy remains the sensitive test; the score margins
-# catch regressions concentrated in a few categories, which the pooled accuracy dilutes.
-MME_MARGIN_FRACTION = 0.025
-MME_MARGIN = {name: top * MME_MARGIN_FRACTION for name, top in MME_MAX_SCORE.items()}
+ACCURACY_MARGIN = 0.01  # 1 percentage point, as a fraction: `--margin`'s default for every accuracy
 # Pseudo discordant questions added to the null variance of the descriptive z-test of "no difference".
 PSEUDO_DISCORDANT = 1.0
 _NORMAL = statistics.NormalDist()
@@ -71,11 +66,22 @@ EXIT_CODES = {EQUIVALENT: 0, NOT_EQUIVALENT: 1, INCONCLUSIVE: 2}
 
 
 @dataclass(frozen=True)
+class LookJudgement:
+    """How a sequential look judged a metric: its state there and the difference test against its bound."""
+
+    state: str  # equivalent | not equivalent | open (inconclusive at the last look)
+    look: int  # 0-based
+    looks: int
+    z: float  # |z| of the test of no difference
+    bound: float  # the look's boundary for a difference (two-sided, the metric's share of alpha)
+
+
+@dataclass(frozen=True)
 class PairedResult:
     """One metric compared between reference A and candidate B on the same samples."""
 
     metric: str
-    unit: str  # "fraction" (accuracies) or "points" (MME scores); delta, intervals, se, margin share it
+    unit: str  # "fraction" (accuracies) or "points" (cluster scores); delta, intervals, se, margin share it
     n: int  # paired questions
     n_clusters: int  # resampling units (questions, or images)
     a_value: float  # paired values: the mean over the pairs used (see the analysis for which)
@@ -95,7 +101,7 @@ class PairedResult:
     boot_high: float | None
     boot_confidence: float
     available: int | None = None  # questions of this metric in the data set (None: unknown)
-    task_per_metric: float = 1.0  # task samples per question of this metric (MME halves: > 1)
+    task_per_metric: float = 1.0  # task samples per question of this metric (a part of the task: > 1)
     task_remaining: int | None = None  # task samples the data set holds beyond those compared
     # set by `judge`:
     alpha: float = ALPHA
@@ -109,7 +115,9 @@ class PairedResult:
     n_more: int | None = None  # inconclusive: about how many more task samples would settle it
     remaining: int | None = None  # task samples the data set holds beyond those compared
     full_margin: float | None = None  # inconclusive and out of reach: the margin all the data would certify
-    label: str = ""  # verdict text, e.g. "equivalent within ±0.52 pp"
+    label: str = ""  # verdict text, e.g. "equivalent within ±0.52 pp": written by `report.labels`
+    # a sequential look's judgement (`compare.sequential.examine`), None for the fixed-size verdict
+    look: LookJudgement | None = None
 
     @property
     def confidence(self) -> float:
@@ -130,7 +138,7 @@ class Verdict:
     exit_code: int  # 0 equivalent, 1 not equivalent, 2 inconclusive
     alpha: float
     n_more: int | None
-    reasons: tuple[str, ...]
+    reasons: tuple[str, ...]  # "metric: label" of the metrics that decided it (`report.labels` writes them)
     metrics: tuple[PairedResult, ...]
 
 
@@ -267,43 +275,33 @@ def _planning(r: PairedResult) -> PairedResult:
     return replace(r, n_more=more, remaining=remaining, full_margin=None)
 
 
-# --------------------------------------------------------------------------- labels
-
-
-def label_of(r: PairedResult) -> str:
-    """The verdict text of a judged metric: what it certifies and, if inconclusive, what would settle it."""
-    from vlmparity.report.formatting import fmt_delta, fmt_margin
-
-    within = fmt_margin(r.certified_margin, r.unit, words=True)
-    if r.verdict == EQUIVALENT:
-        return f"{EQUIVALENT} within {within}"
-    if r.verdict == NOT_EQUIVALENT:
-        nearest = r.ci_low if r.delta > 0 else r.ci_high
-        side = "higher" if r.delta > 0 else "lower"
-        return f"{NOT_EQUIVALENT}: at least {fmt_delta(abs(nearest), r.unit, words=True).lstrip('+')} {side}"
-    margin = fmt_margin(r.margin, r.unit, words=True)
-    head = f"{INCONCLUSIVE}: certifies {within}, not {margin}"
-    if abs(r.delta) >= r.margin:
-        head = f"{INCONCLUSIVE}: Δ {fmt_delta(r.delta, r.unit, words=True)} is beyond {margin}, not provably"
-    if r.n_more is not None:
-        tail = f"need ~{r.n_more} more samples"
-        if r.remaining is not None:
-            tail += (
-                f" ({r.remaining} remain)" if r.n_more < r.remaining else f" (all {r.remaining} remaining)"
-            )
-        return f"{head}; {tail}"
-    if r.full_margin is not None:
-        total = round(r.available * r.task_per_metric) if r.available is not None else 0
-        if r.remaining == 0:
-            return f"{head}; every sample of the data set ({total}) is compared already"
-        return (
-            f"{head}; out of reach even with all {total} samples of the data set (they would certify "
-            f"about {fmt_margin(r.full_margin, r.unit, words=True)})"
-        )
-    return f"{head}; the observed difference is too close to the margin to settle"
-
-
 # --------------------------------------------------------------------------- the verdict
+
+
+def at_interval(
+    r: PairedResult,
+    alpha: float,
+    level: float,
+    interval: tuple[float, float],
+    verdict: str,
+    **more: Any,
+) -> PairedResult:
+    """`r` judged at one-sided `level` with this decision interval (the fixed-size verdict's, or a sequential
+    look's): what the interval certifies, the verdict, no planning yet (`_planning` adds it)."""
+    low, high = interval
+    return replace(
+        r,
+        alpha=alpha,
+        level=level,
+        ci_low=low,
+        ci_high=high,
+        certified_margin=max(abs(low), abs(high)),
+        verdict=verdict,
+        n_more=None,
+        remaining=None,
+        full_margin=None,
+        **more,
+    )
 
 
 def judge(results: Sequence[PairedResult], alpha: float = ALPHA) -> list[PairedResult]:
@@ -324,25 +322,19 @@ def judge(results: Sequence[PairedResult], alpha: float = ALPHA) -> list[PairedR
         p_eq_holm = max(running, min(1.0, (k - rank) * r.p_equivalence))
         p_ne_holm = max(running, min(1.0, (k - rank) * r.p_nonequivalence))
         running = max(running, min(1.0, (k - rank) * claim[i]))
-        low, high = decision_interval(r, level)
         verdict = EQUIVALENT if eq else NOT_EQUIVALENT if ne else INCONCLUSIVE
-        judged = replace(
+        judged = at_interval(
             r,
-            alpha=alpha,
-            level=level,
-            ci_low=low,
-            ci_high=high,
-            certified_margin=max(abs(low), abs(high)),
+            alpha,
+            level,
+            decision_interval(r, level),
+            verdict,
             p_equivalence_holm=p_eq_holm,
             p_nonequivalence_holm=p_ne_holm,
-            verdict=verdict,
-            n_more=None,
-            remaining=None,
-            full_margin=None,
         )
         if verdict == INCONCLUSIVE:
             judged = _planning(judged)
-        out[i] = replace(judged, label=label_of(judged))
+        out[i] = judged
     return [r for r in out if r is not None]
 
 
@@ -371,8 +363,7 @@ def decide(results: Sequence[PairedResult], alpha: float = ALPHA) -> Verdict:
     else:
         overall = INCONCLUSIVE
     label, n_more = _overall_label(overall, judged)
-    reasons = tuple(f"{r.metric}: {r.label}" for r in judged if r.verdict == overall)
-    return Verdict(overall, label, EXIT_CODES[overall], alpha, n_more, reasons, tuple(judged))
+    return Verdict(overall, label, EXIT_CODES[overall], alpha, n_more, (), tuple(judged))
 
 
 # --------------------------------------------------------------------------- metrics
@@ -399,7 +390,41 @@ def _stratum_variance(contrib: stats.FloatArray, strata: stats.IntArray) -> floa
     return total
 
 
-def _with_pvalues(r: PairedResult, alpha: float) -> PairedResult:
+def default_margin(metric: str) -> float:
+    """The default margin of a registered task's metric (its `MetricSpec.margin`)."""
+    for name in task_names():
+        for spec in get_task(name).metric_specs():
+            if spec.name == metric:
+                return spec.margin
+    raise DataError(f"no default margin for {metric}", hint="pass margin= in the metric's unit")
+
+
+def _boot(draws: stats.FloatArray | None, confidence: float) -> tuple[float | None, float | None]:
+    return (None, None) if draws is None else stats.percentile_interval(draws, confidence)
+
+
+def _judged_alone(
+    *,
+    alpha: float,
+    boot: tuple[float | None, float | None],
+    confidence: float,
+    available: int | None,
+    task_per_metric: float,
+    task_remaining: int | None,
+    **measured: Any,
+) -> PairedResult:
+    """A metric's result from what was measured, with its p-values, judged on its own (`decide` re-judges)."""
+    r = PairedResult(
+        **measured,
+        p_equivalence=1.0,
+        p_nonequivalence=1.0,
+        boot_low=boot[0],
+        boot_high=boot[1],
+        boot_confidence=confidence,
+        available=available,
+        task_per_metric=task_per_metric,
+        task_remaining=task_remaining,
+    )
     r = replace(r, p_equivalence=equivalence_pvalue(r), p_nonequivalence=nonequivalence_pvalue(r))
     return judge([r], alpha)[0]
 
@@ -446,8 +471,6 @@ def compare_accuracy(
     d = np.bincount(cl, weights=ok_b.astype(float) - ok_a.astype(float), minlength=m)
     size = np.bincount(cl, minlength=m)
     se = math.sqrt(_stratum_variance((d - delta * size) / n, cl_strata))
-    # A share p of the clusters disagreeing moves the accuracy by at most p * (largest cluster / mean).
-    scale = float(size.max()) * m / n
 
     p_mcnemar = stats.mcnemar_exact(n_ab, n_ba)
     if clusters is None:
@@ -455,11 +478,16 @@ def compare_accuracy(
     else:  # McNemar assumes independent questions; the z-test uses the variance under no difference
         se_null = math.sqrt(float(np.sum((d / n) ** 2)) + PSEUDO_DISCORDANT / n**2)
         p_difference, test = diff_pvalue(delta, se_null), "z-test (clustered)"
-    boot_low = boot_high = None
+    draws = None
     if n_boot > 0:
         draws = stats.paired_accuracy_draws(ok_a, ok_b, cl, cl_strata, n_boot, stats.rng_from(seed))
-        boot_low, boot_high = stats.percentile_interval(draws, confidence)
-    result = PairedResult(
+    return _judged_alone(
+        alpha=alpha,
+        boot=_boot(draws, confidence),
+        confidence=confidence,
+        available=available,
+        task_per_metric=task_per_metric,
+        task_remaining=task_remaining,
         metric=metric,
         unit="fraction",
         n=n,
@@ -469,31 +497,23 @@ def compare_accuracy(
         delta=delta,
         se=se,
         exact_units=m,
-        exact_scale=scale,
+        # A share p of the clusters disagreeing moves the accuracy by at most p * (largest cluster / mean).
+        exact_scale=float(size.max()) * m / n,
         margin=margin,
         discordant_ab=n_ab,
         discordant_ba=n_ba,
         p_difference=p_difference,
         difference_test=test,
-        p_equivalence=1.0,
-        p_nonequivalence=1.0,
-        boot_low=boot_low,
-        boot_high=boot_high,
-        boot_confidence=confidence,
-        available=available,
-        task_per_metric=task_per_metric,
-        task_remaining=task_remaining,
     )
-    return _with_pvalues(result, alpha)
 
 
-def compare_mme_score(
-    categories: ArrayLike,
+def compare_cluster_score(
+    strata: ArrayLike,
     clusters: ArrayLike,
     a: ArrayLike,
     b: ArrayLike,
     *,
-    metric: str = "mme_perception_score",
+    metric: str = "score",
     margin: float | None = None,
     alpha: float = ALPHA,
     n_boot: int = stats.DEFAULT_N_BOOT,
@@ -503,17 +523,16 @@ def compare_mme_score(
     task_per_metric: float = 1.0,
     task_remaining: int | None = None,
 ) -> PairedResult:
-    """Paired MME score difference B - A (points), images resampled within categories.
+    """Paired cluster-score difference B - A (points, a CLUSTER_SCORE metric: the sum over strata of the
+    mean over clusters of acc + acc_plus, MME's score), clusters resampled within strata.
 
-    Pass only the questions of one half (perception or cognition). `margin` defaults to 2.5 % of
-    the metric's maximum (50 perception, 20 cognition; see MME_MARGIN).
+    Pass only the questions that feed the metric (its `MetricSpec.members`). `margin` defaults to the
+    registered metric's own (`MetricSpec.margin`: MME's 2.5 % of the maximum, 50 perception, 20 cognition).
     """
     if margin is None:
-        if metric not in MME_MARGIN:
-            raise DataError(f"no default margin for {metric}", hint="pass margin= in score points")
-        margin = MME_MARGIN[metric]
+        margin = default_margin(metric)
     _check_margin(margin, alpha)
-    table = stats.mme_clusters(categories, clusters)
+    table = stats.mme_clusters(strata, clusters)
     ok_a = stats.as_bool(a, "reference correctness")
     ok_b = stats.as_bool(b, "candidate correctness")
     n = table.question_cluster.size
@@ -521,7 +540,7 @@ def compare_mme_score(
         raise DataError(f"runs differ in length ({ok_a.size}, {ok_b.size}, {n} questions)", hint="align runs")
     sa, sb = stats.mme_cluster_scores(table, ok_a), stats.mme_cluster_scores(table, ok_b)
     counts = np.bincount(table.category, minlength=table.category_names.size)
-    per_cluster_weight = 1.0 / counts[table.category]  # each category contributes its mean
+    per_cluster_weight = 1.0 / counts[table.category]  # each stratum contributes its mean
     score_a = float(np.sum(sa * per_cluster_weight))
     score_b = float(np.sum(sb * per_cluster_weight))
     delta = score_b - score_a
@@ -530,11 +549,16 @@ def compare_mme_score(
     se = math.sqrt(_stratum_variance(contrib, table.category))
     se_null = math.sqrt(float(np.sum(contrib**2)) + PSEUDO_DISCORDANT * _mean_sq_impact(table, ok_a, ok_b))
 
-    boot_low = boot_high = None
+    draws = None
     if n_boot > 0:
         draws = stats.paired_mme_draws(table, ok_a, ok_b, n_boot, stats.rng_from(seed))
-        boot_low, boot_high = stats.percentile_interval(draws, confidence)
-    result = PairedResult(
+    return _judged_alone(
+        alpha=alpha,
+        boot=_boot(draws, confidence),
+        confidence=confidence,
+        available=available,
+        task_per_metric=task_per_metric,
+        task_remaining=task_remaining,
         metric=metric,
         unit="points",
         n=n,
@@ -550,16 +574,7 @@ def compare_mme_score(
         discordant_ba=int(np.sum(~ok_a & ok_b)),
         p_difference=diff_pvalue(delta, se_null),
         difference_test="z-test (clustered)",
-        p_equivalence=1.0,
-        p_nonequivalence=1.0,
-        boot_low=boot_low,
-        boot_high=boot_high,
-        boot_confidence=confidence,
-        available=available,
-        task_per_metric=task_per_metric,
-        task_remaining=task_remaining,
     )
-    return _with_pvalues(result, alpha)
 
 
 def _impacts(table: stats.MmeClusters, ok: NDArray[np.bool_], weight: stats.FloatArray) -> stats.FloatArray:

@@ -139,8 +139,12 @@ class MetricComparison:
 
     @classmethod
     def from_paired(cls, task: str, result: PairedResult) -> MetricComparison:
-        """Copy a judged `compare.verdict.PairedResult` of `task`."""
-        return cls(task=task, **dataclasses.asdict(result))
+        """Copy a judged `compare.verdict.PairedResult` of `task`, its label written (`report.labels`)."""
+        from vlmparity.report.labels import labelled_result
+
+        fields = dataclasses.asdict(labelled_result(result))
+        del fields["look"]  # a sequential look's judgement: said by the label
+        return cls(task=task, **fields)
 
 
 @dataclass
@@ -186,7 +190,11 @@ class Comparison:
         policy: str = "answered",
         n_used: dict[str, int] | None = None,
     ) -> Comparison:
-        """Copy a `compare.verdict.Verdict`; `tasks[i]` is the task of `verdict.metrics[i]`."""
+        """Copy a `compare.verdict.Verdict` (its words written, `report.labels`); `tasks[i]` is the task of
+        `verdict.metrics[i]`."""
+        from vlmparity.report.labels import labelled_verdict
+
+        verdict = labelled_verdict(verdict)
         if len(tasks) != len(verdict.metrics):
             raise DataError(f"{len(tasks)} task names for {len(verdict.metrics)} metrics")
         metrics = [MetricComparison.from_paired(t, r) for t, r in zip(tasks, verdict.metrics, strict=True)]

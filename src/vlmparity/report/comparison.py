@@ -1,244 +1,52 @@
-"""What a comparison shows: the terminal text, the machine-readable verdict and the HTML report's data.
+"""A comparison as data for its outputs: the machine-readable verdict (verdict.json) and the HTML
+report's `ReportData`.
 
-Pure functions of analyses and loaded runs (`analysis.py`, `join.py`); nothing here reads a store or
-sends a request. The HTML page itself is drawn by `vlmparity.report.html` from the `ReportData` built
-here.
+Pure functions of analyses and loaded runs (`compare.analysis`, `compare.join`); nothing here reads a
+store or sends a request (except the few images the report shows). The HTML page itself is drawn by
+`report.html` from the `ReportData` built here; the verdict's words come from `report.labels`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict
+from typing import Any
 
 from vlmparity.compare import verdict as v
 from vlmparity.compare.analysis import (
-    POLICY_DISPLAY,
     POLICY_KEYS,
     WORDING,
     Analysis,
-    Disagreement,
-    Health,
     overall_exit_code,
-    parsed_text,
-    top_disagreements,
 )
-from vlmparity.compare.join import Joined, LoadedRun, Side
-from vlmparity.report.formatting import (
-    fmt_confidence,
-    fmt_delta,
-    fmt_interval,
-    fmt_margin,
-    fmt_p,
-    fmt_p_equivalence,
-    fmt_value,
+from vlmparity.compare.health import Health
+from vlmparity.compare.join import PAIRED_FALLBACK, Joined, LoadedRun, Side
+from vlmparity.report.labels import labelled
+from vlmparity.report.model import (
+    AgreementInfo,
+    AnswerView,
+    Backend,
+    Breakdown,
+    Comparison,
+    Performance,
+    ReportData,
+    TaskSummary,
+    VerdictSummary,
+    thumbnail_data_url,
 )
-from vlmparity.report.tables import markdown_table
-from vlmparity.runner import PAIRED_FALLBACK
+from vlmparity.report.model import Disagreement as Row
 
-if TYPE_CHECKING:
-    from vlmparity.report.model import AnswerView, Backend, Performance, ReportData, TaskSummary
-
-# Metrics in the order the table lists them: the lmms-eval headline scores, then question accuracies.
-METRIC_ORDER = ("mme_cognition_score", "mme_perception_score", "mmmu_acc", "mme_acc")
 MAX_REPORT_DISAGREEMENTS = 2000  # thumbnails make each row a few kB; beyond this the page gets unwieldy
-SAMPLE_ID_WIDTH = 48
-
-
-# ----- formatting (one format everywhere: vlmparity.report.formatting) -------------------------------
-
-POLICY_TEXT = {
-    "answered": "answered: the samples both endpoints answered (MME: whole images); failures are gated by "
-    "--max-error-rate",
-    "strict": "strict: every paired sample, a failure counts as a wrong answer",
-}
-
-SEQUENTIAL_LEGEND = (
-    "interval of Δ (sequential, --sequential): each metric at the look that decided it, Δ ± √((c·se)² + u²) "
-    "with c the look's O'Brien-Fleming-type boundary (conf. = 1 − 2·(1 − Φ(c))): inside ±margin = "
-    "equivalent. not equivalent = a difference shown at the look's Hwang–Shih–DeCani (γ = −4) boundary "
-    "(z under no difference, "
-    "weighted Bonferroni across the metrics) with Δ beyond the margin.\np Δ≠0: test of no difference "
-    "(McNemar exact; z-test for MME's clustered metrics), unadjusted. p |Δ|≥margin: the fixed-size TOST "
-    "p-value of the look's data, a description."
-)
-
-
-def values_line(analysis: Analysis) -> str:
-    """What the two value columns are: paired values under the verdict's policy (named), not a run's own."""
-    s = analysis.settings
-    return (
-        f"values: paired, policy {s.policy} (the samples the verdict uses; MMMU letters for answers without "
-        "one drawn per sample); each run's own scores per policy: its run output and the report"
-    )
-
-
-LEGEND = (
-    "interval of Δ: the interval the verdict is decided on, at the confidence shown (alpha, Holm-adjusted "
-    "across the metrics): inside ±margin = equivalent, wholly outside = not equivalent, across an edge = "
-    "inconclusive.\np Δ≠0: test of no difference (McNemar exact; z-test for MME's clustered metrics), "
-    "unadjusted, a description only. p |Δ|≥margin: equivalence (TOST) p-value, Holm-adjusted: equivalent "
-    "when below alpha."
-)
-
-
-def _metric_rank(metric: str) -> int:
-    return METRIC_ORDER.index(metric) if metric in METRIC_ORDER else len(METRIC_ORDER)
-
-
-def _clip(text: str, width: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def answer_text(side: Side) -> str:
-    """A parsed answer for the terminal, or the failure class when there is no answer."""
-    if not side.answered:
-        return f"({side.outcome})"
-    mark = "✓" if side.correct else "✗"
-    fallback = " (random)" if side.random_fallback else ""
-    return f"{parsed_text(side.parsed)}{fallback} {mark}"
-
-
-# ----- the terminal -----------------------------------------------------------------------------------
-
-
-def metrics_table(analysis: Analysis) -> str:
-    """The side-by-side table: both values, Δ, its interval, margin, discordant counts, p-values, verdict."""
-    rows = []
-    for t in analysis.tasks:
-        for r in sorted(t.metrics, key=lambda r: _metric_rank(r.metric)):
-            rows.append(
-                [
-                    t.task,
-                    r.metric,
-                    fmt_value(r.a_value, r.unit),
-                    fmt_value(r.b_value, r.unit),
-                    fmt_delta(r.delta, r.unit),
-                    fmt_interval(r.ci_low, r.ci_high, r.unit),
-                    fmt_confidence(r.level),
-                    fmt_margin(r.margin, r.unit),
-                    f"{r.discordant_ab}/{r.discordant_ba}",
-                    fmt_p(r.p_difference),
-                    fmt_p_equivalence(r.p_equivalence_holm),
-                    r.label,
-                ]
-            )
-    headers = [
-        "Task",
-        "Metric",
-        f"{analysis.reference} (ref)",
-        analysis.candidate,
-        "Δ",
-        "interval of Δ",
-        "conf.",
-        "margin",
-        "lost/gained",
-        "p Δ≠0",
-        "p |Δ|≥margin",
-        "verdict",
-    ]
-    return markdown_table(headers, rows)
-
-
-def verdict_line(analysis: Analysis, *, exit_code: bool = True) -> str:
-    """The overall verdict of one candidate (with the exit code `compare` gives it)."""
-    text = f"VERDICT {analysis.candidate} vs {analysis.reference}: {analysis.verdict.label}"
-    if analysis.problems:
-        text += " — but the comparison is not trustworthy: infrastructure failure"
-    return f"{text} (exit {analysis.exit_code})" if exit_code else text
-
-
-def _health_text(h: Health) -> str:
-    from vlmparity.store import ANSWERED
-
-    fails = ", ".join(f"{k}={n}" for k, n in h.outcomes.items() if k not in ANSWERED)
-    text = f"{h.label}: {h.n - h.failures - h.missing}/{h.n} answered"
-    if fails:
-        text += f" ({fails}; error rate {100 * h.error_rate:.1f}%)"
-    return text
-
-
-def detail_lines(analysis: Analysis) -> list[str]:
-    """Agreement per task, health per endpoint, the policy and the other policy's verdict, notes."""
-    s = analysis.settings
-    lines = []
-    for t in analysis.tasks:
-        parts = [f"{t.task}: {t.n_pairs} paired samples"]
-        if t.n_used != t.n_pairs:
-            parts.append(f"{t.n_used} used by the verdict")
-        if t.raw_agreement is not None:
-            parts.append(f"raw answers agree {fmt_value(t.raw_agreement.rate, 'fraction')}")
-        if t.parsed_agreement is not None:
-            parts.append(f"parsed answers agree {fmt_value(t.parsed_agreement.rate, 'fraction')}")
-        lines.append(", ".join(parts))
-    lines.append(f"{_health_text(analysis.health_a)}; {_health_text(analysis.health_b)}")
-    how = "Holm across the metrics" if analysis.sequential is None else "group-sequential (see the legend)"
-    lines.append(f"verdict policy: {POLICY_TEXT.get(s.policy, s.policy)}; alpha {s.alpha:g}, {how}")
-    other = analysis.other_verdict
-    failures = analysis.health_a.failures + analysis.health_b.failures
-    failures += analysis.health_a.missing + analysis.health_b.missing
-    if other is not None and failures:
-        lines.append(f"under the {s.other_policy} policy the verdict would be: {other.label}")
-    lines += [f"note: {n}" for n in analysis.notes]
-    lines += [f"INFRASTRUCTURE: {p}" for p in analysis.problems]
-    return lines
-
-
-def disagreements_table(items: Sequence[Disagreement], reference: str, candidate: str) -> str:
-    """Sample id, kind, gold, and both endpoints' parsed answers (✓/✗) of the given disagreements."""
-    rows = [
-        [
-            d.task,
-            _clip(d.sample_id, SAMPLE_ID_WIDTH),
-            d.kind,
-            _clip(str(d.sample.target), 16),
-            answer_text(d.a),
-            answer_text(d.b),
-        ]
-        for d in items
-    ]
-    return markdown_table(["Task", "Sample", "Kind", "Gold", reference, candidate], rows)
-
-
-def render_terminal(analysis: Analysis, top: int = 10) -> str:
-    """Everything `vlmparity compare` prints for one candidate."""
-    blocks = [
-        f"{analysis.candidate} vs {analysis.reference} (reference)",
-        values_line(analysis)
-        + "\n\n"
-        + metrics_table(analysis)
-        + "\n"
-        + (LEGEND if analysis.sequential is None else SEQUENTIAL_LEGEND),
-    ]
-    blocks.append("\n".join(detail_lines(analysis)))
-    items = analysis.disagreements
-    shown = top_disagreements(items, top)
-    counted = [d for d in items if d.kind != WORDING]
-    if shown:
-        title = f"top {len(shown)} of {len(counted)} disagreements (regressions first)"
-        blocks.append(title + "\n" + disagreements_table(shown, analysis.reference, analysis.candidate))
-    elif top > 0:
-        blocks.append("no disagreement in parsed answers")
-    blocks.append(verdict_line(analysis))
-    return "\n\n".join(blocks) + "\n"
-
-
-# ----- the machine-readable verdict -------------------------------------------------------------------
+# Scoring policies by JSON key, with the names tables show.
+POLICY_DISPLAY = {"lmms_eval": "lmms-eval", "strict": "strict", "answered": "answered"}
 
 
 def _metric_record(task: str, r: v.PairedResult, policy: str) -> dict[str, Any]:
     """One judged metric: the paired values of `policy`, the decision interval (ci_low, ci_high at
     `confidence`, the one the verdict is decided on), the bootstrap (a description) and the p-values."""
-    from dataclasses import asdict
-
-    return {
-        "task": task,
-        "values": "paired",
-        "policy": policy,
-        **asdict(r),
-        "confidence": r.confidence,
-    }
+    record = {k: x for k, x in asdict(r).items() if k != "look"}  # a look's judgement is in its label
+    return {"task": task, "values": "paired", "policy": policy, **record, "confidence": r.confidence}
 
 
 def _health_record(h: Health) -> dict[str, Any]:
@@ -256,6 +64,7 @@ def json_document(analyses: Sequence[Analysis]) -> dict[str, Any]:
     """The verdict as JSON: overall exit code, and per candidate every metric, agreement and problem."""
     from vlmparity import __version__
 
+    analyses = [labelled(a) for a in analyses]
     s = analyses[0].settings
     candidates = []
     for a in analyses:
@@ -319,8 +128,7 @@ def json_document(analyses: Sequence[Analysis]) -> dict[str, Any]:
             "policy": s.policy,
             "alpha": s.alpha,
             "margin_accuracy": s.margin,
-            "margin_mme_perception_score": s.mme_margin_perception,
-            "margin_mme_cognition_score": s.mme_margin_cognition,
+            **{f"margin_{metric}": margin for metric, margin in s.margins.items()},
             "max_error_rate": s.max_error_rate,
             "n_boot": s.n_boot,
             "seed": s.seed,
@@ -336,13 +144,8 @@ def _agreement_record(a: Any) -> dict[str, Any] | None:
     return {"n": a.n, "n_agree": a.n_agree, "rate": a.rate, "low": a.low, "high": a.high}
 
 
-# ----- the HTML report's data -------------------------------------------------------------------------
-
-
 def performance(run: LoadedRun) -> Performance:
     """Latencies and TTFTs of every stored answer; throughput from run.json, else from the store's times."""
-    from vlmparity.report.model import Performance
-
     records = [r for s in run.scores.values() for r in s.records if r is not None]
     lat = [r.latency for r in records if r.latency is not None]
     ttft = [r.ttft for r in records if r.ttft is not None]
@@ -376,7 +179,6 @@ def _plans_used(run: LoadedRun) -> str:
 def backend(run: LoadedRun) -> Backend:
     """One endpoint of the report: identity, speed, outcome classes and MMMU random fallbacks."""
     from vlmparity.masking import mask_url
-    from vlmparity.report.model import Backend
 
     rec = run.ref.run
     return Backend(
@@ -413,8 +215,6 @@ def _own_groups(run: LoadedRun, task: str, policy: str) -> dict[str, tuple[float
 
 
 def _task_summary(task: str, runs: Sequence[LoadedRun], analyses: Sequence[Analysis]) -> TaskSummary:
-    from vlmparity.report.model import Breakdown, TaskSummary
-
     ref = runs[0]
     plan = ref.plans[task]
     record = {
@@ -457,8 +257,6 @@ def _unit_of(metric: str) -> str:
 
 
 def _answer_view(side: Side) -> AnswerView:
-    from vlmparity.report.model import AnswerView
-
     parsed: str | list[str] | None
     if isinstance(side.parsed, list | tuple):
         parsed = [str(x) for x in side.parsed]
@@ -478,8 +276,6 @@ def report_disagreements(
 ) -> tuple[list[Any], int]:
     """One row per sample some candidate answered differently (parsed answer or failure), every
     backend's answer in it; capped at `limit` rows (regressions first). Returns rows and the total."""
-    from vlmparity.report.model import Disagreement as Row
-    from vlmparity.report.model import thumbnail_data_url
     from vlmparity.tasks.base import get_task
 
     # Which samples disagree anywhere, with the most serious kind seen (for ordering under the cap).
@@ -553,10 +349,10 @@ def report_data(
 ) -> ReportData:
     """The HTML report's data for one reference and its candidates (analyses[i] from joins[i])."""
     from vlmparity import __version__
-    from vlmparity.report.model import AgreementInfo, Comparison, ReportData, VerdictSummary
 
     if not analyses or len(analyses) != len(joins):
         raise ValueError("one analysis per joined candidate is needed")
+    analyses = [labelled(a) for a in analyses]
     ref = joins[0].reference
     runs = [ref, *(j.candidate for j in joins)]
     comparisons = []
