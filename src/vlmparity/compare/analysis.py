@@ -267,11 +267,10 @@ def available_counts(task: str, plan: Plan | None) -> dict[str, int]:
     """Questions of each metric in the data set a plan was drawn from (its full size), by metric."""
     if plan is None:
         return {}
-    out = {}
-    for spec in task_of(task).metric_specs():
-        fed = [s.available for s in plan.strata if spec.members(_stratum_sample(task, s.group))]
-        out[spec.name] = plan.total if len(fed) == len(plan.strata) else sum(fed)
-    return out
+    return {
+        spec.name: sum(s.available for s in plan.strata if spec.members(_stratum_sample(task, s.group)))
+        for spec in task_of(task).metric_specs()
+    }
 
 
 def _size(metric: str, available: Mapping[str, int], used: int) -> dict[str, Any]:

@@ -279,12 +279,7 @@ def _planning(r: PairedResult) -> PairedResult:
 
 
 def at_interval(
-    r: PairedResult,
-    alpha: float,
-    level: float,
-    interval: tuple[float, float],
-    verdict: str,
-    **more: Any,
+    r: PairedResult, alpha: float, level: float, interval: tuple[float, float], verdict: str, **more: Any
 ) -> PairedResult:
     """`r` judged at one-sided `level` with this decision interval (the fixed-size verdict's, or a sequential
     look's): what the interval certifies, the verdict, no planning yet (`_planning` adds it)."""
@@ -399,10 +394,6 @@ def default_margin(metric: str) -> float:
     raise DataError(f"no default margin for {metric}", hint="pass margin= in the metric's unit")
 
 
-def _boot(draws: stats.FloatArray | None, confidence: float) -> tuple[float | None, float | None]:
-    return (None, None) if draws is None else stats.percentile_interval(draws, confidence)
-
-
 def _judged_alone(
     *,
     alpha: float,
@@ -478,12 +469,13 @@ def compare_accuracy(
     else:  # McNemar assumes independent questions; the z-test uses the variance under no difference
         se_null = math.sqrt(float(np.sum((d / n) ** 2)) + PSEUDO_DISCORDANT / n**2)
         p_difference, test = diff_pvalue(delta, se_null), "z-test (clustered)"
-    draws = None
+    boot: tuple[float | None, float | None] = (None, None)
     if n_boot > 0:
         draws = stats.paired_accuracy_draws(ok_a, ok_b, cl, cl_strata, n_boot, stats.rng_from(seed))
+        boot = stats.percentile_interval(draws, confidence)
     return _judged_alone(
         alpha=alpha,
-        boot=_boot(draws, confidence),
+        boot=boot,
         confidence=confidence,
         available=available,
         task_per_metric=task_per_metric,
@@ -549,12 +541,14 @@ def compare_cluster_score(
     se = math.sqrt(_stratum_variance(contrib, table.category))
     se_null = math.sqrt(float(np.sum(contrib**2)) + PSEUDO_DISCORDANT * _mean_sq_impact(table, ok_a, ok_b))
 
-    draws = None
+    boot: tuple[float | None, float | None] = (None, None)
     if n_boot > 0:
-        draws = stats.paired_mme_draws(table, ok_a, ok_b, n_boot, stats.rng_from(seed))
+        boot = stats.percentile_interval(
+            stats.paired_mme_draws(table, ok_a, ok_b, n_boot, stats.rng_from(seed)), confidence
+        )
     return _judged_alone(
         alpha=alpha,
-        boot=_boot(draws, confidence),
+        boot=boot,
         confidence=confidence,
         available=available,
         task_per_metric=task_per_metric,
