@@ -19,6 +19,7 @@ from vlmparity.compare.analysis import (
     WORDING,
     Analysis,
     overall_exit_code,
+    task_of,
 )
 from vlmparity.compare.health import Health
 from vlmparity.compare.join import PAIRED_FALLBACK, Joined, LoadedRun, Side
@@ -227,7 +228,10 @@ def _task_summary(task: str, runs: Sequence[LoadedRun], analyses: Sequence[Analy
         for label, tasks in a.scores.items():
             if task in tasks and label not in metrics:
                 metrics[label] = {POLICY_DISPLAY.get(k, k): vals for k, vals in tasks[task].items()}
-    units = {m: _unit_of(m) for per in metrics.values() for vals in per.values() for m in vals}
+    spec_units = {spec.name: spec.unit for spec in task_of(task).metric_specs()}
+    units = {
+        m: spec_units.get(m) or _unit_of(m) for per in metrics.values() for vals in per.values() for m in vals
+    }
     policy = analyses[0].settings.policy
     values: dict[str, dict[str, float]] = {}
     counts: dict[str, int] = {}
@@ -253,6 +257,7 @@ def _task_summary(task: str, runs: Sequence[LoadedRun], analyses: Sequence[Analy
 
 
 def _unit_of(metric: str) -> str:
+    """The unit of an lmms-eval metric no spec of its task names: a score in points, else a fraction."""
     return "points" if metric.endswith("_score") else "fraction"
 
 
