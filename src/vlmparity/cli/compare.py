@@ -413,9 +413,8 @@ def finish(
     """
     from vlmparity.compare.analysis import analyse, overall_exit_code
     from vlmparity.compare.closeness import closeness
-    from vlmparity.compare.join import plan_lines
     from vlmparity.report.closeness import terminal_text
-    from vlmparity.report.terminal import render_terminal
+    from vlmparity.report.terminal import plan_lines, render_terminal
 
     analyses = [analyse(j, settings) for j in joins]
     if adjust is not None:

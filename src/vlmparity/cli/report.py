@@ -55,9 +55,9 @@ def report(**options: Any) -> None:
     """Load, join, analyse and write report.html; print the verdict line and the path."""
     from vlmparity.cli.compare import data_overrides, settings_from, write_html
     from vlmparity.compare.analysis import analyse
-    from vlmparity.compare.join import load_joins, parse_plan_picks, plan_lines
+    from vlmparity.compare.join import load_joins, parse_plan_picks
     from vlmparity.lock import check_not_written
-    from vlmparity.report.terminal import verdict_line
+    from vlmparity.report.terminal import plan_lines, verdict_line
 
     settings = settings_from(options)
     dirs = [Path(d) for d in options["run_dirs"]]

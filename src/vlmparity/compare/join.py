@@ -531,24 +531,6 @@ def load_joins(
     return [join(loaded_ref, load_run(c, data=data, cache=cache, plan=pick(c))) for c in cands]
 
 
-def plan_lines(joins: Sequence[Joined]) -> list[str]:
-    """What `compare`/`report` say about the plans they use: one line per run (the analysis notes when
-    the reference's and a candidate's plans of a task differ: only the samples both planned are compared)."""
-    runs: dict[int, LoadedRun] = {}
-    for j in joins:
-        for r in (j.reference, j.candidate):
-            runs.setdefault(id(r), r)
-    lines = []
-    for r in runs.values():
-        if not r.choices:
-            continue
-        several = len(r.ref.plans) > 1
-        what = ", ".join(f"{t} {c.describe()}" for t, c in r.choices.items())
-        more = f" (of {len(r.ref.plans)} in {r.ref.directory}; choose with --plan)" if several else ""
-        lines.append(f"plans: {r.label}: {what}{more}")
-    return lines
-
-
 def is_missing(side: Side) -> bool:
     """No stored result for the sample's request (an interrupted run)."""
     return side.outcome == MISSING

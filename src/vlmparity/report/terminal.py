@@ -12,7 +12,7 @@ from typing import Any
 
 from vlmparity.compare.analysis import WORDING, Analysis, Disagreement, task_of, top_disagreements
 from vlmparity.compare.health import Health
-from vlmparity.compare.join import Side
+from vlmparity.compare.join import Joined, LoadedRun, Side
 from vlmparity.report.formatting import (
     fmt_confidence,
     fmt_delta,
@@ -216,3 +216,21 @@ def render_terminal(analysis: Analysis, top: int = 10) -> str:
         blocks.append("no disagreement in parsed answers")
     blocks.append(verdict_line(analysis))
     return "\n\n".join(blocks) + "\n"
+
+
+def plan_lines(joins: Sequence[Joined]) -> list[str]:
+    """What `compare`/`report` say about the plans they use: one line per run (the analysis notes when
+    the reference's and a candidate's plans of a task differ: only the samples both planned are compared)."""
+    runs: dict[int, LoadedRun] = {}
+    for j in joins:
+        for r in (j.reference, j.candidate):
+            runs.setdefault(id(r), r)
+    lines = []
+    for r in runs.values():
+        if not r.choices:
+            continue
+        several = len(r.ref.plans) > 1
+        what = ", ".join(f"{t} {c.describe()}" for t, c in r.choices.items())
+        more = f" (of {len(r.ref.plans)} in {r.ref.directory}; choose with --plan)" if several else ""
+        lines.append(f"plans: {r.label}: {what}{more}")
+    return lines
