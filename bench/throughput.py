@@ -226,6 +226,7 @@ def one_run(
     """One full `vlmparity run` of the set: wall, dispatch wall, req/s, CPU ms per request, utilisation."""
     from vlmparity import runner
     from vlmparity.config import GenerationConfig, RunConfig, RunOptions, parse_endpoints
+    from vlmparity.report.run_summary import run_outputs
 
     level = {} if png_level is None else {"png_level": png_level}
     cfg = RunConfig(
@@ -240,7 +241,7 @@ def one_run(
     plans = runner.prepare(cfg)  # data loading is not part of the sending rate (lmms-eval's neither)
     before = server.stats() if isinstance(server, Sim) else None
     cpu0, t0 = cpu_seconds(), time.perf_counter()
-    outcome = runner.run(cfg, plans=plans)
+    outcome = runner.run(cfg, plans=plans, outputs=run_outputs())
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     session = outcome.sessions[0]
     assert not outcome.errors, outcome.errors

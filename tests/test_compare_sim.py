@@ -17,6 +17,7 @@ import pytest
 
 from vlmparity import runner
 from vlmparity.config import RunConfig, RunOptions, SamplingPlan, parse_endpoints
+from vlmparity.report.run_summary import run_outputs
 from vlmparity.sim import SimConfig, SimServer
 
 INSTANT = {"capacity": 16, "base_latency": 0.0, "per_image": 0.0, "per_token": 0.0, "time_scale": 0}
@@ -170,9 +171,9 @@ def test_request_hash_mismatch_and_missing_answers_exit_3(
 ) -> None:
     data = {"mme": small["mme"]}
     with serving(sim_config("vllm", data), sim_config("ovms", data)) as (a, b):
-        runner.run(_config(data, {"a": a.url}, tmp_path / "png"))
-        runner.run(_config(data, {"b": b.url}, tmp_path / "jpeg", image_format="jpeg"))
-        runner.run(_config(data, {"a": a.url, "b": b.url}, tmp_path / "both"))
+        runner.run(_config(data, {"a": a.url}, tmp_path / "png"), outputs=run_outputs())
+        runner.run(_config(data, {"b": b.url}, tmp_path / "jpeg", image_format="jpeg"), outputs=run_outputs())
+        runner.run(_config(data, {"a": a.url, "b": b.url}, tmp_path / "both"), outputs=run_outputs())
     # other image bytes, other requests: nothing may be compared
     assert main(["compare", str(tmp_path / "png"), str(tmp_path / "jpeg"), "--no-report"]) == 3
     out = capsys.readouterr().out

@@ -15,6 +15,7 @@ import pytest
 from vlmparity import runner
 from vlmparity.config import RunConfig, RunOptions, SamplingPlan, parse_endpoints
 from vlmparity.errors import ConfigError
+from vlmparity.report.run_summary import run_outputs
 from vlmparity.sim import SimConfig, SimServer
 from vlmparity.store import Store
 
@@ -58,7 +59,7 @@ def _outcomes(out: Path) -> dict[str, str]:
 def test_identity_is_stored_and_another_server_stops_the_resume(mmmu: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     with _sim(mmmu, vllm_version="0.11.0", image_limit=1) as first:
-        runner.run(_config(mmmu, first.url, out))
+        runner.run(_config(mmmu, first.url, out), outputs=run_outputs())
         first_url = first.url
     with Store.open(out, create=False) as st:
         run = st.get_run("ep")
@@ -68,7 +69,7 @@ def test_identity_is_stored_and_another_server_stops_the_resume(mmmu: Path, tmp_
     before = _outcomes(out)
     with _sim(mmmu, vllm_version="0.10.0", image_limit=1) as other:
         with pytest.raises(ConfigError) as err:
-            runner.run(_config(mmmu, other.url, out))
+            runner.run(_config(mmmu, other.url, out), outputs=run_outputs())
         line = err.value.one_line()
         assert "endpoint 'ep' was run against another server" in line
         assert "version 0.11.0 -> 0.10.0" in line and f"URL {first_url} -> {other.url}" in line
@@ -78,7 +79,7 @@ def test_identity_is_stored_and_another_server_stops_the_resume(mmmu: Path, tmp_
         assert _outcomes(out) == before  # nothing lost or changed
         # continued on purpose: the failures are asked of the new server again, the answers kept
         other.clear_log()
-        runner.run(_config(mmmu, other.url, out, allow_identity_change=True))
+        runner.run(_config(mmmu, other.url, out, allow_identity_change=True), outputs=run_outputs())
         refused = [k for k, o in before.items() if o != "ok"]
         assert refused, "the image limit must have refused some questions"
         assert len([e for e in other.chat_log if e.image_count]) == len(refused)
@@ -90,14 +91,15 @@ def test_identity_is_stored_and_another_server_stops_the_resume(mmmu: Path, tmp_
 def test_another_served_model_cannot_be_continued(mmmu: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     with _sim(mmmu) as first:
-        runner.run(_config(mmmu, first.url, out, multi_image="skip", max_images=1))
+        runner.run(_config(mmmu, first.url, out, multi_image="skip", max_images=1), outputs=run_outputs())
     with _sim(mmmu, model="other/model") as other:
         for allow in (False, True):
             with pytest.raises(ConfigError) as err:
                 runner.run(
                     _config(
                         mmmu, other.url, out, multi_image="skip", max_images=1, allow_identity_change=allow
-                    )
+                    ),
+                    outputs=run_outputs(),
                 )
             assert "served model llava-hf/llava-1.5-7b-hf -> other/model" in err.value.one_line()
 
@@ -108,7 +110,7 @@ def test_a_server_restarted_with_a_higher_image_limit_gets_its_refusals_again(
     out = tmp_path / "out"
     port = _free_port()
     with _sim(mmmu, port=port, image_limit=1) as limited:
-        runner.run(_config(mmmu, limited.url, out))
+        runner.run(_config(mmmu, limited.url, out), outputs=run_outputs())
     refused = {k for k, o in _outcomes(out).items() if o == "unsupported"}
     assert refused
     with Store.open(out, create=False) as st:
@@ -116,11 +118,11 @@ def test_a_server_restarted_with_a_higher_image_limit_gets_its_refusals_again(
         assert run is not None and run.image_limit == 1
     # the same server, same limit: resuming sends nothing (one probe request aside)
     with _sim(mmmu, port=port, image_limit=1) as same:
-        runner.run(_config(mmmu, same.url, out))
+        runner.run(_config(mmmu, same.url, out), outputs=run_outputs())
         assert [e.sample_id for e in same.chat_log if e.sample_id] == []
     # restarted with a higher limit: the refusals are sent again without --rerun-errors
     with _sim(mmmu, port=port, image_limit=None) as fixed:
-        outcome = runner.run(_config(mmmu, fixed.url, out))
+        outcome = runner.run(_config(mmmu, fixed.url, out), outputs=run_outputs())
         resent = {e.sample_id for e in fixed.chat_log if e.sample_id}
     assert resent == refused
     assert set(_outcomes(out).values()) == {"ok"}
@@ -142,7 +144,9 @@ def test_skip_uses_the_start_up_probe_and_max_images_wins(mmmu: Path, tmp_path: 
     assert multi and max(multi.values()) > 2 and 2 in multi.values()
     with _sim(mmmu, image_limit=1) as sim:
         # no --max-images: one probe before any question finds the limit; no multi-image question is sent
-        outcome = runner.run(_config(mmmu, sim.url, tmp_path / "probe", multi_image="skip"))
+        outcome = runner.run(
+            _config(mmmu, sim.url, tmp_path / "probe", multi_image="skip"), outputs=run_outputs()
+        )
         probes = [e for e in sim.chat_log if e.image_count > 1]
         assert len(probes) == 1 and probes[0].sample_id is None and probes[0].status == 400
         assert outcome.endpoints[0].limit == 1
@@ -150,7 +154,9 @@ def test_skip_uses_the_start_up_probe_and_max_images_wins(mmmu: Path, tmp_path: 
         # --max-images 2 wins over the probe (and nothing is probed): 2-image questions are sent whole
         # (the server refuses them: that is their outcome), the others skipped
         sim.clear_log()
-        outcome = runner.run(_config(mmmu, sim.url, tmp_path / "max", multi_image="skip", max_images=2))
+        outcome = runner.run(
+            _config(mmmu, sim.url, tmp_path / "max", multi_image="skip", max_images=2), outputs=run_outputs()
+        )
         sent = [e for e in sim.chat_log if e.image_count > 1]
         assert sorted(e.image_count for e in sent) == sorted(n for n in multi.values() if n == 2)
         ts = outcome.scores["ep"][0]
@@ -167,7 +173,7 @@ def test_a_not_sent_record_of_an_older_vlmparity_is_sent(mmmu: Path, tmp_path: P
 
     out = tmp_path / "out"
     with _sim(mmmu, image_limit=None) as sim:
-        runner.run(_config(mmmu, sim.url, out))
+        runner.run(_config(mmmu, sim.url, out), outputs=run_outputs())
         sid = next(iter(_multi(mmmu)))
         with sqlite3.connect(store_path(out)) as conn:
             conn.execute(
@@ -176,6 +182,6 @@ def test_a_not_sent_record_of_an_older_vlmparity_is_sent(mmmu: Path, tmp_path: P
                 (sid,),
             )
         sim.clear_log()
-        runner.run(_config(mmmu, sim.url, out))
+        runner.run(_config(mmmu, sim.url, out), outputs=run_outputs())
         assert [e.sample_id for e in sim.chat_log if e.sample_id] == [sid]
     assert _outcomes(out)[sid] == "ok"

@@ -28,6 +28,7 @@ import pytest
 
 from vlmparity import runner
 from vlmparity.config import RunConfig, RunOptions, SamplingPlan, parse_endpoints
+from vlmparity.report.run_summary import run_outputs
 from vlmparity.sim import SimConfig, SimServer
 from vlmparity.tasks.failure_text import lmms_eval_failure_text, openai_exception_text
 
@@ -252,7 +253,7 @@ def test_defaults_send_every_question_and_lmms_eval_policy_equals_the_replay(
     mmmu: Path, refusing: SimServer, tmp_path: Path
 ) -> None:
     refusing.clear_log()
-    outcome = runner.run(_config(mmmu, refusing.url, tmp_path / "out"))
+    outcome = runner.run(_config(mmmu, refusing.url, tmp_path / "out"), outputs=run_outputs())
     assert outcome.errors == {}
     rows = _rows(mmmu)
     score = outcome.scores["vllm"][0]
@@ -304,8 +305,8 @@ def _store_samples(out: Path) -> list[Any]:
 
 
 def test_results_identical_at_concurrency_1_and_auto(mmmu: Path, refusing: SimServer, tmp_path: Path) -> None:
-    one = runner.run(_config(mmmu, refusing.url, tmp_path / "c1", concurrency=1))
-    auto = runner.run(_config(mmmu, refusing.url, tmp_path / "auto"))
+    one = runner.run(_config(mmmu, refusing.url, tmp_path / "c1", concurrency=1), outputs=run_outputs())
+    auto = runner.run(_config(mmmu, refusing.url, tmp_path / "auto"), outputs=run_outputs())
     assert one.errors == auto.errors == {}
     assert _outputs(tmp_path / "c1") == _outputs(tmp_path / "auto")
 
@@ -315,8 +316,10 @@ def test_results_identical_at_concurrency_1_and_auto(mmmu: Path, refusing: SimSe
 def test_results_identical_at_other_concurrencies(
     mmmu: Path, refusing: SimServer, tmp_path: Path, concurrency: str
 ) -> None:
-    ref = runner.run(_config(mmmu, refusing.url, tmp_path / "ref", concurrency=1))
-    other = runner.run(_config(mmmu, refusing.url, tmp_path / "other", concurrency=int(concurrency)))
+    ref = runner.run(_config(mmmu, refusing.url, tmp_path / "ref", concurrency=1), outputs=run_outputs())
+    other = runner.run(
+        _config(mmmu, refusing.url, tmp_path / "other", concurrency=int(concurrency)), outputs=run_outputs()
+    )
     assert ref.errors == other.errors == {}
     assert _outputs(tmp_path / "ref") == _outputs(tmp_path / "other")
 
@@ -344,6 +347,6 @@ def test_results_identical_after_a_kill_and_a_resume(mmmu: Path, tmp_path: Path)
         assert 0 < n < 160, "the kill must land mid-run"
         again = subprocess.run(args, capture_output=True, text=True, timeout=300)
         assert again.returncode == 0, again.stderr
-        ref = runner.run(_config(mmmu, sim.url, tmp_path / "ref", concurrency=1))
+        ref = runner.run(_config(mmmu, sim.url, tmp_path / "ref", concurrency=1), outputs=run_outputs())
         assert ref.errors == {}
     assert _outputs(out) == _outputs(tmp_path / "ref")

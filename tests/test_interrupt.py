@@ -196,7 +196,7 @@ def test_sigterm_while_another_connection_holds_the_store_locked(mme: Path, tmp_
 # writer whatever the client does with such text.
 _UNSTORABLE_TEXT = """
 import dataclasses
-import vlmparity.runner as r
+import vlmparity.runner.engine as r
 _Record = r.ResultRecord
 _made = []
 def _poisoned(*args, **kw):

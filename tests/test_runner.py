@@ -20,6 +20,7 @@ import pytest
 from vlmparity import offline, runner
 from vlmparity.config import RunConfig, RunOptions, SamplingPlan, parse_endpoints
 from vlmparity.report import lmms_output
+from vlmparity.report.run_summary import run_outputs
 from vlmparity.sim import SimConfig, SimServer
 from vlmparity.store import ResultRecord, SampleRecord, Store
 from vlmparity.tasks import mme as mme_task
@@ -238,7 +239,7 @@ def test_run_three_endpoints_matches_offline_scoring(
 ) -> None:
     out = tmp_path / "out"
     urls = {name: sim.url for name, sim in sims.items()}
-    outcome = runner.run(_config(data, urls, out))
+    outcome = runner.run(_config(data, urls, out), outputs=run_outputs())
     assert outcome.errors == {}
     multi = _multi_image_ids(data)
     assert multi, "the synthetic MMMU set must have multi-image questions"
@@ -293,7 +294,7 @@ def test_run_three_endpoints_matches_offline_scoring(
         return {n: sum(1 for e in s.chat_log if e.body_hash in hashes) for n, s in sims.items()}
 
     before = sent()
-    again = runner.run(_config(data, urls, out))
+    again = runner.run(_config(data, urls, out), outputs=run_outputs())
     assert sent() == before
     assert {ep: [s.lmms_eval.result.metrics for s in v] for ep, v in again.scores.items()} == {
         ep: [s.lmms_eval.result.metrics for s in v] for ep, v in outcome.scores.items()
@@ -305,7 +306,7 @@ def test_multi_image_policies(
     data: dict[str, Path], sims: dict[str, SimServer], tmp_path: Path, policy: str
 ) -> None:
     urls = {"vllm": sims["vllm"].url, "ovms": sims["ovms"].url}
-    outcome = runner.run(_config(data, urls, tmp_path / "out", multi_image=policy))
+    outcome = runner.run(_config(data, urls, tmp_path / "out", multi_image=policy), outputs=run_outputs())
     multi = _multi_image_ids(data)
     for ep in ("vllm", "ovms"):
         ts = next(s for s in outcome.scores[ep] if s.task == "mmmu_val")
@@ -332,7 +333,7 @@ def test_streaming_run_reads_the_stream(
     cfg = _config(data, {"ovms": sims["ovms"].url}, out).model_copy(
         update={"generation": GenerationConfig(stream=True)}
     )
-    outcome = runner.run(cfg)
+    outcome = runner.run(cfg, outputs=run_outputs())
     assert outcome.errors == {}
     assert [s.outcomes for s in outcome.scores["ovms"]] == [{"ok": 24}, {"ok": 30}]
     # every sample was asked to stream, and answered by a stream (time to first token recorded)
@@ -356,7 +357,8 @@ def test_png_level_changes_the_bytes_not_the_pixels(
                 data={"mme": str(data["mme"])},
                 plan=SamplingPlan(limit=8),
                 options=RunOptions(output_path=out, **extra),  # type: ignore[arg-type]
-            )
+            ),
+            outputs=run_outputs(),
         )
 
     sim = sims["ovms"]
@@ -384,14 +386,18 @@ def test_max_images_known_in_advance_sends_no_multi_image_request(
     sims["vllm"].clear_log()
     sims["ovms"].clear_log()
     urls = {"vllm": sims["vllm"].url, "ovms": sims["ovms"].url}
-    outcome = runner.run(_config(data, urls, tmp_path / "out", multi_image="skip", max_images=1))
+    outcome = runner.run(
+        _config(data, urls, tmp_path / "out", multi_image="skip", max_images=1), outputs=run_outputs()
+    )
     assert all(e.image_count <= 1 for sim in (sims["vllm"], sims["ovms"]) for e in sim.chat_log)
     multi = _multi_image_ids(data)
     assert [s.skipped for s in outcome.scores["vllm"]] == [0, len(multi)]
     # error policy: every question is sent whatever --max-images says (as lmms-eval does); the server's
     # refusal is each multi-image question's outcome
     sims["vllm"].clear_log()
-    outcome = runner.run(_config(data, {"vllm": sims["vllm"].url}, tmp_path / "out2", max_images=1))
+    outcome = runner.run(
+        _config(data, {"vllm": sims["vllm"].url}, tmp_path / "out2", max_images=1), outputs=run_outputs()
+    )
     assert sum(1 for e in sims["vllm"].chat_log if e.image_count > 1) == len(multi)
     ts = outcome.scores["vllm"][1]
     assert ts.outcomes["unsupported"] == len(multi) and ts.answered.n == 30 - len(multi)
@@ -404,10 +410,10 @@ def test_hash_guard_refuses_other_options(
 
     urls = {"ovms": sims["ovms"].url}
     cfg = _config(data, urls, tmp_path / "out")
-    runner.run(cfg.model_copy(update={"plan": SamplingPlan(limit=4)}))
+    runner.run(cfg.model_copy(update={"plan": SamplingPlan(limit=4)}), outputs=run_outputs())
     other = _config(data, urls, tmp_path / "out", image_format="jpeg")
     with pytest.raises(ConfigError, match="different request") as err:
-        runner.run(other.model_copy(update={"plan": SamplingPlan(limit=8)}))
+        runner.run(other.model_copy(update={"plan": SamplingPlan(limit=8)}), outputs=run_outputs())
     assert "--output-path" in err.value.one_line()
 
 
@@ -433,15 +439,19 @@ def test_transient_faults_give_the_fault_free_results(data: dict[str, Path], tmp
         ) as faulty,
         SimServer(SimConfig(personality="ovms", data=paths, load=load, faults=faults)) as faulty_ovms,
     ):
-        ref = runner.run(_config(data, {"a": clean.url, "b": clean.url}, tmp_path / "clean"))
+        ref = runner.run(
+            _config(data, {"a": clean.url, "b": clean.url}, tmp_path / "clean"), outputs=run_outputs()
+        )
         out = tmp_path / "faulty"
-        got = runner.run(_config(data, {"a": faulty.url, "b": faulty_ovms.url}, out))
+        got = runner.run(_config(data, {"a": faulty.url, "b": faulty_ovms.url}, out), outputs=run_outputs())
         reruns = 0
         # a sample may exhaust its retries (0.3^6 per sample): the documented remedy is to rerun
         while (
             any(o not in ("ok",) for v in got.scores.values() for s in v for o in s.outcomes) and reruns < 3
         ):
-            got = runner.run(_config(data, {"a": faulty.url, "b": faulty_ovms.url}, out))
+            got = runner.run(
+                _config(data, {"a": faulty.url, "b": faulty_ovms.url}, out), outputs=run_outputs()
+            )
             reruns += 1
         # faults really happened (30 % of ~2 x 54 first attempts, plus their retries, in expectation)
         assert sum(faulty.fault_counts.values()) + sum(faulty_ovms.fault_counts.values()) >= 10
@@ -480,13 +490,13 @@ def test_a_failed_invocation_says_so_in_run_json_and_the_rerun_completes(
 
     monkeypatch.setattr(runner.Engine, "run", broken)
     with pytest.raises(DataError):
-        runner.run(cfg)
+        runner.run(cfg, outputs=run_outputs())
     doc = json.loads((out / "run.json").read_text())
     assert doc["status"] == "failed"
     assert doc["failure"].startswith("cannot write to the run store: database or disk is full")
     assert not list(out.rglob("*_results.json"))  # no lmms-eval files for an invocation that failed
     monkeypatch.setattr(runner.Engine, "run", real_run)
-    runner.run(cfg)
+    runner.run(cfg, outputs=run_outputs())
     doc = json.loads((out / "run.json").read_text())
     assert doc["status"] == "complete" and "failure" not in doc
     assert doc["images"]["png_compress_level"] == 3
@@ -540,8 +550,8 @@ def test_sigkill_and_resume(data: dict[str, Path], tmp_path: Path) -> None:
             }
             assert not done & {e.body_hash for e in sim.chat_log}
         # identical to an uninterrupted run
-        ref = runner.run(_config(data, {"a": a.url, "b": b.url}, tmp_path / "ref"))
-        final = runner.run(_config(data, {"a": a.url, "b": b.url}, out))
+        ref = runner.run(_config(data, {"a": a.url, "b": b.url}, tmp_path / "ref"), outputs=run_outputs())
+        final = runner.run(_config(data, {"a": a.url, "b": b.url}, out), outputs=run_outputs())
         assert _final(final) == _final(ref)
         assert {k[0:3]: v[:2] for k, v in after.items()} == {
             k[0:3]: v[:2] for k, v in _stored(tmp_path / "ref").items()

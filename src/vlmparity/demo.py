@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vlmparity.errors import ConfigError, DataError
 
@@ -146,10 +146,7 @@ def run_demo(
     verdict: Settings | None = None,
 ) -> DemoResult:
     """Generate data, serve two simulated engines, run both through the runner, compare, write the report."""
-    from vlmparity import runner
-    from vlmparity.compare.analysis import analyse
-    from vlmparity.compare.closeness import closeness
-    from vlmparity.compare.join import load_joins, seed_cache
+    from vlmparity import pipeline, runner
     from vlmparity.config import RunConfig, RunOptions, parse_endpoints
     from vlmparity.data.synth import write_mme, write_mmmu
     from vlmparity.report.closeness import report_view, row_fingerprints
@@ -196,7 +193,7 @@ def run_demo(
         plans = runner.prepare(config)
         as_run = f"`vlmparity run -o {runs_dir}`" if settings.keep else "`vlmparity run`"
         say(f"running both endpoints through the runner (as {as_run}){scratch}")
-        outcome = runner.run(config, argv=["vlmparity", "demo"], progress=progress, plans=plans)
+        outcome = pipeline.run_endpoints(config, argv=["vlmparity", "demo"], progress=progress, plans=plans)
         timings["run"] = time.perf_counter() - t
     if outcome.errors:
         from vlmparity.errors import EndpointError
@@ -204,11 +201,8 @@ def run_demo(
         raise EndpointError(f"the demo run did not finish: {outcome.errors}")
 
     t = time.perf_counter()
-    cache: dict[Any, Any] = {}
-    seed_cache(cache, config.public(), plans)
-    (joined,) = load_joins([runs_dir], reference=REFERENCE, candidates=[CANDIDATE], cache=cache)
-    analysis = analyse(joined, verdict)
-    close = closeness(joined)  # beside the verdict, never part of it
+    compared = pipeline.compare_run(outcome, reference=REFERENCE, candidates=[CANDIDATE], settings=verdict)
+    (joined,), (analysis,), (close,) = compared.joins, compared.analyses, compared.closeness
     data = report_data([analysis], [joined], title="vlmparity demo")
     data.closeness = report_view([close])
     marks = row_fingerprints([close])

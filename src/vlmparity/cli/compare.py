@@ -264,58 +264,26 @@ def _compare(
 ) -> int:
     from vlmparity import lock
     from vlmparity.cli import run as run_cmd
-    from vlmparity.compare.join import PlanKey, load_joins, parse_plan_picks
+    from vlmparity.compare.join import load_joins, parse_plan_picks
     from vlmparity.errors import ConfigError
-    from vlmparity.runner import TaskPlan
 
-    cache: dict[PlanKey, TaskPlan] = {}
-    data: dict[str, str] = {}
     picks = parse_plan_picks(options.get("plan") or [])
-    pinned: dict[tuple[Path, str], int] = {}
-    gate = None
     sequential, to_full = bool(options.get("sequential")), bool(options.get("continue_to_full"))
     if (sequential or to_full) and not endpoints:
         flag = "--sequential" if sequential else "--continue-to-full"
         raise ConfigError(f"{flag} works only when compare sends the samples", hint="add --endpoint twice")
     if endpoints:
-        output = _check_endpoint_mode(run_options, len(endpoints))
-        from vlmparity.config import parse_endpoints
-
-        given = [e.name for e in parse_endpoints(endpoints)]
-        reference = reference or given[0]
-        candidates = candidates or [n for n in given if n != reference]
-        if sequential and not to_full:
-            gate = _sequential_gate(options, settings, reference, candidates, run_options)
-        elif to_full:
-            from vlmparity.compare.looks import supersede
-
-            supersede(output)
-        _run_with_gate(run_cmd, run_options, gate)  # Ctrl-C while running: `run`'s own line (answers kept)
-        dirs.append(output)
-        outcome = run_cmd.last_outcome()
-        if outcome is not None and outcome.plan_id is not None:  # compare exactly what was just run
-            pinned = {(Path(output).resolve(), name): outcome.plan_id for name in given}
-        typer.echo("")
-        stopped = f"interrupted while comparing; the runs are saved in {output}"
-        hint = "rerun the same command: nothing is sent again"
-    else:
-        _check_runs_mode(run_options, dirs)
-        for folder in dirs:
-            lock.check_not_written(folder)
-        data = data_overrides(run_options.get("data") or [])
-        stopped, hint = "interrupted while comparing (the runs are unchanged)", "rerun the command"
-    with run_cmd.interrupt_as_error(stopped, hint=hint):
-        joins = load_joins(
-            dirs, reference=reference, candidates=candidates, data=data, cache=cache, plans=picks,
-            pinned=pinned,
-        )  # fmt: skip
+        return _run_and_compare(options, settings, top, run_options, reference, candidates, endpoints, picks)
+    _check_runs_mode(run_options, dirs)
+    for folder in dirs:
+        lock.check_not_written(folder)
+    data = data_overrides(run_options.get("data") or [])
+    with run_cmd.interrupt_as_error(
+        "interrupted while comparing (the runs are unchanged)", hint="rerun the command"
+    ):
+        joins = load_joins(dirs, reference=reference, candidates=candidates, data=data, plans=picks)
         adjust = None
-        if gate is not None:
-            from vlmparity.compare.looks import deciding_ids, restrict
-
-            joins = [restrict([j], deciding_ids(gate, j.candidate.ref.endpoint))[0] for j in joins]
-            adjust = gate.adjust
-        elif not endpoints and len(dirs) == 1:  # a folder a sequential comparison stopped early
+        if len(dirs) == 1:  # a folder a sequential comparison stopped early
             from vlmparity.compare.looks import replay
 
             replayed = replay(Path(dirs[0]), joins, settings)
@@ -324,6 +292,50 @@ def _compare(
         return finish(
             joins, settings, options, default_report=Path(dirs[0]) / "report.html", top=top, adjust=adjust
         )
+
+
+def _run_and_compare(
+    options: dict[str, Any],
+    settings: Settings,
+    top: int,
+    run_options: dict[str, Any],
+    reference: str | None,
+    candidates: list[str],
+    endpoints: list[str],
+    picks: dict[str, int],
+) -> int:
+    """--endpoint: run them (as `vlmparity run` does, printing what it prints), then compare that run."""
+    from vlmparity import pipeline
+    from vlmparity.cli import run as run_cmd
+    from vlmparity.config import parse_endpoints
+
+    output = _check_endpoint_mode(run_options, len(endpoints))
+    given = [e.name for e in parse_endpoints(endpoints)]
+    reference = reference or given[0]
+    candidates = candidates or [n for n in given if n != reference]
+    sequential, to_full = bool(options.get("sequential")), bool(options.get("continue_to_full"))
+    gate = None
+    if sequential and not to_full:
+        gate = _sequential_gate(options, settings, reference, candidates, run_options)
+    elif to_full:
+        from vlmparity.compare.looks import supersede
+
+        supersede(output)
+    config = run_cmd.run_config(**run_options)
+    outcome = run_cmd.execute(config, gate=gate)  # Ctrl-C while running: `run`'s own line (answers kept)
+    run_cmd.conclude(outcome)
+    typer.echo("")
+    with run_cmd.interrupt_as_error(
+        f"interrupted while comparing; the runs are saved in {output}",
+        hint="rerun the same command: nothing is sent again",
+    ):
+        compared = pipeline.compare_run(
+            outcome, reference=reference, candidates=candidates, settings=settings, gate=gate, picks=picks
+        )
+        return finish(
+            compared.joins, settings, options, default_report=output / "report.html", top=top,
+            analysed=(compared.analyses, compared.closeness),
+        )  # fmt: skip
 
 
 def _sequential_gate(
@@ -340,16 +352,6 @@ def _sequential_gate(
     if not 1 <= looks <= 100:
         raise ConfigError(f"--looks must be between 1 and 100, got {looks}")
     return LookGate(settings, reference, candidates, looks=looks, seed=int(run_options.get("seed") or 0))
-
-
-def _run_with_gate(run_cmd: Any, run_options: dict[str, Any], gate: Any) -> None:
-    from vlmparity.runner import SEQUENTIAL_GATE
-
-    token = SEQUENTIAL_GATE.set(gate)
-    try:
-        run_cmd.run(**run_options)
-    finally:
-        SEQUENTIAL_GATE.reset(token)
 
 
 def _check_endpoint_mode(run_options: dict[str, Any], n_endpoints: int) -> Path:
@@ -406,21 +408,20 @@ def finish(
     default_report: Path,
     top: int,
     adjust: Callable[[Analysis, Joined], Analysis] | None = None,
+    analysed: tuple[list[Analysis], list[Closeness]] | None = None,
 ) -> int:
-    """Analyse, print, write the JSON and the HTML report; return the exit code.
+    """Analyse (unless `analysed` gives the analyses and closeness), print, write the JSON and the HTML
+    report; return the exit code.
 
     `adjust`: a sequential comparison's verdict in place of the fixed-size one (`LookGate.adjust`).
     """
-    from vlmparity.compare.analysis import analyse, overall_exit_code
-    from vlmparity.compare.closeness import closeness
+    from vlmparity.compare.analysis import overall_exit_code
+    from vlmparity.pipeline import analyse_joins
     from vlmparity.report.closeness import terminal_text
     from vlmparity.report.terminal import plan_lines, render_terminal
 
-    analyses = [analyse(j, settings) for j in joins]
-    if adjust is not None:
-        analyses = [adjust(a, j) for a, j in zip(analyses, joins, strict=True)]
     # Token-level closeness: beside the verdict, never part of it (no influence on the exit code).
-    close = [closeness(j) for j in joins]
+    analyses, close = analysed if analysed is not None else analyse_joins(joins, settings, adjust)
     # With --json - stdout carries the JSON alone; the human text goes to stderr.
     to_stderr = options.get("json_out") == "-"
     for line in plan_lines(joins):

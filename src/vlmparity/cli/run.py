@@ -18,8 +18,9 @@ import typer
 from vlmparity.backends import kinds_text
 
 if TYPE_CHECKING:
+    from vlmparity.config import RunConfig
     from vlmparity.errors import VlmparityError
-    from vlmparity.runner import RunOutcome
+    from vlmparity.runner import Gate, RunOutcome
 
 
 def register(app: typer.Typer) -> None:
@@ -137,7 +138,65 @@ def run(
     ),
 ) -> None:
     """Evaluate the endpoints and print lmms-eval's table per endpoint."""
-    from vlmparity import runner
+    config = run_config(
+        endpoint=endpoint,
+        model=model,
+        kind=kind,
+        api_key=api_key,
+        tasks=tasks,
+        data=data,
+        limit=limit,
+        sample=sample,
+        seed=seed,
+        output_path=output_path,
+        concurrency=concurrency,
+        timeout=timeout,
+        max_retries=max_retries,
+        image_format=image_format,
+        png_level=png_level,
+        multi_image=multi_image,
+        max_images=max_images,
+        openai_error_style=openai_error_style,
+        allow_identity_change=allow_identity_change,
+        rerun_errors=rerun_errors,
+        log_samples=log_samples,
+        stream=stream,
+        logprobs=logprobs,
+        ready_timeout=ready_timeout,
+    )
+    outcome = execute(config)
+    _last["outcome"] = outcome
+    conclude(outcome)
+
+
+def run_config(
+    *,
+    endpoint: list[str],
+    model: list[str],
+    kind: list[str],
+    api_key: str | None,
+    tasks: str,
+    data: list[str],
+    limit: float | None,
+    sample: int | None,
+    seed: int,
+    output_path: Path,
+    concurrency: str,
+    timeout: float,
+    max_retries: int,
+    image_format: str,
+    png_level: int,
+    multi_image: str,
+    max_images: int | None,
+    openai_error_style: str,
+    allow_identity_change: bool,
+    rerun_errors: bool,
+    log_samples: bool,
+    stream: bool,
+    logprobs: bool | None,
+    ready_timeout: float,
+) -> RunConfig:
+    """The run's settings from `run`'s options, validated (one line for each mistake, exit 4)."""
     from vlmparity.config import (
         GenerationConfig,
         RunConfig,
@@ -194,9 +253,17 @@ def run(
         )
     except ValueError as exc:
         raise ConfigError(validation_message(exc), hint="see `vlmparity run --help`") from None
+    return config
 
-    from vlmparity import interrupt, lock
 
+def execute(config: RunConfig, *, gate: Gate | None = None) -> RunOutcome:
+    """Prepare the plans, run with a progress display and report's writers (run.json, lmms-eval files).
+
+    `gate`: a sequential comparison's look gate (`compare --endpoint ... --sequential`).
+    """
+    from vlmparity import interrupt, lock, pipeline, runner
+
+    output_path = config.options.output_path
     # Ctrl-C and SIGTERM end the run within seconds, keeping every answer (vlmparity.interrupt); the
     # output folder is locked before anything is read or sent, so a second invocation stops at once.
     with (
@@ -213,8 +280,13 @@ def run(
             _err(f"{plan.task.name}: {lines[0]}" + (f" ({lines[1]})" if plan.plan.note else ""))
         progress = RichProgress() if sys.stderr.isatty() else PlainProgress()
         with progress:
-            outcome = runner.run(config, argv=["vlmparity", *sys.argv[1:]], progress=progress, plans=plans)
-    _last["outcome"] = outcome
+            return pipeline.run_endpoints(
+                config, argv=["vlmparity", *sys.argv[1:]], progress=progress, plans=plans, gate=gate
+            )
+
+
+def conclude(outcome: RunOutcome) -> None:
+    """Print what the run did (lmms-eval's tables, both policies, speed); raise if an endpoint did not finish."""
     _print_outcome(outcome)
     if outcome.errors:
         from vlmparity.errors import DataError

@@ -18,7 +18,7 @@ from vlmparity.store import STORE_FILENAME
 
 if TYPE_CHECKING:
     from vlmparity.config import RunConfig
-    from vlmparity.runner import EndpointRun, SessionStats, TaskPlan, TaskScore
+    from vlmparity.runner import EndpointRun, RunState, SessionStats, TaskPlan, TaskScore
     from vlmparity.store import PlanRecord
 
 RUN_JSON = "run.json"
@@ -322,3 +322,68 @@ def summary_line(s: SessionStats) -> str:
     if s.retries:
         parts.append(f"{s.retries} retries")
     return ", ".join(parts)
+
+
+class RunFiles:
+    """The files of a `vlmparity run` (`runner.RunOutputs`): run.json and each endpoint's lmms-eval files."""
+
+    def check(self, config: RunConfig) -> None:
+        check_endpoint_folders(config)
+
+    def stamp(self, config: RunConfig, started: float) -> str:
+        names = [e.name for e in config.endpoints]
+        return lmms_output.free_stamp(config.options.output_path, names, started)
+
+    def run_summary(self, state: RunState) -> Path:
+        return write_run_json(
+            state.config,
+            state.plans,
+            state.endpoints,
+            argv=state.argv,
+            secrets=state.secrets,
+            started=state.started,
+            finished=state.finished,
+            scores=state.scores,
+            sessions=state.sessions,
+            files=state.files,
+            errors=state.errors,
+            failure=state.failure,
+            plan_id=state.plan_id,
+            plans_made=state.plans_made,
+            interrupted=state.interrupted,
+        )
+
+    def endpoint_files(
+        self,
+        config: RunConfig,
+        plans: Sequence[TaskPlan],
+        endpoint: EndpointRun,
+        scores: Sequence[TaskScore],
+        *,
+        stamp: str,
+        started: float,
+        finished: float,
+    ) -> list[Path]:
+        return write_endpoint_outputs(
+            config, plans, endpoint, scores, stamp=stamp, started=started, finished=finished
+        )
+
+
+def run_outputs() -> RunFiles:
+    """The writers `vlmparity run` hands to `runner.run` (`outputs=`)."""
+    return RunFiles()
+
+
+def check_endpoint_folders(config: RunConfig) -> None:
+    """Before anything is sent: nothing is in the way of each endpoint's folder for its lmms-eval files
+    (a file of that name would otherwise stop the run only after every answer was received)."""
+    from vlmparity.errors import DataError
+
+    out = config.options.output_path
+    for ep in config.endpoints:
+        folder = out / ep.name
+        if folder.exists() and not folder.is_dir():
+            raise DataError(
+                f"{folder} is a file: endpoint {ep.name!r} writes its lmms-eval files into a folder of that name",
+                hint="move it away, or use another --output-path",
+            )
