@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from vlmparity import store as store_mod
 from vlmparity.errors import ConfigError, DataError
 from vlmparity.store import ResultRecord, ResultWriter, SampleRecord, Store, is_done, store_path
+from vlmparity.store import schema as store_mod
 
 
 def _sample(i: int, rhash: str = "h", task: str = "mme") -> SampleRecord:

@@ -443,7 +443,7 @@ def test_full_disk_tmpfs_clear_error_store_intact_and_resumable(
 _INJECT = {
     "capped": """
 import threading
-import vlmparity.store as store
+import vlmparity.store.schema as store
 _connect = store._connect
 def capped(path):
     conn = _connect(path)
@@ -506,9 +506,9 @@ def test_writer_failure_keeps_the_real_error_and_releases_waiting_registrations(
 ) -> None:
     import threading
 
-    from vlmparity import store as store_mod
     from vlmparity.errors import DataError
     from vlmparity.store import ResultRecord, ResultWriter, SampleRecord, Store, store_path
+    from vlmparity.store import schema as store_mod
 
     real_connect = store_mod._connect
 
