@@ -111,8 +111,11 @@ class _Run:
 
     def execute(self, plans: list[TaskPlan] | None, stamp: str | None) -> RunOutcome:
         config = self.config
-        if stamp is None:
-            stamp = self.outputs.stamp(config, self.started) if self.outputs else default_stamp(self.started)
+        if not stamp:
+            outputs = self.outputs
+            stamp = (
+                outputs.stamp(config, self.started) if outputs is not None else default_stamp(self.started)
+            )
         self.plans = plans if plans is not None else prepare(config)
         # Everything local is checked before any endpoint is contacted: the store (schema, data), the files.
         store = Store.open(config.options.output_path)
