@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -504,6 +504,72 @@ def test_a_failed_invocation_says_so_in_run_json_and_the_rerun_completes(
     written = doc["files"]["ovms"]
     assert written[-1].endswith("_results.json")
     assert sorted(Path(f).name.split("_samples_")[1] for f in written[:-1]) == ["mme.jsonl", "mmmu_val.jsonl"]
+
+
+def test_a_run_without_writers_leaves_only_the_store(
+    data: dict[str, Path], sims: dict[str, SimServer], tmp_path: Path
+) -> None:
+    """The runner writes no file of its own: without `outputs` there is no run.json and no lmms-eval file,
+    and every answer is in the store, scored as usual."""
+    out = tmp_path / "out"
+    outcome = runner.run(_config(data, {"ovms": sims["ovms"].url}, out))
+    assert outcome.errors == {} and outcome.run_json == "" and outcome.files == {"ovms": []}
+    assert {p.name for p in out.iterdir()} <= {
+        "vlmparity.sqlite", "vlmparity.sqlite-wal", "vlmparity.sqlite-shm", "vlmparity.lock"
+    }  # fmt: skip
+    assert len(_stored(out)) == 24 + 30
+    assert [s.task for s in outcome.scores["ovms"]] == ["mme", "mmmu_val"]
+    assert [s.lmms_eval.n for s in outcome.scores["ovms"]] == [24, 30]
+
+
+class _EvenGate:
+    """A gate that admits only the even sample indices, then ends the run after the first pass."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self.passes = 0
+        self.admitted: list[int] = []
+        self.resolved_: list[tuple[str, int]] = []
+        self.ended: list[str] = []
+        self.samples: list[object] = []
+
+    def bind(self, engine: runner.Engine) -> None:
+        self.samples = list(engine.samples)
+
+    def order(self, endpoint: str, todo: Sequence[int]) -> list[int]:
+        return sorted(todo, reverse=True)
+
+    async def begin(self) -> bool:
+        self.passes += 1
+        self.stopped = self.passes > 1
+        return self.stopped
+
+    async def admit(self, index: int) -> bool:
+        if index % 2:
+            return False
+        self.admitted.append(index)
+        return True
+
+    def resolved(self, endpoint: str, index: int) -> None:
+        self.resolved_.append((endpoint, index))
+
+    def endpoint_ended(self, endpoint: str) -> None:
+        self.ended.append(endpoint)
+
+
+def test_the_gate_passed_to_run_decides_what_is_sent(
+    data: dict[str, Path], sims: dict[str, SimServer], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    gate = _EvenGate()
+    outcome = runner.run(_config(data, {"ovms": sims["ovms"].url}, out), gate=gate, outputs=run_outputs())
+    assert len(gate.samples) == 54
+    assert sorted(gate.admitted) == list(range(0, 54, 2)) and gate.admitted[0] == 52  # in the gate's order
+    assert sorted(i for _, i in gate.resolved_) == list(range(54))  # sent or not admitted: each resolved once
+    assert gate.ended == ["ovms"] and gate.stopped
+    stored = {(t, sid) for (_e, t, sid) in _stored(out)}
+    assert stored == {(s.task, s.id) for i, s in enumerate(gate.samples) if i % 2 == 0}  # type: ignore[attr-defined]
+    assert outcome.scores == {} and outcome.errors == {}  # stopped by the gate on purpose: not scored
 
 
 _KILL_SIM_CONFIG = {"capacity": 2, "base_latency": 0.15, "per_image": 0.0, "per_token": 0.0}
