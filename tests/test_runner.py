@@ -74,6 +74,43 @@ def test_mme_both_policies_by_hand() -> None:
     assert "mme_perception_score" in ts.lmms_eval.intervals
 
 
+def test_intervals_follow_each_metric_kind() -> None:
+    """A cluster score (MME) gets the stratified cluster bootstrap over the images of its own categories, an
+    accuracy (MMMU) Wilson over its questions; only the run's own metrics get one, in their order."""
+    samples = _mme_samples()
+    replies = [("ok", "Yes"), ("ok", "No."), ("ok", "Yes"), ("timeout", None), ("ok", "yes"), ("ok", "Yes")]
+    ts = runner.score_task(get_task("mme"), "ep", samples, *_records(samples, replies))
+    intervals = ts.lmms_eval.intervals
+    assert sorted(intervals) == ["mme_cognition_score", "mme_perception_score"]
+    assert list(intervals) == list(ts.lmms_eval.result.metrics)  # mme_acc is compare's, not the run's
+    # perception: image 1 scores 200, image 2 50; resampling the two images gives 50, 125 or 200, and 2000
+    # draws hold both extremes (each has probability 1/4 a draw)
+    p = intervals["mme_perception_score"]
+    assert (p.estimate, p.low, p.high) == (pytest.approx(125.0), pytest.approx(50.0), pytest.approx(200.0))
+    assert p.method.startswith("stratified cluster bootstrap")
+    # cognition: one image (one right, one wrong: 50), whatever is resampled
+    c = intervals["mme_cognition_score"]
+    assert (c.estimate, c.low, c.high) == (pytest.approx(50.0), pytest.approx(50.0), pytest.approx(50.0))
+
+    mm = [
+        mmmu_task.make_sample(i, f"validation_Art_{i}", "Q?", ["a", "b", "c", "d"], "A", "multiple-choice")
+        for i in range(3)
+    ]
+    ts = runner.score_task(
+        get_task("mmmu_val"), "ep", mm, *_records(mm, [("ok", "B"), ("ok", "B"), ("ok", "A")])
+    )
+    acc = ts.lmms_eval.intervals["mmmu_acc"]
+    # the estimate is lmms-eval's mmmu_acc (5 decimals); Wilson for 1 of 3 by hand (z = 1.959964): centre (1/3 + z²/6) / (1 + z²/3), half-width
+    # z * sqrt(1/3 * 2/3 / 3 + z²/36) / (1 + z²/3)
+    z2 = 1.959964**2
+    centre = (1 / 3 + z2 / 6) / (1 + z2 / 3)
+    half = 1.959964 * ((2 / 27) + z2 / 36) ** 0.5 / (1 + z2 / 3)
+    assert list(ts.lmms_eval.intervals) == ["mmmu_acc"] and acc.method == "wilson"
+    assert (acc.estimate, acc.low, acc.high) == (
+        pytest.approx(1 / 3, abs=1e-5), pytest.approx(centre - half, abs=1e-6), pytest.approx(centre + half, abs=1e-6)
+    )  # fmt: skip
+
+
 def test_missing_stale_and_skipped_results() -> None:
     samples = _mme_samples()
     srecs, results = _records(samples, [("ok", "Yes")] * 6)
