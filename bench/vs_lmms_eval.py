@@ -322,7 +322,7 @@ def ensure_data(root: Path | None) -> Path:
             return cand
     target = candidates[-1] if root is None else root
     print(f"data: writing full-size synthetic MME (2374) and MMMU (900), seed 0, to {target} (a few minutes)")
-    from vlmparity.data.synth import write_mme, write_mmmu
+    from vlmparity.synth import write_mme, write_mmmu
 
     write_mme(target / "mme", seed=0)
     write_mmmu(target / "mmmu", seed=0)

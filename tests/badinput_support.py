@@ -3,7 +3,7 @@
 Three kinds of ingredient:
 
 - **data builders** (`DATA`): each writes an otherwise-valid synthetic MME or MMMU parquet set (made with
-  pyarrow from `vlmparity.data.synth` rows) with exactly one thing wrong, and returns the path to pass
+  pyarrow from `vlmparity.synth` rows) with exactly one thing wrong, and returns the path to pass
   as `--data`. Broken image files come from `tests/badinput/images/` (see `make_images`).
 - **`FakeServer`**: a tiny OpenAI-compatible aiohttp server in a background thread that answers the first
   `good` chat requests correctly and then misbehaves in one way (`CHAT_MODES`), or misbehaves already
@@ -101,14 +101,14 @@ def make_images(folder: Path = IMAGES) -> None:
 
 @functools.cache
 def _mme_rows() -> tuple[dict[str, Any], ...]:
-    from vlmparity.data.synth import mme_rows
+    from vlmparity.synth import mme_rows
 
     return tuple(mme_rows(MME_N, seed=0, workers=1))
 
 
 @functools.cache
 def _mmmu_rows() -> tuple[dict[str, Any], ...]:
-    from vlmparity.data.synth import mmmu_rows
+    from vlmparity.synth import mmmu_rows
 
     return tuple(mmmu_rows(MMMU_N, seed=0, workers=1))
 

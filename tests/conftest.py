@@ -52,7 +52,7 @@ def oracles() -> Path:
     return ORACLES
 
 
-# ---------------------------------------------------------------- synthetic datasets (vlmparity.data.synth)
+# ---------------------------------------------------------------- synthetic datasets (vlmparity.synth)
 
 SYNTH_SMALL_MME = 56  # 28 pairs: every one of the 14 categories, one quirky suffix
 SYNTH_SMALL_MMMU = 60  # questions 1-2 of every subject: open, list answers and every §2.4 image layout
@@ -61,7 +61,7 @@ SYNTH_SMALL_MMMU = 60  # questions 1-2 of every subject: open, list answers and 
 @pytest.fixture(scope="session")
 def synth_mme_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder of a small synthetic MME test split (56 questions, seed 0), written once per session."""
-    from vlmparity.data.synth import write_mme
+    from vlmparity.synth import write_mme
 
     return write_mme(tmp_path_factory.mktemp("synth-mme"), n=SYNTH_SMALL_MME, seed=0)
 
@@ -69,7 +69,7 @@ def synth_mme_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def synth_mmmu_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder of a small synthetic MMMU validation split (60 questions, seed 0), written once per session."""
-    from vlmparity.data.synth import write_mmmu
+    from vlmparity.synth import write_mmmu
 
     return write_mmmu(tmp_path_factory.mktemp("synth-mmmu"), n=SYNTH_SMALL_MMMU, seed=0)
 
@@ -81,11 +81,11 @@ def _synth_stamp() -> str:
     import numpy
     import PIL
 
-    from vlmparity.data import synth
+    from vlmparity import synth
 
     digest = hashlib.sha256()
-    for name in ("synth.py", "synth_mme.py", "synth_mmmu.py", "draw.py"):
-        digest.update((Path(synth.__file__).parent / name).read_bytes())
+    for source in sorted(Path(synth.__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
     return f"{synth.SYNTH_VERSION} {digest.hexdigest()[:16]} pillow {PIL.__version__} numpy {numpy.__version__}\n"
 
 
@@ -98,7 +98,7 @@ def synth_full() -> dict[str, Path]:
     import shutil
     import tempfile
 
-    from vlmparity.data.synth import write_mme, write_mmmu
+    from vlmparity.synth import write_mme, write_mmmu
 
     cache = REPO / ".cache" / "synth-full-seed0"
     stamp = _synth_stamp()

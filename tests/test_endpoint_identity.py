@@ -24,7 +24,7 @@ FAST = {"capacity": 8, "base_latency": 0.002, "per_image": 0.0, "per_token": 0.0
 
 @pytest.fixture(scope="module")
 def mmmu(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vlmparity.data.synth import write_mmmu
+    from vlmparity.synth import write_mmmu
 
     return write_mmmu(tmp_path_factory.mktemp("identity") / "mmmu", n=40, seed=3, workers=1)
 

@@ -185,7 +185,7 @@ def replay_lmms_eval(rows: list[dict[str, Any]], responses: list[str]) -> tuple[
 
 @pytest.fixture(scope="module")
 def mmmu(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vlmparity.data.synth import write_mmmu
+    from vlmparity.synth import write_mmmu
 
     return write_mmmu(tmp_path_factory.mktemp("refusals") / "mmmu", n=160, seed=5, workers=1)
 

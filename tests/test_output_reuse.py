@@ -45,7 +45,7 @@ def vlmparity(*args: str, cwd: Path, hub: HubListener) -> subprocess.CompletedPr
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vlmparity.data.synth import write_mme, write_mmmu
+    from vlmparity.synth import write_mme, write_mmmu
 
     root = tmp_path_factory.mktemp("reuse")
     write_mme(root / "data" / "mme", n=N_MME, seed=4)

@@ -117,7 +117,7 @@ def _vlmparity(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 
 @pytest.fixture(scope="module")
 def mme_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vlmparity.data.synth import write_mme
+    from vlmparity.synth import write_mme
 
     return write_mme(tmp_path_factory.mktemp("mme"), n=8, seed=2)
 
@@ -254,8 +254,8 @@ def test_ctrl_c_mid_run_is_one_line_exit_130_and_keeps_answers(tmp_path: Path, c
     import signal
     import time
 
-    from vlmparity.data.synth import write_mme
     from vlmparity.sim import SimConfig, SimServer
+    from vlmparity.synth import write_mme
 
     data = write_mme(tmp_path / "mme", n=24, seed=3)
     slow = {"capacity": 2, "base_latency": 0.3, "per_image": 0.0, "per_token": 0.0}
@@ -319,8 +319,8 @@ def test_progress_counts_connection_failures_after_the_server_died(tmp_path: Pat
     import signal
     import time
 
-    from vlmparity.data.synth import write_mme
     from vlmparity.sim import SimConfig, SimServer
+    from vlmparity.synth import write_mme
 
     data = write_mme(tmp_path / "mme", n=40, seed=5)
     slow = {"capacity": 2, "base_latency": 0.2, "per_image": 0.0, "per_token": 0.0}

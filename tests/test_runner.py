@@ -219,7 +219,7 @@ def test_merge_prompt_keeps_text_and_first_image() -> None:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from vlmparity.data.synth import write_mme, write_mmmu
+    from vlmparity.synth import write_mme, write_mmmu
 
     root = tmp_path_factory.mktemp("data")
     return {"mme": write_mme(root / "mme", n=24, seed=3), "mmmu_val": write_mmmu(root / "mmmu", n=30, seed=3)}

@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from vlmparity.data import synth, synth_mme
+from vlmparity.synth import build as synth
+from vlmparity.synth import mme as synth_mme
 
 MME_COUNTS = {
     "existence": 60, "count": 60, "position": 60, "color": 60, "posters": 294, "celebrity": 340, "scene": 400,

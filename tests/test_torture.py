@@ -38,7 +38,7 @@ TIME_KEYS = ("date", "start_time", "end_time", "total_evaluation_time_seconds")
 @pytest.fixture(scope="module")
 def torture_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Synthetic MME (600 questions) and MMMU (400), written once for this module."""
-    from vlmparity.data.synth import write_mme, write_mmmu
+    from vlmparity.synth import write_mme, write_mmmu
 
     root = tmp_path_factory.mktemp("torture-data")
     return {

@@ -148,10 +148,10 @@ def run_demo(
     """Generate data, serve two simulated engines, run both through the runner, compare, write the report."""
     from vlmparity import pipeline, runner
     from vlmparity.config import RunConfig, RunOptions, parse_endpoints
-    from vlmparity.data.synth import write_mme, write_mmmu
     from vlmparity.report.closeness import report_view, row_fingerprints
     from vlmparity.report.comparison import json_document, report_data
     from vlmparity.report.html import write_report
+    from vlmparity.synth import write_mme, write_mmmu
 
     say = step or (lambda _text: None)
     if settings.n_mme < 2 or settings.n_mmmu < 1:

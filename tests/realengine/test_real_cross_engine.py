@@ -147,7 +147,7 @@ def test_doctor_passes_on_each_engine(name: str, record: dict[str, Any]) -> None
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from vlmparity.data.synth import write_mme, write_mmmu
+    from vlmparity.synth import write_mme, write_mmmu
 
     base = tmp_path_factory.mktemp("cross-engine-data")
     return {

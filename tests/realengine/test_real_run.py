@@ -145,7 +145,7 @@ def served() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Small synthetic MME (20) and MMMU-val (30) parquet folders, seed 0."""
-    from vlmparity.data.synth import write_mme, write_mmmu
+    from vlmparity.synth import write_mme, write_mmmu
 
     base = tmp_path_factory.mktemp("real-run-data")
     return {

@@ -37,8 +37,8 @@ def register(app: typer.Typer) -> None:
 
         Pictures are drawn so their content decides the answer; nothing in them is the real benchmark.
         """
+        from vlmparity import synth as synth_data
         from vlmparity.cli import require_at_least
-        from vlmparity.data import synth as synth_data
 
         require_at_least("--workers", workers, 1)
         started = time.perf_counter()

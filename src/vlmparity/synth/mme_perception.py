@@ -1,126 +1,16 @@
-"""Synthetic MME (`lmms-lab/MME`, split `test`): 14 categories, two Yes/No questions per drawn picture.
+"""Synthetic MME pictures of the ten perception categories: photo-like scenes whose content decides the answer.
 
-Each picture is a pure function of (seed, category, pair index), so a smaller set is a prefix of every
-category of the full set and the output does not depend on how work is spread over processes.
+Each generator takes the pair's own `random.Random` and returns (picture, encoding, Yes question, No question).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-from vlmparity.data import draw as D
-
-# Real per-category question counts (research/lmms-eval.md §1.6), in our storage order: code_reasoning
-# first and artwork second, so `--limit 250` covers one cognition and one perception category as the real
-# set does; the others follow alphabetically (case-insensitive).
-CATEGORY_COUNTS: dict[str, int] = {
-    "code_reasoning": 40,
-    "artwork": 400,
-    "celebrity": 340,
-    "color": 60,
-    "commonsense_reasoning": 140,
-    "count": 60,
-    "existence": 60,
-    "landmark": 400,
-    "numerical_calculation": 40,
-    "OCR": 40,
-    "position": 60,
-    "posters": 294,
-    "scene": 400,
-    "text_translation": 40,
-}
-FULL_SIZE = sum(CATEGORY_COUNTS.values())  # 2374
-SUFFIX = " Please answer yes or no."
-# Suffixes lmms-eval does not strip (it removes only the exact SUFFIX); the real data has such quirks.
-QUIRK_SUFFIXES = (" Please answer yes or no", " please answer yes or no.", " Please answer  yes or no.")
-QUIRK_PERIOD = 25  # one pair in 25 carries a quirk on one of its two questions: 2% of questions
-
-
-@dataclass(frozen=True)
-class MmePair:
-    """One picture and its two questions (without the answer-format suffix)."""
-
-    category: str
-    index: int  # 1-based within the category
-    image: bytes
-    ext: str  # "png" or "jpg", matching the encoding
-    yes: str
-    no: str
-
-    @property
-    def question_id(self) -> str:
-        return f"{self.category}/{self.index:04d}.{self.ext}"
-
-
-def allocate_pairs(n: int | None) -> dict[str, int]:
-    """Pairs per category for `n` questions: full counts for None, else proportional with at least one each.
-
-    `n` is rounded down to an even number. Below 28 questions not every category fits, so the first n/2
-    categories in storage order get one pair each.
-    """
-    full = {c: q // 2 for c, q in CATEGORY_COUNTS.items()}
-    if n is None or n >= FULL_SIZE:
-        return full
-    pairs = max(0, n) // 2
-    if pairs < len(full):
-        return {c: (1 if i < pairs else 0) for i, c in enumerate(full)}
-    total = sum(full.values())
-    quota = {c: pairs * f / total for c, f in full.items()}
-    alloc = {c: max(1, int(q)) for c, q in quota.items()}
-    # Largest remainder first when adding, smallest remainder (among those above one) first when removing.
-    order = sorted(full, key=lambda c: (-(quota[c] - int(quota[c])), list(full).index(c)))
-    i = 0
-    while sum(alloc.values()) < pairs:
-        c = order[i % len(order)]
-        if alloc[c] < full[c]:
-            alloc[c] += 1
-        i += 1
-    for c in reversed(order):
-        if sum(alloc.values()) <= pairs:
-            break
-        if alloc[c] > 1:
-            alloc[c] -= 1
-    return alloc
-
-
-def pair_specs(n: int | None) -> list[tuple[str, int]]:
-    """(category, 1-based pair index) for every pair of an `n`-question set, in storage order."""
-    return [(c, i) for c, k in allocate_pairs(n).items() for i in range(1, k + 1)]
-
-
-def question_suffixes(category: str, index: int) -> tuple[str, str]:
-    """Suffixes of the Yes and No question of a pair: the exact one, or a quirk on one in 25 pairs."""
-    ci = list(CATEGORY_COUNTS).index(category)
-    # The offset spreads quirks over positions (none on the very first rows) and puts one in landmark's
-    # first four pairs, so even a 56-question set has one.
-    if (index - 1) % QUIRK_PERIOD != (7 * ci + 3) % QUIRK_PERIOD:
-        return SUFFIX, SUFFIX
-    quirk = QUIRK_SUFFIXES[(ci + (index - 1) // QUIRK_PERIOD) % len(QUIRK_SUFFIXES)]
-    return (quirk, SUFFIX) if ci % 2 == 0 else (SUFFIX, quirk)
-
-
-def make_pair(seed: int, category: str, index: int) -> MmePair:
-    """Draw the picture and write the two questions of one pair."""
-    rng = random.Random(f"mme:{seed}:{category}:{index}")
-    img, fmt, yes, no = _GENERATORS[category](rng)
-    quality = rng.randint(84, 93)
-    data = D.encode(img, fmt, quality=quality)
-    return MmePair(category, index, data, "jpg" if fmt == "JPEG" else "png", yes, no)
-
-
-def rows_for_pair(pair: MmePair) -> list[dict[str, object]]:
-    """The two dataset rows of a pair (Yes first, as in the real set)."""
-    yes_suffix, no_suffix = question_suffixes(pair.category, pair.index)
-    base = {"question_id": pair.question_id, "image": pair.image, "category": pair.category}
-    return [
-        {**base, "question": pair.yes + yes_suffix, "answer": "Yes"},
-        {**base, "question": pair.no + no_suffix, "answer": "No"},
-    ]
-
+from vlmparity.synth import draw as D
 
 # ---------------------------------------------------------------- shared vocabulary
 
@@ -505,156 +395,7 @@ def _ocr(rng: random.Random) -> tuple[Image.Image, str, str, str]:
     return img, "JPEG", q.format(word.lower()), q.format(wrong.lower())
 
 
-# ---------------------------------------------------------------- cognition (PNG screenshots)
-
-
-def _card(
-    rng: random.Random, lines: list[str], size: int, width: tuple[int, int] = (420, 900)
-) -> Image.Image:
-    w = rng.randint(*width)
-    h = max(160, int(size * 1.5 * len(lines) + size * 3))
-    img = D.paper_background(rng, w, h, tint=25)
-    D.draw_text_box(img, lines, (size, size), size, box=None)
-    # Half the screenshots get grain, so sizes spread like the real ones (a few KB to a few hundred KB).
-    return D.add_grain(img, rng, 2) if rng.random() < 0.5 else img
-
-
-def _commonsense(rng: random.Random) -> tuple[Image.Image, str, str, str]:
-    kind = rng.randrange(4)
-    if kind == 0:
-        t = rng.choice([*range(-15, 0), *range(11, 20), *range(31, 41)])  # exactly one statement holds
-        img = _card(rng, ["Outdoor thermometer", f"{t} °C"], rng.randint(28, 44))
-        facts = {
-            "Is the temperature shown in the image below freezing?": t < 0,
-            "Is it hotter than 30 degrees Celsius according to the thermometer in the image?": t > 30,
-            "Does the thermometer in the image show a temperature between 10 and 20 degrees Celsius?": 10
-            < t
-            < 20,
-        }
-    elif kind == 1:
-        hh, mm = rng.randrange(24), rng.randrange(60)
-        img = _card(rng, ["Clock (24-hour)", f"{hh:02d}:{mm:02d}"], rng.randint(30, 48))
-        facts = {
-            "According to the clock in the image, is it in the morning?": 5 <= hh < 12,
-            "According to the clock in the image, is it in the afternoon?": 12 <= hh < 18,
-            "According to the clock in the image, is it in the evening?": 18 <= hh < 24,
-            "According to the clock in the image, is it in the middle of the night?": hh < 5,
-        }
-    elif kind == 2:
-        red = rng.random() < 0.5
-        w, h = rng.randint(260, 420), rng.randint(420, 600)
-        img = D.paper_background(rng, w, h, tint=25)
-        draw = ImageDraw.Draw(img)
-        draw.rounded_rectangle((w * 0.3, h * 0.1, w * 0.7, h * 0.9), 20, fill=(30, 30, 30))
-        r = w * 0.14
-        draw.ellipse(
-            (w / 2 - r, h * 0.3 - r, w / 2 + r, h * 0.3 + r), fill=(230, 20, 20) if red else (70, 30, 30)
-        )
-        draw.ellipse(
-            (w / 2 - r, h * 0.7 - r, w / 2 + r, h * 0.7 + r), fill=(30, 70, 30) if red else (20, 220, 60)
-        )
-        facts = {
-            "The image shows a traffic light. Should the cars stop now?": red,
-            "The image shows a traffic light. May the cars drive on now?": not red,
-        }
-    else:
-        price = rng.randint(3, 95)
-        img = _card(rng, ["PRICE", f"${price}.00"], rng.randint(36, 56))
-        bill_ok = rng.choice([b for b in (5, 10, 20, 50, 100) if b >= price])
-        bill_low = rng.choice([b for b in (1, 2, 5, 10, 20, 50) if b < price] or [1, 2])
-        facts = {
-            f"I have one ${bill_ok} bill. Can I afford the item with the price tag in the image?": True,
-            f"I have one ${bill_low} bill. Can I afford the item with the price tag in the image?": False,
-        }
-    yes = rng.choice([q for q, v in facts.items() if v])
-    no = rng.choice([q for q, v in facts.items() if not v])
-    return img, "PNG", yes, no
-
-
-def _numerical(rng: random.Random) -> tuple[Image.Image, str, str, str]:
-    a, b, c = rng.randint(2, 30), rng.randint(2, 20), rng.randint(2, 9)
-    form = rng.randrange(4)
-    text, value = [
-        (f"{a} + {b} × {c} = ?", a + b * c),
-        (f"({a} + {b}) × {c} = ?", (a + b) * c),
-        (f"{a} × {c} - {b} = ?", a * c - b),
-        (f"{a * c} ÷ {c} + {b} = ?", a + b),
-    ][form]
-    text = text.replace("×", "x").replace("÷", "/")  # the embedded font is ASCII-only
-    img = _card(rng, [text], rng.randint(36, 60))
-    wrong = value + rng.choice([-10, -2, -1, 1, 2, 3, 10])
-    q = "Is the answer to the arithmetic question in the image {}?"
-    return img, "PNG", q.format(value), q.format(wrong)
-
-
-_PHRASES = {
-    "French": (("bonne nuit", "good night"), ("merci beaucoup", "thank you very much"),
-               ("le chat noir", "the black cat"), ("la maison rouge", "the red house"),
-               ("un petit chien", "a small dog"), ("la mer bleue", "the blue sea")),
-    "Spanish": (("buenas noches", "good night"), ("la casa blanca", "the white house"),
-                ("el perro grande", "the big dog"), ("tengo hambre", "I am hungry"),
-                ("muchas gracias", "thank you very much"), ("el libro azul", "the blue book")),
-    "German": (("guten Morgen", "good morning"), ("ich habe Durst", "I am thirsty"),
-               ("das rote Auto", "the red car"), ("der alte Mann", "the old man"),
-               ("vielen Dank", "thank you very much"), ("gute Nacht", "good night")),
-    "Italian": (("buona sera", "good evening"), ("il gatto nero", "the black cat"),
-                ("la luna piena", "the full moon"), ("acqua fredda", "cold water"),
-                ("il treno veloce", "the fast train")),
-}  # fmt: skip
-
-
-def _translation(rng: random.Random) -> tuple[Image.Image, str, str, str]:
-    lang = rng.choice(list(_PHRASES))
-    foreign, english = rng.choice(_PHRASES[lang])
-    img = _card(rng, [foreign], rng.randint(40, 64))
-    wrong = rng.choice([e for _, e in _PHRASES[lang] if e != english])
-    q = "Is it appropriate to translate the {} in the image into English '{}'?"
-    return img, "PNG", q.format(lang, english), q.format(lang, wrong)
-
-
-_WORDS = ("cat", "river", "apple", "planet", "garden", "music", "window", "silver", "forest", "bridge")
-
-
-def _program(rng: random.Random) -> tuple[list[str], str, str]:
-    """Lines of a tiny Python program, its output, and a plausible wrong output."""
-    kind = rng.randrange(7)
-    if kind == 0:
-        a, b = rng.randint(2, 60), rng.randint(2, 60)
-        return [f"a = {a}", f"b = {b}", "print(a + b)"], str(a + b), str(a + b + rng.choice((-1, 1, 10)))
-    if kind == 1:
-        word = rng.choice(_WORDS)
-        return [f"s = '{word}'", "print(s.upper())"], word.upper(), word.capitalize()
-    if kind == 2:
-        xs = [rng.randint(1, 20) for _ in range(rng.randint(3, 5))]
-        return [f"x = {xs}", "print(sum(x))"], str(sum(xs)), str(sum(xs) + rng.choice((-2, 2, 5)))
-    if kind == 3:
-        n = rng.randint(3, 9)
-        total = sum(range(n))
-        return (
-            ["total = 0", f"for i in range({n}):", "    total += i", "print(total)"],
-            str(total),
-            str(total + n),
-        )
-    if kind == 4:
-        w1, w2 = rng.sample(_WORDS, 2)
-        return [f"words = ['{w1}', '{w2}']", "print(' '.join(words))"], f"{w1} {w2}", f"{w2} {w1}"
-    if kind == 5:
-        s, k = rng.choice(("ab", "xo", "hi", "na")), rng.randint(2, 4)
-        return [f"print('{s}' * {k})"], s * k, s * (k + 1)
-    n = rng.randint(1, 99)
-    parity, other = ("even", "odd") if n % 2 == 0 else ("odd", "even")
-    lines = [f"n = {n}", "if n % 2 == 0:", "    print('even')", "else:", "    print('odd')"]
-    return lines, parity, other
-
-
-def _code(rng: random.Random) -> tuple[Image.Image, str, str, str]:
-    lines, out, wrong = _program(rng)
-    img = _card(rng, lines, rng.randint(24, 34), width=(520, 1000))
-    q = "The image shows a python code. Is the output of the code '{}'?"
-    return img, "PNG", q.format(out), q.format(wrong)
-
-
-_GENERATORS = {
+PERCEPTION: dict[str, Callable[[random.Random], tuple[Image.Image, str, str, str]]] = {
     "existence": _existence,
     "count": _count,
     "position": _position,
@@ -665,8 +406,4 @@ _GENERATORS = {
     "landmark": _landmark,
     "artwork": _artwork,
     "OCR": _ocr,
-    "commonsense_reasoning": _commonsense,
-    "numerical_calculation": _numerical,
-    "text_translation": _translation,
-    "code_reasoning": _code,
 }

@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlmparity.data import synth_mme, synth_mmmu
 from vlmparity.errors import ConfigError, DataError
+from vlmparity.synth import mme, mmmu
 
 # Bump when generated content changes, so caches keyed on it (tests/conftest.py) are rebuilt.
 SYNTH_VERSION = "1"
@@ -29,7 +29,7 @@ ROW_GROUP_SIZE = 100  # what the hub's image datasets use; keeps streaming reads
 PARALLEL_MIN_ITEMS = 200  # below this, starting worker processes costs more than it saves
 
 MME_COLUMNS = ("question_id", "image", "question", "answer", "category")
-MMMU_IMAGE_COLUMNS = tuple(f"image_{i}" for i in range(1, synth_mmmu.MAX_IMAGES + 1))
+MMMU_IMAGE_COLUMNS = tuple(f"image_{i}" for i in range(1, mmmu.MAX_IMAGES + 1))
 MMMU_COLUMNS = ("id", "question", "options", "explanation", *MMMU_IMAGE_COLUMNS, "img_type", "answer",
                 "topic_difficulty", "question_type", "subfield")  # fmt: skip
 
@@ -42,15 +42,15 @@ R = TypeVar("R")
 def mme_rows(n: int | None = None, seed: int = 0, *, workers: int | None = None) -> list[dict[str, Any]]:
     """Rows of a synthetic MME test split in storage order (image as encoded bytes), without writing files."""
     _check(n, seed)
-    pairs = _map(_mme_pair, [(seed, c, i) for c, i in synth_mme.pair_specs(n)], workers)
+    pairs = _map(_mme_pair, [(seed, c, i) for c, i in mme.pair_specs(n)], workers)
     _check_distinct(pair.image for pair in pairs)
-    return [row for pair in pairs for row in synth_mme.rows_for_pair(pair)]
+    return [row for pair in pairs for row in mme.rows_for_pair(pair)]
 
 
 def mmmu_rows(n: int | None = None, seed: int = 0, *, workers: int | None = None) -> list[dict[str, Any]]:
     """Rows of a synthetic MMMU validation split in storage order (images as bytes or None), without files."""
     _check(n, seed)
-    rows = _map(_mmmu_row, [(seed, s, k) for s, k in synth_mmmu.question_specs(n)], workers)
+    rows = _map(_mmmu_row, [(seed, s, k) for s, k in mmmu.question_specs(n)], workers)
     _check_distinct(r[c] for r in rows for c in MMMU_IMAGE_COLUMNS if r[c] is not None)
     return rows
 
@@ -104,12 +104,12 @@ def _check(n: int | None, seed: int) -> None:
         raise ConfigError(f"--seed must be >= 0, got {seed}")
 
 
-def _mme_pair(spec: tuple[int, str, int]) -> synth_mme.MmePair:
-    return synth_mme.make_pair(*spec)
+def _mme_pair(spec: tuple[int, str, int]) -> mme.MmePair:
+    return mme.make_pair(*spec)
 
 
 def _mmmu_row(spec: tuple[int, str, int]) -> dict[str, Any]:
-    return synth_mmmu.make_question(*spec)
+    return mmmu.make_question(*spec)
 
 
 def _map(fn: Callable[[T], R], items: Sequence[T], workers: int | None) -> list[R]:

@@ -14,7 +14,7 @@ from fractions import Fraction
 
 from PIL import Image, ImageDraw
 
-from vlmparity.data import draw as D
+from vlmparity.synth import draw as D
 
 SUBJECTS = (
     "Accounting", "Agriculture", "Architecture_and_Engineering", "Art", "Art_Theory", "Basic_Medical_Science",
