@@ -25,13 +25,16 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from vlmparity.data.sources import load_rows
 from vlmparity.errors import DataError
 from vlmparity.sim.images import ImageError, ImagePrint, fingerprint_bytes
+from vlmparity.sim.parquet import read_rows
 
 MME_COLUMNS = frozenset({"question_id", "image", "question", "answer", "category"})
 MMMU_COLUMNS = frozenset({"id", "question", "options", "image_1", "answer", "question_type"})
 MMMU_IMAGE_COLUMNS = tuple(f"image_{i}" for i in range(1, 8))
+# What the simulator reads of each kind (`subfield` is optional: the subject comes from the id first)
+MME_READ = ("question_id", "image", "question", "answer", "category")
+MMMU_READ = ("id", "question", "options", *MMMU_IMAGE_COLUMNS, "answer", "question_type", "subfield")
 MME_SUFFIX = " Please answer yes or no."  # lmms-eval removes it before adding its own post-prompt
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -240,26 +243,20 @@ def samples_from_source(path: str | Path) -> Indexed:
             f"sim dataset {str(source)!r} is neither MME nor MMMU",
             hint=f"MME needs columns {sorted(MME_COLUMNS)}, MMMU needs {sorted(MMMU_COLUMNS)}",
         )
-    rows = load_rows(source, split="test" if kind == "mme" else "validation")
+    if kind == "mme":
+        rows = read_rows(source, "test", MME_READ, ("image",))
+    else:
+        rows = read_rows(source, "validation", MMMU_READ, MMMU_IMAGE_COLUMNS)
     build = mme_sample if kind == "mme" else mmmu_sample
     prints = _fingerprint_rows(kind, rows)
     return [(build(row, p), p) for row, p in zip(rows, prints, strict=True)]
 
 
-# ---- caches: in-process by file stamp, and on disk so that a later sim start skips decoding --------
+# ---- the on-disk cache, so that a later sim start skips decoding --------------------------------------
 
 INDEX_FORMAT = 1  # bump when SimSample, fingerprints or the recognition text rules change
 CACHE_MIN_SECONDS = 2.0  # only sets slow to index are kept on disk
 CACHE_KEEP = 16  # most recently used entries kept on disk
-_CACHE: dict[tuple[Any, ...], DatasetIndex] = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def _source_stamp(path: Path) -> tuple[Any, ...]:
-    if not path.exists():
-        return (str(path),)
-    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
-    return tuple((str(f.resolve()), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
 
 
 def cache_dir() -> Path | None:
@@ -320,22 +317,16 @@ def _indexed_source(path: Path) -> Indexed:
 
 
 def build_index(paths: Sequence[str | Path]) -> DatasetIndex:
-    """Index every dataset in `paths`; cached in-process (by file names, sizes and mtimes) and on disk
-    (by file contents, see `cache_dir`)."""
-    stamp = tuple(_source_stamp(Path(p)) for p in paths)
-    with _CACHE_LOCK:
-        cached = _CACHE.get(stamp)
-        if cached is not None:
-            return cached
-        index = DatasetIndex()
-        thumbs: list[np.ndarray] = []
-        for path in paths:
-            for sample, prints in _indexed_source(Path(path)):
-                index.add(sample, prints, thumbs)
-        if thumbs:
-            index.thumbs = np.stack(thumbs)
-        _CACHE[stamp] = index
-        return index
+    """Index every dataset in `paths` (the caller, a server, keeps the index); a set slow to index is
+    kept on disk by file contents (see `cache_dir`), so the next start skips decoding its images."""
+    index = DatasetIndex()
+    thumbs: list[np.ndarray] = []
+    for path in paths:
+        for sample, prints in _indexed_source(Path(path)):
+            index.add(sample, prints, thumbs)
+    if thumbs:
+        index.thumbs = np.stack(thumbs)
+    return index
 
 
 def text_share(sample: SimSample, text: str) -> tuple[float, int]:

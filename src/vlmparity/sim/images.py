@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import io
+import struct
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -21,8 +22,10 @@ from PIL import Image, UnidentifiedImageError
 
 THUMB_SIDE = 16
 
-# Images far larger than any benchmark image are still decoded; this only stops decompression bombs warnings.
-Image.MAX_IMAGE_PIXELS = 300_000_000
+# Images far larger than any benchmark image are still decoded, without Pillow's decompression-bomb warning;
+# larger ones are refused. The simulator's own limit: Pillow's process-wide `Image.MAX_IMAGE_PIXELS`, which
+# the evaluation path relies on, is left alone (see `_open`).
+MAX_PIXELS = 600_000_000
 
 
 @dataclass(frozen=True)
@@ -46,12 +49,40 @@ class ImageError(Exception):
 def fingerprint_bytes(data: bytes) -> ImagePrint:
     """Decode encoded image bytes and fingerprint their RGB pixels; raises ImageError if undecodable."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with _open(data) as img:
             img.load()
             rgb = img.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise ImageError("undecodable", str(err) or type(err).__name__) from None
     return fingerprint_image(rgb)
+
+
+def _open(data: bytes) -> Image.Image:
+    """`Image.open` (header only) under the simulator's `MAX_PIXELS` instead of Pillow's process-wide limit.
+
+    Pillow's formats are tried in its own order, as `Image.open` does; only its decompression-bomb check,
+    which reads the module-wide `Image.MAX_IMAGE_PIXELS`, is replaced by ours. Setting that global, even
+    for a moment, would change the limit of every thread of the process (the evaluation path's too).
+    """
+    Image.init()
+    prefix = data[:16]
+    for name in list(Image.ID):
+        factory, accept = Image.OPEN[name]
+        try:
+            found = accept(prefix) if accept is not None else True
+            if isinstance(found, str) or not found:  # a str is Pillow's "maybe, but unsupported" note
+                continue
+            image = factory(io.BytesIO(data), "")
+        except (SyntaxError, IndexError, TypeError, struct.error):
+            continue  # not this format after all: Image.open tries the next one too
+        width, height = image.size
+        if max(1, width) * max(1, height) > MAX_PIXELS:
+            image.close()
+            raise ValueError(
+                f"image of {width}x{height} pixels is over the simulator's limit of {MAX_PIXELS}"
+            )
+        return image
+    raise UnidentifiedImageError("cannot identify image file")
 
 
 def fingerprint_image(rgb: Image.Image) -> ImagePrint:
