@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import click
 import typer
 import typer.main
 
@@ -34,7 +35,7 @@ app = typer.Typer(
 # Order here is the order in `vlmparity --help`.
 COMMAND_MODULES = ("demo", "run", "compare", "report", "score", "tasks", "synth", "sim", "doctor", "launch")
 
-_state = {"debug": False}
+_DEBUG_KEY = "vlmparity.debug"  # in the click context's `meta`, shared by the command's own context
 
 # Exit codes shared by every command (README "Exit codes").
 EXIT_OK = 0
@@ -54,17 +55,19 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
     ),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
 ) -> None:
-    _state["debug"] = debug or bool(os.environ.get("VLMPARITY_DEBUG"))
+    ctx.meta[_DEBUG_KEY] = debug or bool(os.environ.get("VLMPARITY_DEBUG"))
 
 
 def debug_enabled() -> bool:
-    """True when --debug (or VLMPARITY_DEBUG) asked for tracebacks."""
-    return _state["debug"]
+    """True when --debug (or VLMPARITY_DEBUG) asked for tracebacks (within a command's invocation)."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get(_DEBUG_KEY)) or bool(os.environ.get("VLMPARITY_DEBUG"))
 
 
 fix_help_metavars()  # no `<bool>` after flags (Typer's type labels), for every command

@@ -10,22 +10,20 @@ from __future__ import annotations
 
 from typing import Any
 
-_done = {"patched": False}
+_MARK = "_vlmparity_fixed"  # on our replacement method: a class that has it is patched already
 
 
 def fix_help_metavars() -> None:
-    """Patch `TyperOption.display_type_rich` (idempotent)."""
-    if _done["patched"]:
-        return
+    """Patch `TyperOption.display_type_rich` (idempotent: a patched class carries the mark)."""
     try:
         from typer.core import TyperArgument, TyperOption
     except ImportError:  # pragma: no cover - a Typer without its own parameter classes
         return
     for cls in (TyperOption, TyperArgument):
         original = cls.__dict__.get("display_type_rich") or getattr(cls, "display_type_rich", None)
-        if original is not None:  # older Typer: click's metavars, flags already show none
-            setattr(cls, "display_type_rich", _fixed(original))  # noqa: B010 -- a method, patched
-    _done["patched"] = True
+        if original is None or getattr(original, _MARK, False):
+            continue  # older Typer (click's metavars, flags already show none), or patched already
+        setattr(cls, "display_type_rich", _fixed(original))  # noqa: B010 -- a method, patched
 
 
 def _fixed(original: Any) -> Any:
@@ -37,4 +35,5 @@ def _fixed(original: Any) -> Any:
             shown = "<" + shown[len("<list[") : -len("]>")].lower() + ">"
         return shown  # type: ignore[no-any-return]
 
+    setattr(display_type_rich, _MARK, True)
     return display_type_rich

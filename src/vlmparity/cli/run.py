@@ -164,9 +164,7 @@ def run(
         logprobs=logprobs,
         ready_timeout=ready_timeout,
     )
-    outcome = execute(config)
-    _last["outcome"] = outcome
-    conclude(outcome)
+    conclude(execute(config))
 
 
 def run_config(
@@ -293,14 +291,6 @@ def conclude(outcome: RunOutcome) -> None:
 
         broken = {ep.name for ep in outcome.endpoints if isinstance(ep.error, DataError)}
         raise unfinished_error(outcome.errors, data=broken)
-
-
-_last: dict[str, RunOutcome] = {}
-
-
-def last_outcome() -> RunOutcome | None:
-    """What the last `run` of this process did (`compare --endpoint` compares exactly that plan)."""
-    return _last.get("outcome")
 
 
 @contextmanager
