@@ -232,10 +232,9 @@ def test_tile_images_pixels_and_determinism() -> None:
 
 @pytest.fixture
 def small_pillow_limit(monkeypatch: pytest.MonkeyPatch) -> int:
-    """Pillow's limits at 1000 px (warning) / 2000 px (error), so tiny images stand for 89 / 179 Mpx;
-    and no image reported yet in this test."""
+    """Pillow's limits at 1000 px (warning) / 2000 px (error), so tiny images stand for 89 / 179 Mpx.
+    (Which images were reported is owned by a `LargeImageNotices`: each test starts with fresh ones.)"""
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    monkeypatch.setattr(images_mod, "_noticed", set())
     return 1000
 
 
@@ -256,13 +255,15 @@ def test_image_over_the_warning_limit_is_one_notice_not_pillows_warning(
     from vlmparity.data.schema import image_problem
 
     data = photo(40, 40, seed=11, fmt="PNG")  # 1600 px: over 1000, under 2000
-    enc = ImageEncoder(workers=1)
+    notices = images_mod.LargeImageNotices()  # a run's: shared by its data check and its encoder
+    enc = ImageEncoder(workers=1, notices=notices)
     with warnings.catch_warnings(record=True) as caught, caplog.at_level("WARNING"):
         warnings.simplefilter("always")  # Pillow's warning would be recorded, however often
-        assert image_problem(data, full=True, label="row 4, column 'image'") is None  # the load-time check
+        problem = image_problem(data, full=True, label="row 4, column 'image'", notices=notices)
+        assert problem is None  # the load-time check
         url = enc.data_url(ImageData.from_bytes(data), sample_id="q4")  # the request, later
         enc.prefetch([ImageData.from_bytes(data)])
-        tile_images([ImageData.from_bytes(data)], sample_id="q4")
+        tile_images([ImageData.from_bytes(data)], sample_id="q4", notices=notices)
     assert url.startswith("data:image/png;base64,")  # encoded as usual
     assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
     notes = [r.getMessage() for r in caplog.records]

@@ -43,8 +43,29 @@ MIME = {"png": "image/png", "jpeg": "image/jpeg"}
 DEFAULT_CACHE_BYTES = 128 * 1024**2
 
 log = logging.getLogger(__name__)
-_noticed: set[str] = set()  # sha256 of the large images already reported
-_noticed_lock = threading.Lock()
+
+
+class LargeImageNotices:
+    """The large images already reported, so each distinct one gets one notice for whoever owns this:
+    a run shares one between its data check and its encoder; an `ImageEncoder` has its own by default."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()  # sha256 of the images reported
+        self._lock = threading.Lock()
+
+    def first(self, key: str) -> bool:
+        """True the first time `key` is seen (then report it), False after."""
+        with self._lock:
+            new = key not in self._seen
+            self._seen.add(key)
+            return new
+
+
+class _Quiet(LargeImageNotices):
+    """Reports nothing: for a decode whose caller gave the notice already (the encoder's jobs)."""
+
+    def first(self, key: str) -> bool:
+        return False
 
 
 @dataclass(frozen=True)
@@ -81,9 +102,12 @@ def _silence_pillow_bomb_warning() -> None:
         warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-def open_image(data: bytes, *, label: str | None = None) -> PILImage.Image:
-    """`Image.open` (header only), with one notice per distinct image above Pillow's decompression-bomb
-    warning limit instead of Pillow's multi-line warning; `label` says where the image is (a row, a sample).
+def open_image(
+    data: bytes, *, label: str | None = None, notices: LargeImageNotices | None = None
+) -> PILImage.Image:
+    """`Image.open` (header only), with a notice for an image above Pillow's decompression-bomb warning
+    limit instead of Pillow's multi-line warning: once per distinct image of `notices` (without it, every
+    time); `label` says where the image is (a row, a sample).
     """
     from PIL import Image
 
@@ -91,13 +115,9 @@ def open_image(data: bytes, *, label: str | None = None) -> PILImage.Image:
     image: PILImage.Image = Image.open(io.BytesIO(data))
     limit = Image.MAX_IMAGE_PIXELS
     width, height = image.size
-    if limit is not None and max(1, width) * max(1, height) > limit:
-        key = hashlib.sha256(data).hexdigest()
-        with _noticed_lock:
-            first = key not in _noticed
-            _noticed.add(key)
-        if first:
-            log.warning("vlmparity: note: %s", large_image_notice((width, height), int(limit), label))
+    large = limit is not None and max(1, width) * max(1, height) > limit
+    if large and (notices is None or notices.first(hashlib.sha256(data).hexdigest())):
+        log.warning("vlmparity: note: %s", large_image_notice((width, height), int(limit or 0), label))
     return image
 
 
@@ -111,15 +131,17 @@ def large_image_notice(size: tuple[int, int], limit: int, label: str | None = No
     )
 
 
-def decode_rgb(data: bytes, *, label: str | None = None) -> PILImage.Image:
+def decode_rgb(
+    data: bytes, *, label: str | None = None, notices: LargeImageNotices | None = None
+) -> PILImage.Image:
     """Decode image bytes to the RGB image lmms-eval hands to its encoder.
 
     Same steps as `datasets.Image.decode_example` (open, load, EXIF transpose when the orientation tag
-    is present) followed by the tasks' `.convert("RGB")`. `label` names the image in `open_image`'s notice.
+    is present) followed by the tasks' `.convert("RGB")`. `label` and `notices`: see `open_image`.
     """
     from PIL import ExifTags, ImageOps
 
-    image = open_image(data, label=label)
+    image = open_image(data, label=label, notices=notices)
     image.load()
     if image.getexif().get(ExifTags.Base.Orientation) is not None:
         image = ImageOps.exif_transpose(image)
@@ -139,9 +161,11 @@ def encode_rgb(image: PILImage.Image, options: EncodeOptions) -> bytes:
     return buf.getvalue()
 
 
-def encode_bytes(data: bytes, options: EncodeOptions, *, label: str | None = None) -> bytes:
+def encode_bytes(
+    data: bytes, options: EncodeOptions, *, label: str | None = None, notices: LargeImageNotices | None = None
+) -> bytes:
     """Dataset image bytes -> encoded request image bytes (decode, RGB, encode)."""
-    return encode_rgb(decode_rgb(data, label=label), options)
+    return encode_rgb(decode_rgb(data, label=label, notices=notices), options)
 
 
 def to_data_url(encoded: bytes, mime: str) -> str:
@@ -150,9 +174,11 @@ def to_data_url(encoded: bytes, mime: str) -> str:
 
 
 def _encode_job(data: bytes, options: EncodeOptions, label: str | None = None) -> tuple[bool, str]:
-    """Worker: (True, data URL) or (False, why it failed). Never raises, so it pickles cleanly."""
+    """Worker: (True, data URL) or (False, why it failed). Never raises, so it pickles cleanly.
+
+    Silent about large images: the encoder gave that notice from the header before (`_notice`)."""
     try:
-        return True, to_data_url(encode_bytes(data, options, label=label), options.mime)
+        return True, to_data_url(encode_bytes(data, options, label=label, notices=_Quiet()), options.mime)
     except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, DecompressionBombError...
         return False, f"{type(exc).__name__}: {exc}"
 
@@ -182,6 +208,7 @@ class ImageEncoder:
         workers: int | None = None,
         parallel: Parallel = "thread",
         max_cache_bytes: int = DEFAULT_CACHE_BYTES,
+        notices: LargeImageNotices | None = None,
     ) -> None:
         if parallel not in ("thread", "process"):
             raise ConfigError(f"unknown parallel mode {parallel!r}", hint="use thread or process")
@@ -189,6 +216,8 @@ class ImageEncoder:
         self.workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
         self.parallel: Parallel = parallel
         self.max_cache_bytes = max_cache_bytes
+        # one notice per distinct large image: shared with whoever checked the data first (a run), else own
+        self.notices = notices if notices is not None else LargeImageNotices()
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, str] = OrderedDict()
         self._cache_bytes = 0
@@ -222,11 +251,20 @@ class ImageEncoder:
                 future = Future()
                 self._inflight[image.key] = future
         if owner:
+            self._notice(image, _sample_label(sample_id))
             self._finish(image.key, _encode_job(image.data, self.options, _sample_label(sample_id)), future)
         ok, out = future.result()
         if not ok:
             raise self._error(image, sample_id, out)
         return out
+
+    def _notice(self, image: ImageData, label: str | None) -> None:
+        """The large-image notice, from the header alone, once per distinct image of `self.notices`
+        (worker processes could not share them); the encoding job itself stays silent."""
+        try:
+            open_image(image.data, label=label, notices=self.notices).close()
+        except Exception:  # Pillow raises many types; the encoding job fails with the reason
+            return
 
     def _error(self, image: ImageData, sample_id: str | None, why: str) -> DataError:
         return DataError(
@@ -269,6 +307,8 @@ class ImageEncoder:
                     todo.append((image, future, label))
         if not todo:
             return 0
+        for image, _, label in todo:
+            self._notice(image, label)
         if len(todo) == 1 or self.workers == 1:
             for image, future, label in todo:
                 self._finish(image.key, _encode_job(image.data, self.options, label), future)
@@ -359,6 +399,7 @@ def tile_images(
     *,
     background: tuple[int, int, int] = (255, 255, 255),
     sample_id: str | None = None,
+    notices: LargeImageNotices | None = None,
 ) -> ImageData:
     """Tile several images into one PNG, for servers that take one image per request ("merge" policy).
 
@@ -373,7 +414,7 @@ def tile_images(
     decoded = []
     for image in images:
         try:
-            decoded.append(decode_rgb(image.data, label=_sample_label(sample_id)))
+            decoded.append(decode_rgb(image.data, label=_sample_label(sample_id), notices=notices))
         except Exception as exc:
             raise DataError(
                 f"{_where(sample_id)}cannot decode image {image.key[:12]}: {type(exc).__name__}: {exc}",

@@ -15,9 +15,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from vlmparity.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from vlmparity.data.images import LargeImageNotices
 
 ColumnKind = Literal["string", "image"]
 RowLocator = Callable[[int], str]  # row index -> "file.parquet row 12" (where the row came from)
@@ -118,12 +121,14 @@ def check_rows(
     *,
     verify_images: bool = False,
     images: bool = True,
+    notices: LargeImageNotices | None = None,
 ) -> None:
     """Raise one clear `DataError` naming file, column and row if `rows` do not fit the task's schema.
 
     Every image gets a cheap header check (Pillow identifies it without decoding the pixels);
     `verify_images=True` decodes every distinct image fully (seconds for a whole MME).
     `images=False`: the rows were loaded without their image columns (scoring only); those go unchecked.
+    A large image gets one notice per distinct image of `notices` (this check's own when not given).
     """
     schema = schema_for(task_name)
     where = _locator(source_label)
@@ -138,7 +143,7 @@ def check_rows(
     else:
         _check_mmmu(rows, where, images=images)
     if images:
-        _check_images(schema, rows, where, full=verify_images)
+        _check_images(schema, rows, where, full=verify_images, notices=notices)
 
 
 def _fail(
@@ -293,17 +298,19 @@ def _short(text: str, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
-def image_problem(data: bytes, *, full: bool = False, label: str | None = None) -> str | None:
+def image_problem(
+    data: bytes, *, full: bool = False, label: str | None = None, notices: LargeImageNotices | None = None
+) -> str | None:
     """Why Pillow cannot read `data` (None if it can): header only, or a full decode when `full`.
 
     An image over Pillow's decompression-bomb warning limit gets one notice naming `label` (see
-    `open_image`); over twice that limit it cannot be read (DecompressionBombError)."""
+    `open_image`, `notices`); over twice that limit it cannot be read (DecompressionBombError)."""
     from PIL import Image, UnidentifiedImageError
 
     from vlmparity.data.images import open_image
 
     try:
-        with open_image(data, label=label) as image:
+        with open_image(data, label=label, notices=notices) as image:
             if full:
                 image.load()
     except UnidentifiedImageError:
@@ -322,9 +329,17 @@ def _image_cells(schema: TaskSchema, rows: Sequence[Mapping[str, Any]]) -> Itera
 
 
 def _check_images(
-    schema: TaskSchema, rows: Sequence[Mapping[str, Any]], where: RowLocator, *, full: bool
+    schema: TaskSchema,
+    rows: Sequence[Mapping[str, Any]],
+    where: RowLocator,
+    *,
+    full: bool,
+    notices: LargeImageNotices | None,
 ) -> None:
+    from vlmparity.data.images import LargeImageNotices
+
     cells = list(_image_cells(schema, rows))
+    seen = notices if notices is not None else LargeImageNotices()
 
     def label(cell: tuple[int, str, bytes]) -> str:
         return _cell_label(where, schema, rows[cell[0]], cell[0], cell[1])
@@ -337,10 +352,12 @@ def _check_images(
             distinct.setdefault(hashlib.sha256(cell[2]).hexdigest(), cell)
         todo = list(distinct.values())
         with ThreadPoolExecutor() as pool:
-            problems = list(pool.map(lambda c: image_problem(c[2], full=True, label=label(c)), todo))
+            problems = list(
+                pool.map(lambda c: image_problem(c[2], full=True, label=label(c), notices=seen), todo)
+            )
         checked: Iterable[tuple[tuple[int, str, bytes], str | None]] = zip(todo, problems, strict=True)
     else:
-        checked = ((c, image_problem(c[2], label=label(c))) for c in cells)
+        checked = ((c, image_problem(c[2], label=label(c), notices=seen)) for c in cells)
     for (index, column, _), problem in checked:
         if problem is not None:
             raise _fail(

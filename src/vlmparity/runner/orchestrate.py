@@ -194,7 +194,10 @@ class _Run:
         from vlmparity.data.images import ImageEncoder
 
         config, plans, gate = self.config, self.plans, self.gate
-        encoder = ImageEncoder(config.options.image_format, compress_level=config.options.png_level)
+        notices = next((p.notices for p in plans if p.notices is not None), None)
+        encoder = ImageEncoder(
+            config.options.image_format, compress_level=config.options.png_level, notices=notices
+        )
         engine = Engine(config, plans, store, self.eps, encoder, progress=self.progress, gate=gate)
         try:
             run_async(engine.run())

@@ -12,6 +12,7 @@ from vlmparity.store import Store
 from vlmparity.tasks.base import Sample, Task, get_task
 
 if TYPE_CHECKING:
+    from vlmparity.data.images import LargeImageNotices
     from vlmparity.data.sampling import Plan
 
 
@@ -23,6 +24,7 @@ class TaskPlan:
     source: str
     plan: Plan
     fingerprint: Mapping[str, Any]
+    notices: LargeImageNotices | None = None  # the large images its load reported (the encoder's too)
 
     @property
     def samples(self) -> tuple[Sample, ...]:
@@ -37,6 +39,7 @@ def prepare_task(
     sample: int | None,
     seed: int,
     images: bool = True,
+    notices: LargeImageNotices | None = None,
 ) -> TaskPlan:
     """Load a task's rows, turn them into samples and apply the sampling plan.
 
@@ -50,7 +53,7 @@ def prepare_task(
     task = get_task(name)
     # a local source is recorded by its absolute path: compare/report find it from any folder later
     src = resolve_source(source or task.default_source)
-    loaded = load_split(src, split=task.split, task=name, images=images)
+    loaded = load_split(src, split=task.split, task=name, images=images, notices=notices)
     samples = task.samples_from_rows(loaded.rows, images=images)
     if sample is not None:
         plan = plan_stratified(samples, sample, seed)
@@ -59,7 +62,7 @@ def prepare_task(
     else:
         plan = plan_all(samples)
     fingerprint = dataset_fingerprint(src, task.split, samples, loaded.revision)
-    return TaskPlan(task=task, source=src, plan=plan, fingerprint=fingerprint)
+    return TaskPlan(task=task, source=src, plan=plan, fingerprint=fingerprint, notices=notices)
 
 
 def load_images(plan: TaskPlan, samples: Sequence[Sample]) -> list[Sample]:
@@ -88,9 +91,14 @@ def load_images(plan: TaskPlan, samples: Sequence[Sample]) -> list[Sample]:
 
 def prepare(config: RunConfig) -> list[TaskPlan]:
     """Every task's plan, in the order given; a plan that selects no sample is a usage error."""
+    from vlmparity.data.images import LargeImageNotices
+
     p = config.plan
+    notices = LargeImageNotices()  # one notice per large image for the whole run (its encoder shares it)
     plans = [
-        prepare_task(name, config.data.get(name), limit=p.limit, sample=p.sample, seed=p.seed)
+        prepare_task(
+            name, config.data.get(name), limit=p.limit, sample=p.sample, seed=p.seed, notices=notices
+        )
         for name in config.tasks
     ]
     for plan in plans:

@@ -81,7 +81,9 @@ def build_one(
         from vlmparity.data.images import tile_images
 
         order = [p.index for p in prompt.parts if isinstance(p, ImagePart)]
-        tiled: ImageData = tile_images([sample.images[i] for i in order], sample_id=sample.id)
+        tiled: ImageData = tile_images(
+            [sample.images[i] for i in order], sample_id=sample.id, notices=encoder.notices
+        )
         sample = replace(sample, images=(tiled,))
         prompt = merge_prompt(prompt)
     request = build_request(sample, prompt, gen, lambda image: encoder.data_url(image, sample_id=sample.id))
