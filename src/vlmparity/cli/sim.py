@@ -50,8 +50,7 @@ def register(app: typer.Typer) -> None:
         import time
 
         from vlmparity.cli.run import interrupt_as_error
-        from vlmparity.sim.config import SimConfig, config_from_dict, load_config
-        from vlmparity.sim.server import SimServer
+        from vlmparity.sim import SimConfig, SimServer, config_from_dict, load_config
 
         base = load_config(config) if config is not None else SimConfig()
         settings = base.model_dump()
