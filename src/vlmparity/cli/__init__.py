@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
 import typer.main
 
@@ -35,8 +34,6 @@ app = typer.Typer(
 # Order here is the order in `vlmparity --help`.
 COMMAND_MODULES = ("demo", "run", "compare", "report", "score", "tasks", "synth", "sim", "doctor", "launch")
 
-_DEBUG_KEY = "vlmparity.debug"  # in the click context's `meta`, shared by the command's own context
-
 # Exit codes shared by every command (README "Exit codes").
 EXIT_OK = 0
 EXIT_NOT_EQUIVALENT = 1
@@ -55,19 +52,21 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
-    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
     ),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
 ) -> None:
-    ctx.meta[_DEBUG_KEY] = debug or bool(os.environ.get("VLMPARITY_DEBUG"))
+    # `--debug` is declared here (parsing, --help); `main` reads it from the arguments before the command
+    # runs (`debug_requested`), since it decides how every error of the invocation ends.
+    del version, debug
 
 
-def debug_enabled() -> bool:
-    """True when --debug (or VLMPARITY_DEBUG) asked for tracebacks (within a command's invocation)."""
-    ctx = click.get_current_context(silent=True)
-    return bool(ctx is not None and ctx.meta.get(_DEBUG_KEY)) or bool(os.environ.get("VLMPARITY_DEBUG"))
+def debug_requested(argv: list[str] | None = None) -> bool:
+    """True when --debug (or VLMPARITY_DEBUG) asks for tracebacks; `argv` defaults to the process's."""
+    return "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(
+        os.environ.get("VLMPARITY_DEBUG")
+    )
 
 
 fix_help_metavars()  # no `<bool>` after flags (Typer's type labels), for every command
@@ -162,9 +161,7 @@ def environment_error(exc: BaseException) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the Typer app, turning user-caused errors into one line and an exit code."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(
-        os.environ.get("VLMPARITY_DEBUG")
-    )
+    debug = debug_requested(argv)
     from vlmparity._malloc import tune_malloc
 
     tune_malloc()  # large freed buffers go back to the system (peak RSS; see the module)
