@@ -2,9 +2,10 @@
 
 Datasets are local parquet folders/files (what `vlmparity synth` writes): MME (split "test": question_id,
 image, question, answer, category) or MMMU (split "validation": id, question, options, image_1..7, answer,
-question_type, ...), detected by their columns. A request is recognised by the decoded pixels of its
-images (exact hash, else nearest thumbnail) and by the question's text fragments appearing in the
-request text, so any image encoding and any prompt template around the question is recognised.
+question_type, ...), detected by their columns and read by `sim/parquet.py` (not the evaluation path's
+loader). A request is recognised by the decoded pixels of its images (exact hash, else nearest thumbnail)
+and by the question's text fragments appearing in the request text, so any image encoding and any prompt
+template around the question is recognised. Each server builds and keeps its own `DatasetIndex`.
 """
 
 from __future__ import annotations
