@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from vlmparity import offline
 from vlmparity.errors import ConfigError, DataError
+from vlmparity.tasks import mmmu_offline as offline
 from vlmparity.tasks.mmmu_official import find_choice_official
 
 OPTIONS = {"A": "cat", "B": "dog", "C": "fish", "D": "bird"}

@@ -12,6 +12,8 @@ import pytest
 
 from vlmparity import offline
 from vlmparity.errors import DataError
+from vlmparity.tasks import mme_offline, mmmu_offline
+from vlmparity.tasks.mmmu import recover_options
 
 MC = "Answer with the option's letter from the given choices directly."
 SUFFIX = "\nAnswer the question using a single word or phrase."
@@ -32,7 +34,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 )
 def test_official_predictions_score(oracles: Path, key: str, correct: int, acc: float) -> None:
     mmmu = oracles / "mmmu"
-    out = offline.score_mmmu_predictions(mmmu / "llava1.5_13b" / "total_val_output.json", mmmu / key)
+    out = mmmu_offline.score_mmmu_predictions(mmmu / "llava1.5_13b" / "total_val_output.json", mmmu / key)
     assert out.result.n == 900
     assert out.result.counts["correct"] == correct
     assert out.result.metrics["mmmu_acc"] == acc
@@ -49,7 +51,7 @@ def test_prediction_list_values_and_gold_lists(tmp_path: Path) -> None:
     preds = {"validation_Math_1": "3.429", "validation_Math_2": ["12", 12.0], "validation_Math_3": "C"}
     (tmp_path / "key.json").write_text(json.dumps(key))
     (tmp_path / "preds.json").write_text(json.dumps(preds))
-    out = offline.score_mmmu_predictions(tmp_path / "preds.json", tmp_path / "key.json")
+    out = mmmu_offline.score_mmmu_predictions(tmp_path / "preds.json", tmp_path / "key.json")
     assert [s.correct for s in out.scores] == [True, True, True]
     assert out.result.metrics["mmmu_acc"] == 1.0
     assert any("1 answer-key id" in n for n in out.notes)  # Math_4 unanswered, not counted
@@ -59,7 +61,7 @@ def test_prediction_not_in_key_is_a_data_error(tmp_path: Path) -> None:
     (tmp_path / "key.json").write_text("{}")
     (tmp_path / "preds.json").write_text(json.dumps({"validation_Art_1": "A"}))
     with pytest.raises(DataError, match="validation_Art_1"):
-        offline.score_mmmu_predictions(tmp_path / "preds.json", tmp_path / "key.json")
+        mmmu_offline.score_mmmu_predictions(tmp_path / "preds.json", tmp_path / "key.json")
 
 
 @pytest.mark.parametrize(
@@ -82,7 +84,7 @@ def test_answer_key_of_the_wrong_shape_says_what_is_expected(tmp_path: Path, key
     (tmp_path / "key.json").write_text(json.dumps(key))
     (tmp_path / "preds.json").write_text(json.dumps({"validation_Art_1": "A"}))
     with pytest.raises(DataError) as info:
-        offline.score_mmmu_predictions(tmp_path / "preds.json", tmp_path / "key.json")
+        mmmu_offline.score_mmmu_predictions(tmp_path / "preds.json", tmp_path / "key.json")
     message = str(info.value)
     assert message.startswith(
         f"{tmp_path / 'key.json'}: an MMMU answer key is a JSON object "
@@ -95,7 +97,7 @@ def test_answer_key_of_the_wrong_shape_says_what_is_expected(tmp_path: Path, key
 def test_flat_answer_key_hints_at_the_predictions_shape(tmp_path: Path) -> None:
     (tmp_path / "preds.json").write_text(json.dumps({"validation_Art_1": "A"}))
     with pytest.raises(DataError) as info:
-        offline.score_mmmu_predictions(tmp_path / "preds.json", tmp_path / "preds.json")
+        mmmu_offline.score_mmmu_predictions(tmp_path / "preds.json", tmp_path / "preds.json")
     assert info.value.hint is not None and "--mmmu-predictions" in info.value.hint
 
 
@@ -119,7 +121,7 @@ def test_raw_responses_reproduce_official_parse(oracles: Path) -> None:
     folder = oracles / "mmmu" / "llava1.5_13b"
     official = json.loads((folder / "total_val_output.json").read_text())
     items = {i["id"]: i for p in folder.glob("*/output.json") for i in json.loads(p.read_text())}
-    out = offline.score_mmmu_responses(folder)
+    out = mmmu_offline.score_mmmu_responses(folder)
     assert len(out.scores) == 900
     fallbacks = []
     for score in out.scores:
@@ -161,22 +163,22 @@ def mme_folder(oracles: Path, dest: Path, answer: Any) -> Path:
 
 
 def test_mme_folder_all_right_and_all_yes(oracles: Path, tmp_path: Path) -> None:
-    right = offline.score_mme_results(mme_folder(oracles, tmp_path / "right", lambda gt: gt))
+    right = mme_offline.score_mme_results(mme_folder(oracles, tmp_path / "right", lambda gt: gt))
     assert right.result.metrics == {"mme_perception_score": 2000.0, "mme_cognition_score": 800.0}
-    yes = offline.score_mme_results(mme_folder(oracles, tmp_path / "yes", lambda gt: "Yes"))
+    yes = mme_offline.score_mme_results(mme_folder(oracles, tmp_path / "yes", lambda gt: "Yes"))
     assert yes.result.metrics == {"mme_perception_score": 500.0, "mme_cognition_score": 200.0}
     assert yes.samples[0].cluster == "existence/" + yes.samples[0].cluster.split("/")[1]
 
 
 def test_mme_blank_template_and_split_pair(oracles: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="4"):
-        offline.score_mme_results(oracles / "mme" / "questions")
+        mme_offline.score_mme_results(oracles / "mme" / "questions")
     folder = mme_folder(oracles, tmp_path / "r", lambda gt: gt)
     ocr = folder / "OCR.txt"
     ocr.write_text("\n".join(ocr.read_text().splitlines()[1:]) + "\n")
     with pytest.raises(DataError, match=r"OCR/0001\.jpg"):
-        offline.score_mme_results(folder)
-    partial = offline.score_mme_results(folder, allow_partial_pairs=True)
+        mme_offline.score_mme_results(folder)
+    partial = mme_offline.score_mme_results(folder, allow_partial_pairs=True)
     # OCR: 19 images right (200), one with a single right answer (100): 3900/20 = 195
     assert partial.result.breakdown["categories"]["OCR"]["score"] == 195.0
     assert partial.result.metrics["mme_perception_score"] == 1995.0
@@ -188,7 +190,7 @@ def test_mme_folder_with_some_categories(oracles: Path, tmp_path: Path) -> None:
         if path.stem not in ("OCR", "code_reasoning"):
             path.unlink()
     (folder / "notes.txt").write_text("hello\n")
-    out = offline.score_mme_results(folder)
+    out = mme_offline.score_mme_results(folder)
     assert out.result.metrics == {"mme_perception_score": 200.0, "mme_cognition_score": 200.0}
     assert any("notes.txt" in n for n in out.notes)
 
@@ -287,9 +289,9 @@ def test_lmms_samples_bad_input(tmp_path: Path) -> None:
 
 
 def test_recover_options() -> None:
-    assert offline.recover_options(f"Q?\nA. cat\nB. dog\n\n{MC}") == ["cat", "dog"]
-    assert offline.recover_options(f"Q?\nA. cat\nsecond line\nB. dog\n\n{MC}") is None
-    assert offline.recover_options("Q?\n\nAnswer the question using a single word or phrase.") is None
+    assert recover_options(f"Q?\nA. cat\nB. dog\n\n{MC}") == ["cat", "dog"]
+    assert recover_options(f"Q?\nA. cat\nsecond line\nB. dog\n\n{MC}") is None
+    assert recover_options("Q?\n\nAnswer the question using a single word or phrase.") is None
 
 
 # ---------------------------------------------------------------------------------------------- CLI

@@ -8,12 +8,11 @@ import sys
 from vlmparity.report.tables import (
     breakdown_table,
     markdown_table,
-    mme_breakdown_table,
-    mmmu_breakdown_table,
     render,
     results_table,
 )
 from vlmparity.tasks.base import TaskResult
+from vlmparity.tasks.mmmu import MMMUTask
 
 MME = TaskResult(
     task="mme",
@@ -80,7 +79,7 @@ def test_markdown_table_alignment() -> None:
 
 
 def test_mme_breakdown_lists_perception_first_then_sums() -> None:
-    lines = mme_breakdown_table(MME).splitlines()
+    lines = breakdown_table(MME).splitlines()
     assert lines[2].startswith("|OCR") and "125.50" in lines[2] and "75.00" in lines[2]
     assert lines[3].startswith("|code_reasoning") and "cognition" in lines[3]
     assert "1500.25" in lines[4] and "Perception" in lines[4]
@@ -88,7 +87,8 @@ def test_mme_breakdown_lists_perception_first_then_sums() -> None:
 
 
 def test_mmmu_breakdown_keeps_lmms_eval_order() -> None:
-    lines = mmmu_breakdown_table(MMMU).splitlines()
+    table = MMMUTask().breakdown_tables(MMMU)[0]
+    lines = markdown_table(table.headers, table.rows).splitlines()
     assert [line.split("|")[1].strip() for line in lines[2:]] == [
         "**Overall-Art and Design**",
         "Art",

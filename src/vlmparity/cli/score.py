@@ -65,6 +65,7 @@ def score(
     from vlmparity import offline
     from vlmparity.errors import ConfigError
     from vlmparity.report import tables
+    from vlmparity.tasks import mme_offline, mmmu_offline
 
     chosen = [
         name
@@ -91,24 +92,24 @@ def score(
         raise ConfigError(
             "--mmmu-parser goes with --mmmu-responses", hint="drop it or add --mmmu-responses DIR"
         )
-    if mmmu_parser is not None and mmmu_parser not in offline.MMMU_PARSERS:
+    if mmmu_parser is not None and mmmu_parser not in mmmu_offline.MMMU_PARSERS:
         raise ConfigError(
             f"--mmmu-parser {mmmu_parser!r} is not a parser",
-            hint=f"use one of: {', '.join(offline.MMMU_PARSERS)}",
+            hint=f"use one of: {', '.join(mmmu_offline.MMMU_PARSERS)}",
         )
 
     if mme_results is not None:
-        outs = [offline.score_mme_results(mme_results, allow_partial_pairs=partial_pairs)]
+        outs = [mme_offline.score_mme_results(mme_results, allow_partial_pairs=partial_pairs)]
     elif mmmu_predictions is not None:
         if answer_key is None:
             raise ConfigError(
                 "--mmmu-predictions needs --answer-key", hint="e.g. --answer-key answer_dict_val.json"
             )
-        outs = [offline.score_mmmu_predictions(mmmu_predictions, answer_key)]
+        outs = [mmmu_offline.score_mmmu_predictions(mmmu_predictions, answer_key)]
     elif mmmu_responses is not None:
         outs = [
-            offline.score_mmmu_responses(
-                mmmu_responses, seed=seed, parser=mmmu_parser or offline.DEFAULT_MMMU_PARSER
+            mmmu_offline.score_mmmu_responses(
+                mmmu_responses, seed=seed, parser=mmmu_parser or mmmu_offline.DEFAULT_MMMU_PARSER
             )
         ]
     else:

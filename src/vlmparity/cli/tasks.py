@@ -21,15 +21,15 @@ def tasks() -> None:
     rows = []
     for name in task_names():
         task = get_task(name)
-        legacy = ", ".join(getattr(task, "legacy_sources", ()))
+        legacy = ", ".join(task.legacy_sources)
         rows.append(
             [
                 name,
                 task.default_source + (f" (also {legacy})" if legacy else ""),
                 task.split,
-                ", ".join(getattr(task, "metric_names", ())),
-                ", ".join(getattr(task, "compare_metrics", ())),
-                str(getattr(task, "max_tokens", "")),
+                ", ".join(task.metric_names),
+                ", ".join(spec.name for spec in task.metric_specs()),
+                str(task.max_tokens),
             ]
         )
     headers = [

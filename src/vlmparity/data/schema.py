@@ -1,106 +1,37 @@
-"""Expected dataset schemas per task, and the checks that turn a bad dataset into one clear `DataError`.
+"""The checks that turn a bad dataset into one clear `DataError`, against the schema the task declares.
 
 Rows are what `vlmparity.data.sources` yields: dicts keyed by the dataset's own column names, strings as
 `str`, image cells as encoded bytes or None. `check_rows` catches what would otherwise crash or silently
-skew an evaluation: a missing or mistyped column, an empty split, duplicate ids, an MMMU `options` cell
-that is not a Python list literal, an MME answer that is not Yes/No, an image that cannot be read.
+skew an evaluation: a missing or mistyped column, an empty split, duplicate ids, an image that cannot be
+read, and whatever the task's own `check_rows` hook finds (MMMU: an `options` cell that is not a Python
+list literal; MME: an answer that is not Yes/No); each names the file, the row and the column.
 """
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import re
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from vlmparity.errors import ConfigError, DataError
+from vlmparity.tasks.base import get_task, task_names
+from vlmparity.tasks.schema import ColumnSpec, TaskSchema
 
 if TYPE_CHECKING:
     from vlmparity.data.images import LargeImageNotices
 
-ColumnKind = Literal["string", "image"]
 RowLocator = Callable[[int], str]  # row index -> "file.parquet row 12" (where the row came from)
 
-
-@dataclass(frozen=True)
-class ColumnSpec:
-    """One expected column: a string or an image (encoded bytes); `nullable` cells may be None."""
-
-    name: str
-    kind: ColumnKind = "string"
-    nullable: bool = False
-
-
-@dataclass(frozen=True)
-class TaskSchema:
-    """The columns a task reads from its dataset, and which columns identify a row."""
-
-    task: str
-    dataset: str  # the Hugging Face dataset the schema follows
-    id_columns: tuple[str, ...]  # together unique per row
-    columns: tuple[ColumnSpec, ...]
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns)
-
-    @property
-    def image_columns(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns if c.kind == "image")
-
-
-MME_SCHEMA = TaskSchema(
-    task="mme",
-    dataset="lmms-lab/MME (split test)",
-    # question_id is the image path, shared by the Yes and the No question of one image
-    id_columns=("question_id", "question"),
-    columns=(
-        ColumnSpec("question_id"),
-        ColumnSpec("image", "image"),
-        ColumnSpec("question"),
-        ColumnSpec("answer"),
-        ColumnSpec("category"),
-    ),
-)
-
-MMMU_SCHEMA = TaskSchema(
-    task="mmmu_val",
-    dataset="lmms-lab/MMMU (split validation)",
-    id_columns=("id",),
-    columns=(
-        ColumnSpec("id"),
-        ColumnSpec("question"),
-        ColumnSpec("options"),
-        # informational columns the scorer never reads: tolerate nulls rather than refuse a dataset
-        ColumnSpec("explanation", nullable=True),
-        *(ColumnSpec(f"image_{i}", "image", nullable=True) for i in range(1, 8)),
-        ColumnSpec("img_type", nullable=True),
-        ColumnSpec("answer"),
-        ColumnSpec("topic_difficulty", nullable=True),
-        ColumnSpec("question_type"),
-        ColumnSpec("subfield", nullable=True),
-    ),
-)
-
-SCHEMAS: dict[str, TaskSchema] = {"mme": MME_SCHEMA, "mmmu_val": MMMU_SCHEMA}
-
-_MMMU_QUESTION_TYPES = ("multiple-choice", "open")
-_IMAGE_REF = re.compile(r"<image (\d+)>")
-_MMMU_ID = re.compile(r"^([^_]+)_(.+?)_\d+$")  # validation_Art_Theory_12 -> subject Art_Theory
+__all__ = ["ColumnSpec", "TaskSchema", "check_rows", "image_problem", "row_id", "schema_for"]
 
 
 def schema_for(task_name: str) -> TaskSchema:
-    """The expected schema of a task's dataset (`mmmu_*` tasks share the MMMU schema)."""
-    if task_name in SCHEMAS:
-        return SCHEMAS[task_name]
-    if task_name.startswith("mmmu"):
-        return MMMU_SCHEMA
-    known = ", ".join(sorted(SCHEMAS))
-    raise ConfigError(f"no dataset schema for task {task_name!r}", hint=f"known: {known}")
+    """The expected schema of a registered task's dataset (the task's `schema`)."""
+    if task_name not in task_names():
+        known = ", ".join(task_names())
+        raise ConfigError(f"no dataset schema for task {task_name!r}", hint=f"known: {known}")
+    return get_task(task_name).schema
 
 
 def row_id(schema: TaskSchema, row: Mapping[str, Any]) -> str:
@@ -131,6 +62,7 @@ def check_rows(
     A large image gets one notice per distinct image of `notices` (this check's own when not given).
     """
     schema = schema_for(task_name)
+    task = get_task(task_name)
     where = _locator(source_label)
     if not rows:
         label = source_label if isinstance(source_label, str) else where(0).rsplit(" row ", 1)[0]
@@ -138,10 +70,10 @@ def check_rows(
     for index, row in enumerate(rows):
         _check_columns(schema, row, index, where, images=images)
     _check_unique(schema, rows, where)
-    if schema is MME_SCHEMA:
-        _check_mme(rows, where)
-    else:
-        _check_mmmu(rows, where, images=images)
+    for problem in task.check_rows(rows, images=images)[:1]:
+        raise _fail(
+            where, schema, rows[problem.index], problem.index, problem.column, problem.problem, problem.hint
+        )
     if images:
         _check_images(schema, rows, where, full=verify_images, notices=notices)
 
@@ -211,91 +143,6 @@ def _check_unique(schema: TaskSchema, rows: Sequence[Mapping[str, Any]], where: 
                 hint="each row must have a distinct id; was a file included twice?",
             )
         first[key] = index
-
-
-def _check_mme(rows: Sequence[Mapping[str, Any]], where: RowLocator) -> None:
-    for index, row in enumerate(rows):
-        # lmms-eval asserts this normalised ground truth is yes or no
-        gt = row["answer"].lower().strip().replace(".", "")
-        if gt not in ("yes", "no"):
-            raise _fail(where, MME_SCHEMA, row, index, "answer", f"is {row['answer']!r}, expected Yes or No")
-    # lmms-eval's aggregation asserts exactly two questions (Yes and No) per image
-    counts = Counter(row["question_id"] for row in rows)
-    for index, row in enumerate(rows):
-        n = counts[row["question_id"]]
-        if n != 2:
-            raise _fail(
-                where,
-                MME_SCHEMA,
-                row,
-                index,
-                "question_id",
-                f"image has {n} question(s), MME needs exactly 2 per image",
-                hint="MME scores images by their Yes/No question pair",
-            )
-
-
-def mmmu_options(value: str) -> list[Any] | None:
-    """Parse an MMMU `options` cell (a Python list literal) as lmms-eval does; None if it is not a list."""
-    try:
-        parsed = ast.literal_eval(value)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return None
-    return parsed if isinstance(parsed, list) else None
-
-
-def _check_mmmu(rows: Sequence[Mapping[str, Any]], where: RowLocator, *, images: bool = True) -> None:
-    for index, row in enumerate(rows):
-        if _MMMU_ID.match(row["id"]) is None:
-            raise _fail(
-                where,
-                MMMU_SCHEMA,
-                row,
-                index,
-                "id",
-                "does not look like <split>_<Subject>_<n>",
-                hint="the subject is read from the id, e.g. validation_Art_Theory_12",
-            )
-        options = mmmu_options(row["options"])
-        if options is None:
-            raise _fail(
-                where,
-                MMMU_SCHEMA,
-                row,
-                index,
-                "options",
-                f"is not a Python list literal: {_short(row['options'])}",
-                hint="expected e.g. \"['cat', 'dog']\" or \"[]\"",
-            )
-        if row["question_type"] not in _MMMU_QUESTION_TYPES:
-            raise _fail(
-                where,
-                MMMU_SCHEMA,
-                row,
-                index,
-                "question_type",
-                f"is {row['question_type']!r}, expected one of {', '.join(_MMMU_QUESTION_TYPES)}",
-            )
-        # an image the prompt refers to must be present (lmms-eval would crash converting None);
-        # its prompt shows the options of multiple-choice questions only
-        text = row["question"]
-        if row["question_type"] == "multiple-choice":
-            text += " " + " ".join(str(o) for o in options)
-        for number in sorted({int(n) for n in _IMAGE_REF.findall(text)}):
-            column = f"image_{number}"
-            if not 1 <= number <= 7 or (images and row.get(column) is None):
-                raise _fail(
-                    where,
-                    MMMU_SCHEMA,
-                    row,
-                    index,
-                    column,
-                    f"the question refers to <image {number}> but the cell is empty",
-                )
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def image_problem(

@@ -28,12 +28,12 @@ from vlmparity.data.local import (
     rows_from_datasets,
 )
 from vlmparity.errors import ConfigError, DataError
+from vlmparity.tasks.base import get_task, task_names
 
 if TYPE_CHECKING:
     from vlmparity.data.images import LargeImageNotices
 
 __all__ = [
-    "HUB_IDS",
     "Engine",
     "FileSpan",
     "LoadedSplit",
@@ -49,11 +49,6 @@ __all__ = [
     "resolve_source",
 ]
 
-# per task: lmms-eval 0.7.3's dataset id, and the id up to 0.7.2 (contents not verified identical)
-HUB_IDS: dict[str, tuple[str, str]] = {
-    "mme": ("lmms-lab-encoder/MME", "lmms-lab/MME"),
-    "mmmu_val": ("lmms-lab-encoder/MMMU", "lmms-lab/MMMU"),
-}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -133,14 +128,16 @@ def _open_hub(repo_id: str, split: str, cache_dir: str | Path | None, task: str 
     _quiet_hub()
     import datasets
 
-    task = task or next((t for t, ids in HUB_IDS.items() if repo_id in ids), "TASK")
+    # per task: lmms-eval 0.7.3's dataset id, then older ids of the same data (contents not verified identical)
+    ids_by_task = {t: (get_task(t).default_source, *get_task(t).legacy_sources) for t in task_names()}
+    task = task or next((t for t, ids in ids_by_task.items() if repo_id in ids), "TASK")
     download = (
         f"download it where the Hub is reachable (huggingface-cli download --repo-type dataset {repo_id} "
         f"--local-dir DIR), then pass --data {task}=DIR"
     )
-    for current, older in HUB_IDS.values():
-        if repo_id in (current, older):
-            download += f"; lmms-eval 0.7.3 uses {current}, 0.7.2 and older {older}"
+    for current, *older in ids_by_task.values():
+        if older and repo_id in (current, *older):
+            download += f"; lmms-eval 0.7.3 uses {current}, 0.7.2 and older {', '.join(older)}"
     # One short probe instead of huggingface_hub's five retries per file (25-30 s of log lines): when the
     # Hub does not answer, only the local cache is tried.
     online = hub_reachable(repo_id)

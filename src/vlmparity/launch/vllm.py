@@ -68,7 +68,7 @@ def auto_image_limit(tasks: tuple[str, ...] | list[str]) -> int:
     """The most images one request of any of `tasks` carries (MME 1, MMMU-val 7)."""
     from vlmparity.tasks.base import get_task
 
-    return max(int(getattr(get_task(t), "max_images", 1)) for t in tasks)
+    return max(get_task(t).max_images for t in tasks)
 
 
 def limit_mm_json(value: str) -> str:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from vlmparity.errors import DataError
+from vlmparity.tasks.base import Task
 
 if TYPE_CHECKING:
     from vlmparity.runner import TaskPlan, TaskScore
@@ -282,16 +283,12 @@ def free_stamp(output_dir: Path, endpoints: Iterable[str], started: float) -> st
 
 # ----- from a scored run ------------------------------------------------------------------------------
 
-# lmms-eval's `versions` entries (research §5.2) and the per-sample keys it emits without aggregation.
-_VERSIONS: dict[str, str | float] = {"mme": "Yaml", "mmmu_val": 0.0}
-_ARTIFACTS: dict[str, tuple[str, ...]] = {"mmmu_val": ("mmmu_acc_pass_at_k", "submission")}
-
 
 def gen_kwargs_for(plan: TaskPlan, generation: Mapping[str, Any]) -> dict[str, Any]:
     """The generation parameters actually sent for a task (lmms-eval's names where they exist)."""
     max_tokens = generation.get("max_tokens")
     if max_tokens is None:
-        max_tokens = getattr(plan.task, "max_tokens", None)
+        max_tokens = plan.task.max_tokens
     out: dict[str, Any] = {"max_new_tokens": max_tokens, "temperature": generation.get("temperature", 0.0)}
     out["top_p"] = generation.get("top_p", 1.0)
     if generation.get("seed") is not None:
@@ -316,11 +313,11 @@ def task_output(score: TaskScore, plan: TaskPlan, generation: Mapping[str, Any])
         task=plan.task.name,
         metrics=dict(result.metrics),
         stderr_clt={m: (v if v is not None else "N/A") for m, v in clt.items() if m in result.metrics},
-        artifact_keys=_ARTIFACTS.get(plan.task.name, ()),
+        artifact_keys=tuple(plan.task.artifact_keys),  # per-sample keys lmms-eval emits unaggregated
         n_original=plan.plan.total,
         n_effective=len(score.samples),
         config=config,
-        version=_VERSIONS.get(plan.task.name, 0.0),
+        version=plan.task.lmms_version,  # lmms-eval's `versions` entry (research §5.2)
         task_hash=task_hash(hashes),
         extra=policies_record(score),
     )
@@ -355,7 +352,7 @@ def _jsonable_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if isinstance(v, str | int | float | bool | list | type(None))}
 
 
-def sample_lines(score: TaskScore, task: Any) -> list[dict[str, Any]]:
+def sample_lines(score: TaskScore, task: Task) -> list[dict[str, Any]]:
     """The `--log_samples` lines of one task, in document order.
 
     A failure is logged as lmms-eval logs a failed request: the text lmms-eval would have recorded for it
@@ -364,7 +361,7 @@ def sample_lines(score: TaskScore, task: Any) -> list[dict[str, Any]]:
     """
     from vlmparity.tasks.reasoning import postprocess_response
 
-    tags = getattr(task, "reasoning_tags", None)
+    tags = task.reasoning_tags
     lines = []
     for sample, rec, answer, sc in zip(
         score.samples, score.records, score.answers, score.scores, strict=True

@@ -287,13 +287,13 @@ def policies_table(scores: Sequence[TaskScore]) -> str:
 
 
 def outcomes_line(score: TaskScore) -> str:
-    """Counts of every outcome class, skips, merges and MMMU random fallbacks for one task."""
+    """Counts of every outcome class, skips, merges and random fallbacks (tasks that have one) for one task."""
     parts = [f"{k}={v}" for k, v in sorted(score.outcomes.items())]
     if score.skipped:
         parts.append(f"skipped={score.skipped}")
     if score.merged:
         parts.append(f"merged={score.merged}")
-    if score.task.startswith("mmmu"):
+    if "random_fallback" in score.lmms_eval.result.counts:  # a task with a random fallback (MMMU)
         parts.append(f"random_fallback={score.random_fallbacks}")
     return f"{score.endpoint} {score.task}: " + ", ".join(parts)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vlmparity.tasks.base import TaskResult
+from vlmparity.tasks.base import TaskResult, get_task, task_names
 
 NA = "N/A"
 UP = "↑"
@@ -70,43 +70,16 @@ def results_table(results: Sequence[TaskResult], *, n_shot: Mapping[str, int] | 
     return markdown_table(headers, rows)
 
 
-def mme_breakdown_table(result: TaskResult) -> str:
-    """Per MME category: images, acc, acc_plus and score (acc + acc_plus), then the two sums."""
-    from vlmparity.tasks.mme import COGNITION, COGNITION_METRIC, PERCEPTION, PERCEPTION_METRIC
-
-    categories: Mapping[str, Mapping[str, Any]] = result.breakdown.get("categories", {})
-    order = [c for c in (*PERCEPTION, *COGNITION) if c in categories]
-    order += [c for c in categories if c not in order]
-    rows: list[list[str]] = []
-    for cat in order:
-        c = categories[cat]
-        kind = "perception" if c["metric"] == PERCEPTION_METRIC else "cognition"
-        rows.append(
-            [cat, kind, str(c["images"]), f"{c['acc']:.2f}", f"{c['acc_plus']:.2f}", f"{c['score']:.2f}"]
-        )
-    for metric, label in ((PERCEPTION_METRIC, "Perception"), (COGNITION_METRIC, "Cognition")):
-        if metric in result.metrics:
-            rows.append([f"**{label}**", "", "", "", "", f"{result.metrics[metric]:.2f}"])
-    return markdown_table(["Category", "Type", "Images", "acc", "acc_plus", "Score"], rows)
-
-
-def mmmu_breakdown_table(result: TaskResult) -> str:
-    """lmms-eval's printed MMMU results: each domain's overall, its subjects, then Overall."""
-    printable: Mapping[str, Mapping[str, Any]] = result.breakdown.get("printable_results", {})
-    rows: list[list[str]] = []
-    for name, v in printable.items():
-        label = f"**{name}**" if name.startswith("Overall") else f"  {name}"
-        rows.append([label, str(v["num"]), f"{v['acc']:.5f}"])
-    return markdown_table(["Subject", "Num", "Acc"], rows)
+def breakdown_tables(result: TaskResult) -> list[str]:
+    """The breakdowns of one task's result, as its task gives them (`Task.breakdown_tables`), rendered."""
+    if result.task not in task_names():
+        return []
+    return [markdown_table(t.headers, t.rows) for t in get_task(result.task).breakdown_tables(result)]
 
 
 def breakdown_table(result: TaskResult) -> str:
-    """The breakdown of one task's result ("" for a task without one)."""
-    if result.task == "mme":
-        return mme_breakdown_table(result)
-    if result.task.startswith("mmmu"):
-        return mmmu_breakdown_table(result)
-    return ""
+    """The breakdowns of one task's result, one table after another ("" for a task without one)."""
+    return "\n\n".join(breakdown_tables(result))
 
 
 def counts_line(result: TaskResult) -> str:

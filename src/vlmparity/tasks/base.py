@@ -11,9 +11,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from vlmparity.canonical import request_hash
+from vlmparity.tasks.reasoning import TagPair
+from vlmparity.tasks.schema import RowProblem, TaskSchema
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +170,30 @@ class Answer:
     outcome: str = "ok"  # ok | http_error | timeout | connection | empty | length | unsupported | malformed
 
 
+@dataclass(frozen=True)
+class BreakdownTable:
+    """One breakdown of a task's result as data (a header and rows of cell texts); report/ renders it."""
+
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class OfflineScore:
+    """One task scored from files: what was read, how each item scored, the aggregate, and notes."""
+
+    kind: str  # mme-results | mmmu-predictions | mmmu-responses | lmms-samples
+    task: str
+    samples: list[Sample]
+    scores: list[SampleScore]
+    result: TaskResult
+    notes: list[str] = field(default_factory=list)
+
+
+# One line of an lmms-eval `--log_samples` file (a JSON object) and the file it came from.
+LoggedLine = tuple[Path, Mapping[str, Any]]
+
+
 # How `compare` pairs a metric and how a run's interval of it is computed. Two kinds of statistic:
 ACCURACY = "accuracy"  # share of questions answered right (a fraction); clusters resampled within strata
 CLUSTER_SCORE = (
@@ -217,6 +244,8 @@ class Task(Protocol):
     metric_names: tuple[str, ...]  # lmms-eval's metrics (`TaskResult.metrics` keys)
     lmms_version: str | float  # lmms-eval's "versions" entry of the task in results.json
     artifact_keys: tuple[str, ...]  # metrics lmms-eval writes as empty lists (MMMU pass_at_k, submission)
+    schema: TaskSchema  # the dataset's columns (`vlmparity.data.schema` checks rows against it)
+    reasoning_tags: Sequence[TagPair] | None  # reasoning blocks stripped before parsing (None: none)
 
     def metric_specs(self) -> Sequence[MetricSpec]:
         """The metrics `compare` judges, in report order."""
@@ -225,6 +254,22 @@ class Task(Protocol):
     def stop_part(self, sample: Sample) -> str:
         """The part of the task a sample belongs to for sequential stopping (`compare --sequential`): a part
         stops being sent once every metric its samples feed is equivalent. Usually the task's name."""
+        ...
+
+    def check_rows(self, rows: Sequence[Mapping[str, Any]], *, images: bool = True) -> list[RowProblem]:
+        """The task's own rules on rows that already fit `schema` (columns present and typed, ids unique):
+        every broken one, in the order found; `vlmparity.data.schema` reports the first.
+
+        `images=False`: the rows were loaded without their image columns."""
+        ...
+
+    def breakdown_tables(self, result: TaskResult) -> list[BreakdownTable]:
+        """The breakdowns of one result (lmms-eval's logged per-category tables), as data; [] for none."""
+        ...
+
+    def score_logged(self, lines: Sequence[LoggedLine], *, allow_partial_pairs: bool = False) -> OfflineScore:
+        """Score the task's lines of lmms-eval `--log_samples` files (`vlmparity score --lmms-samples`),
+        given in doc_id order. A line is the task's when it holds one of its `metric_names`."""
         ...
 
     def samples_from_rows(self, rows: Iterable[Mapping[str, Any]], *, images: bool = True) -> list[Sample]:

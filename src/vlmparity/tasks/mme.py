@@ -8,6 +8,7 @@ into `mme_perception_score` (max 2000) and `mme_cognition_score` (max 800).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -18,9 +19,12 @@ from vlmparity.tasks.base import (
     CLUSTER_SCORE,
     FALLBACK_SEQUENTIAL,
     Answer,
+    BreakdownTable,
     ImageData,
     ImagePart,
+    LoggedLine,
     MetricSpec,
+    OfflineScore,
     Prompt,
     Sample,
     SampleScore,
@@ -28,7 +32,9 @@ from vlmparity.tasks.base import (
     TextPart,
     register_task,
 )
+from vlmparity.tasks.offline_files import filtered_text, with_count
 from vlmparity.tasks.reasoning import DEFAULT_REASONING_TAGS, TagPair, postprocess_response
+from vlmparity.tasks.schema import ColumnSpec, RowProblem, TaskSchema
 
 PERCEPTION = (
     "existence",
@@ -63,6 +69,20 @@ YES_NO_SUFFIX = " Please answer yes or no."
 MAX_TOKENS = 16
 
 _COLUMNS = ("question_id", "image", "question", "answer", "category")
+
+SCHEMA = TaskSchema(
+    task="mme",
+    dataset="lmms-lab/MME (split test)",
+    # question_id is the image path, shared by the Yes and the No question of one image
+    id_columns=("question_id", "question"),
+    columns=(
+        ColumnSpec("question_id"),
+        ColumnSpec("image", "image"),
+        ColumnSpec("question"),
+        ColumnSpec("answer"),
+        ColumnSpec("category"),
+    ),
+)
 
 
 def metric_for(category: str) -> str:
@@ -177,6 +197,7 @@ class MMETask:
     max_images = 1  # images one request sends at most (`launch vllm` sizes --limit-mm-per-prompt by it)
     lmms_version: str | float = "Yaml"
     artifact_keys: tuple[str, ...] = ()
+    schema = SCHEMA
 
     def __init__(self, reasoning_tags: Sequence[TagPair] | None = DEFAULT_REASONING_TAGS) -> None:
         self.reasoning_tags = reasoning_tags
@@ -205,6 +226,18 @@ class MMETask:
     def stop_part(self, sample: Sample) -> str:
         """Perception and cognition stop apart: "mme/<the score the sample's category feeds>"."""
         return f"{self.name}/{metric_for(sample.group)}"
+
+    def check_rows(self, rows: Sequence[Mapping[str, Any]], *, images: bool = True) -> list[RowProblem]:
+        """Every answer Yes or No (as lmms-eval normalises it), then exactly two questions per image."""
+        return check_mme_rows(rows)
+
+    def breakdown_tables(self, result: TaskResult) -> list[BreakdownTable]:
+        """Per category: images, acc, acc_plus and score (acc + acc_plus), then the two sums."""
+        return [breakdown_table(result)]
+
+    def score_logged(self, lines: Sequence[LoggedLine], *, allow_partial_pairs: bool = False) -> OfflineScore:
+        """Re-parse each logged `filtered_resps` (already stripped of reasoning tags) as a live run would."""
+        return score_logged_lines(lines, allow_partial_pairs=allow_partial_pairs)
 
     def samples_from_rows(self, rows: Iterable[Mapping[str, Any]], *, images: bool = True) -> list[Sample]:
         """Rows of the HF dataset (images as bytes), in storage order → samples.
@@ -368,6 +401,79 @@ class MMETask:
             "failed": sum(1 for s in scores if s.parsed is None and s.scored),
         }
         return TaskResult(task=self.name, metrics=metrics, breakdown=breakdown, n=n_scored, counts=counts)
+
+
+def check_mme_rows(rows: Sequence[Mapping[str, Any]]) -> list[RowProblem]:
+    """The rows whose answer is not Yes/No, then those whose image does not have exactly 2 questions."""
+    problems: list[RowProblem] = []
+    for index, row in enumerate(rows):
+        # lmms-eval asserts this normalised ground truth is yes or no
+        if normalize_gt(row["answer"]) not in ("yes", "no"):
+            problems.append(RowProblem(index, "answer", f"is {row['answer']!r}, expected Yes or No"))
+    # lmms-eval's aggregation asserts exactly two questions (Yes and No) per image
+    counts = Counter(row["question_id"] for row in rows)
+    for index, row in enumerate(rows):
+        n = counts[row["question_id"]]
+        if n != 2:
+            problems.append(
+                RowProblem(
+                    index,
+                    "question_id",
+                    f"image has {n} question(s), MME needs exactly 2 per image",
+                    hint="MME scores images by their Yes/No question pair",
+                )
+            )
+    return problems
+
+
+def breakdown_table(result: TaskResult) -> BreakdownTable:
+    """Per MME category: images, acc, acc_plus and score (acc + acc_plus), then the two sums."""
+    categories: Mapping[str, Mapping[str, Any]] = result.breakdown.get("categories", {})
+    order = [c for c in (*PERCEPTION, *COGNITION) if c in categories]
+    order += [c for c in categories if c not in order]
+    rows: list[tuple[str, ...]] = []
+    for cat in order:
+        c = categories[cat]
+        kind = "perception" if c["metric"] == PERCEPTION_METRIC else "cognition"
+        rows.append(
+            (cat, kind, str(c["images"]), f"{c['acc']:.2f}", f"{c['acc_plus']:.2f}", f"{c['score']:.2f}")
+        )
+    for metric, label in ((PERCEPTION_METRIC, "Perception"), (COGNITION_METRIC, "Cognition")):
+        if metric in result.metrics:
+            rows.append((f"**{label}**", "", "", "", "", f"{result.metrics[metric]:.2f}"))
+    return BreakdownTable(("Category", "Type", "Images", "acc", "acc_plus", "Score"), tuple(rows))
+
+
+def score_logged_lines(lines: Sequence[LoggedLine], *, allow_partial_pairs: bool = False) -> OfflineScore:
+    """MME lines of lmms-eval samples files (doc_id order), re-parsed from `filtered_resps`."""
+    samples: list[Sample] = []
+    answers: list[Answer] = []
+    logged: list[float] = []
+    for path, line in lines:
+        where = f"{path}: doc_id {line['doc_id']}"
+        entry = next(line[k] for k in (PERCEPTION_METRIC, COGNITION_METRIC) if k in line)
+        if not isinstance(entry, dict) or "question_id" not in entry or "category" not in entry:
+            raise DataError(f"{where}: the MME entry lacks question_id/category", hint="check the file")
+        ctx = str(line.get("input", ""))
+        question = ctx[: -len(POST_PROMPT)] if ctx.endswith(POST_PROMPT) else ctx
+        sample = make_sample(
+            int(line["doc_id"]),
+            str(entry["question_id"]),
+            question,
+            str(line.get("target", "")),
+            str(entry["category"]),
+            None,
+        )
+        samples.append(sample)
+        answers.append(Answer(sample_id=sample.id, text=filtered_text(line, where)))
+        logged.append(float(entry.get("score", -1)))
+    task = MMETask(reasoning_tags=None)  # filtered_resps are already stripped of reasoning tags
+    scores = task.score(samples, answers)
+    result = task.aggregate(samples, scores, allow_partial_pairs=allow_partial_pairs)
+    differs = sum(1 for s, v in zip(scores, logged, strict=True) if (1.0 if s.correct else 0.0) != v)
+    notes = [f"{differs} item(s) score differently from the logged score"] if differs else []
+    result = with_count(result, "differs_from_log", differs)
+    return OfflineScore("lmms-samples", "mme", samples, scores, result, notes)
 
 
 register_task("mme", MMETask)

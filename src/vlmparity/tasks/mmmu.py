@@ -20,9 +20,12 @@ from vlmparity.tasks.base import (
     FALLBACK_PER_SAMPLE,
     FALLBACK_SEQUENTIAL,
     Answer,
+    BreakdownTable,
     ImageData,
     ImagePart,
+    LoggedLine,
     MetricSpec,
+    OfflineScore,
     Part,
     Prompt,
     Sample,
@@ -32,17 +35,22 @@ from vlmparity.tasks.base import (
     register_task,
 )
 from vlmparity.tasks.mmmu_parse import (
+    MC_PROMPT,
+    candidate_from_json,
     construct_prompt,
     eval_multi_choice,
     eval_open,
     extract_subset_name,
+    find_choice,
     multi_choice_info,
     parse_multi_choice,
     parse_open_response,
     printable_results,
     submission_value,
 )
+from vlmparity.tasks.offline_files import filtered_text, with_count
 from vlmparity.tasks.reasoning import DEFAULT_REASONING_TAGS, TagPair, postprocess_response
+from vlmparity.tasks.schema import ColumnSpec, RowProblem, TaskSchema
 
 METRIC = "mmmu_acc"
 MAX_TOKENS = 128
@@ -56,6 +64,29 @@ FALLBACKS = (FALLBACK_SEQUENTIAL, FALLBACK_PER_SAMPLE)
 
 _PLACEHOLDER = re.compile(r"<image \d+>")
 _COLUMNS = ("id", "question", "options", "answer", "question_type")
+
+SCHEMA = TaskSchema(
+    task="mmmu_val",
+    dataset="lmms-lab/MMMU (split validation)",
+    id_columns=("id",),
+    columns=(
+        ColumnSpec("id"),
+        ColumnSpec("question"),
+        ColumnSpec("options"),
+        # informational columns the scorer never reads: tolerate nulls rather than refuse a dataset
+        ColumnSpec("explanation", nullable=True),
+        *(ColumnSpec(f"image_{i}", "image", nullable=True) for i in range(1, 8)),
+        ColumnSpec("img_type", nullable=True),
+        ColumnSpec("answer"),
+        ColumnSpec("topic_difficulty", nullable=True),
+        ColumnSpec("question_type"),
+        ColumnSpec("subfield", nullable=True),
+    ),
+)
+_QUESTION_TYPES = ("multiple-choice", "open")
+_IMAGE_REF = re.compile(r"<image (\d+)>")
+_ID = re.compile(r"^([^_]+)_(.+?)_\d+$")  # validation_Art_Theory_12 -> subject Art_Theory
+_OPTION_LINE = re.compile(r"^([A-Z])\. (.*)$")
 
 
 def image_keys(ctx: str) -> list[str]:
@@ -190,6 +221,7 @@ class MMMUTask:
     max_images = 7  # image_1 .. image_7: the most one MMMU-val question shows (and one request sends)
     lmms_version: str | float = 0.0
     artifact_keys: tuple[str, ...] = ("mmmu_acc_pass_at_k", "submission")
+    schema = SCHEMA
 
     def __init__(self, reasoning_tags: Sequence[TagPair] | None = DEFAULT_REASONING_TAGS) -> None:
         self.reasoning_tags = reasoning_tags
@@ -200,6 +232,24 @@ class MMMUTask:
 
     def stop_part(self, sample: Sample) -> str:
         return self.name
+
+    def check_rows(self, rows: Sequence[Mapping[str, Any]], *, images: bool = True) -> list[RowProblem]:
+        """The subject in the id, `options` a list literal, a known question type, referenced images present."""
+        return [p for index, row in enumerate(rows) for p in _row_problems(index, row, images=images)[:1]]
+
+    def breakdown_tables(self, result: TaskResult) -> list[BreakdownTable]:
+        """lmms-eval's printed MMMU results: each domain's overall, its subjects, then Overall."""
+        printable: Mapping[str, Mapping[str, Any]] = result.breakdown.get("printable_results", {})
+        rows: list[tuple[str, ...]] = []
+        for name, v in printable.items():
+            label = f"**{name}**" if name.startswith("Overall") else f"  {name}"
+            rows.append((label, str(v["num"]), f"{v['acc']:.5f}"))
+        return [BreakdownTable(("Subject", "Num", "Acc"), tuple(rows))]
+
+    def score_logged(self, lines: Sequence[LoggedLine], *, allow_partial_pairs: bool = False) -> OfflineScore:
+        """Multiple-choice: the logged letter (lmms-eval's own random draw included); open: re-parsed from
+        `filtered_resps` with 0.7.3's candidate list."""
+        return score_logged_lines(lines)
 
     def samples_from_rows(self, rows: Iterable[Mapping[str, Any]], *, images: bool = True) -> list[Sample]:
         """Rows of the HF dataset (images as bytes or None), in storage order → samples.
@@ -327,6 +377,141 @@ def score_text(sample: Sample, text: str, rng: random.Random) -> SampleScore:
         parsed=candidates,
         details=metric_dict(sample, [candidates]),
     )
+
+
+def mmmu_options(value: str) -> list[Any] | None:
+    """Parse an MMMU `options` cell (a Python list literal) as lmms-eval does; None if it is not a list."""
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    return parsed if isinstance(parsed, list) else None
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def _row_problems(index: int, row: Mapping[str, Any], *, images: bool) -> list[RowProblem]:
+    """What is wrong with one row, most basic first (a later check may assume an earlier one passed)."""
+    if _ID.match(row["id"]) is None:
+        hint = "the subject is read from the id, e.g. validation_Art_Theory_12"
+        return [RowProblem(index, "id", "does not look like <split>_<Subject>_<n>", hint)]
+    options = mmmu_options(row["options"])
+    if options is None:
+        problem = f"is not a Python list literal: {_short(row['options'])}"
+        return [RowProblem(index, "options", problem, "expected e.g. \"['cat', 'dog']\" or \"[]\"")]
+    if row["question_type"] not in _QUESTION_TYPES:
+        problem = f"is {row['question_type']!r}, expected one of {', '.join(_QUESTION_TYPES)}"
+        return [RowProblem(index, "question_type", problem)]
+    # an image the prompt refers to must be present (lmms-eval would crash converting None);
+    # its prompt shows the options of multiple-choice questions only
+    text = row["question"]
+    if row["question_type"] == MULTIPLE_CHOICE:
+        text += " " + " ".join(str(o) for o in options)
+    for number in sorted({int(n) for n in _IMAGE_REF.findall(text)}):
+        column = f"image_{number}"
+        if not 1 <= number <= 7 or (images and row.get(column) is None):
+            problem = f"the question refers to <image {number}> but the cell is empty"
+            return [RowProblem(index, column, problem)]
+    return []
+
+
+def is_multiple_choice(question_type: Any) -> bool:
+    """The official key calls open questions "short-answer", lmms-eval calls them "open": anything that is
+    not multiple-choice is scored as open, as both tools do."""
+    return bool(question_type == MULTIPLE_CHOICE)
+
+
+def recover_options(ctx: str) -> list[str] | None:
+    """The options of a multiple-choice MMMU prompt text (lmms-eval's `input`), or None if unclear."""
+    suffix = "\n\n" + MC_PROMPT
+    if not ctx.endswith(suffix):
+        return None
+    lines = ctx[: -len(suffix)].split("\n")
+    found: list[str] = []
+    for text in reversed(lines):
+        m = _OPTION_LINE.match(text)
+        if not m:
+            break
+        found.append(m.group(2))
+        if m.group(1) == "A":
+            break
+    found.reverse()
+    letters = [_OPTION_LINE.match(t) for t in lines[len(lines) - len(found) :]]
+    if not found or any(m is None or m.group(1) != chr(65 + i) for i, m in enumerate(letters)):
+        return None
+    return found
+
+
+def _logged_mc(sample: Sample, text: str, logged: Any) -> tuple[SampleScore, bool]:
+    """The logged letter's score (lmms-eval's own random draw included), and whether it differs from the
+    letter found in the text; the options recovered from the prompt tell whether it was a fallback."""
+    letter = str(logged)
+    options = list(sample.fields["options"])
+    fallback = differs = False
+    if options:
+        letters = [chr(65 + i) for i in range(len(options))]
+        found = find_choice(text, letters, dict(zip(letters, options, strict=True)))
+        fallback = found is None
+        differs = found is not None and found != letter
+    score = SampleScore(
+        sample_id=sample.id,
+        correct=eval_multi_choice(sample.target, letter),
+        parsed=letter,
+        random_fallback=fallback,
+        details=metric_dict(sample, [letter]),
+    )
+    return score, differs
+
+
+def _logged_open(sample: Sample, text: str, logged: Any) -> tuple[SampleScore, bool]:
+    cands = parse_open_response(text)  # 0.7.3: the candidate list (≤0.7.2 logged one string)
+    correct = eval_open(sample.target, cands)
+    logged_cands = [candidate_from_json(v) for v in logged] if isinstance(logged, list) else list(str(logged))
+    score = SampleScore(
+        sample_id=sample.id, correct=correct, parsed=cands, details=metric_dict(sample, [cands])
+    )
+    return score, correct != eval_open(sample.target, logged_cands)
+
+
+def score_logged_lines(lines: Sequence[LoggedLine]) -> OfflineScore:
+    """MMMU lines of lmms-eval samples files (doc_id order) scored as `MMMUTask.score_logged` says."""
+    samples: list[Sample] = []
+    scores: list[SampleScore] = []
+    differs = 0
+    unknown_fallback = 0
+    for path, line in lines:
+        where = f"{path}: doc_id {line['doc_id']}"
+        entry = line[METRIC]
+        if not isinstance(entry, dict) or "id" not in entry or "parsed_pred" not in entry:
+            raise DataError(f"{where}: the mmmu_acc entry lacks id/parsed_pred", hint="check the file")
+        gold = str(entry.get("answer", line.get("target", "")))
+        qtype = str(entry.get("question_type", ""))
+        logged = entry["parsed_pred"][0] if entry["parsed_pred"] else ""
+        text = filtered_text(line, where).strip()
+        mc = is_multiple_choice(qtype)
+        options = recover_options(str(line.get("input", ""))) if mc else []
+        sample = make_sample(int(line["doc_id"]), str(entry["id"]), "", options or [], gold, qtype)
+        unknown_fallback += int(mc and not options)
+        score, differ = (_logged_mc if mc else _logged_open)(sample, text, logged)
+        differs += int(differ)
+        samples.append(sample)
+        scores.append(score)
+    result = MMMUTask().aggregate(samples, scores)
+    notes = []
+    if differs:
+        notes.append(
+            f"{differs} item(s) score differently from the log (logs of lmms-eval <= 0.7.2 score every open "
+            "question wrong; here they are re-parsed as 0.7.3 does)"
+        )
+    if unknown_fallback:
+        notes.append(
+            f"{unknown_fallback} multiple-choice item(s): options not recoverable from the prompt, "
+            "random fallbacks not detectable"
+        )
+    result = with_count(result, "differs_from_log", differs)
+    return OfflineScore("lmms-samples", "mmmu_val", samples, scores, result, notes)
 
 
 register_task("mmmu_val", MMMUTask)
