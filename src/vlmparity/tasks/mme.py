@@ -189,11 +189,6 @@ class MMETask:
     split = "test"
     metric_names: tuple[str, ...] = (COGNITION_METRIC, PERCEPTION_METRIC)
     max_tokens = MAX_TOKENS
-    compare_metrics = (
-        ACCURACY_METRIC,
-        PERCEPTION_METRIC,
-        COGNITION_METRIC,
-    )  # `compare`: question accuracy too
     max_images = 1  # images one request sends at most (`launch vllm` sizes --limit-mm-per-prompt by it)
     lmms_version: str | float = "Yaml"
     artifact_keys: tuple[str, ...] = ()

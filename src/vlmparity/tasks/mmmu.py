@@ -217,7 +217,6 @@ class MMMUTask:
     split = "validation"
     metric_names: tuple[str, ...] = (METRIC,)
     max_tokens = MAX_TOKENS
-    compare_metrics = (METRIC,)  # what `compare` judges
     max_images = 7  # image_1 .. image_7: the most one MMMU-val question shows (and one request sends)
     lmms_version: str | float = 0.0
     artifact_keys: tuple[str, ...] = ("mmmu_acc_pass_at_k", "submission")
