@@ -27,26 +27,28 @@ import pytest
 from PIL import Image
 
 from vlmparity.errors import DataError
-from vlmparity.tasks import base
-from vlmparity.tasks.base import (
+from vlmparity.tasks import (
     ACCURACY,
     FALLBACK_SEQUENTIAL,
     Answer,
     BreakdownTable,
+    ColumnSpec,
     ImageData,
     ImagePart,
     LoggedLine,
     MetricSpec,
     OfflineScore,
     Prompt,
+    RowProblem,
     Sample,
     SampleScore,
     TaskResult,
+    TaskSchema,
     TextPart,
+    base,
     register_task,
     task_names,
 )
-from vlmparity.tasks.schema import ColumnSpec, RowProblem, TaskSchema
 
 TOY = "toy_sum"
 METRIC = "toy_sum_acc"
