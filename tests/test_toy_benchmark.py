@@ -400,7 +400,11 @@ def test_run_compare_report_score(
         "improvement": len(REF_WRONG - CAND_WRONG),  # q17
         "regression": len(CAND_WRONG - REF_WRONG),  # q05, q11, q22, q31, q38 (q03: both wrong alike)
     }
-    assert [m["metric"] for m in candidate["metrics"]] == [METRIC]
+    (judged,) = candidate["metrics"]
+    assert (judged["task"], judged["metric"], judged["n"], judged["unit"]) == (TOY, METRIC, N, "fraction")
+    assert judged["a_value"] == pytest.approx(expected_acc(REF_WRONG))
+    assert judged["b_value"] == pytest.approx(expected_acc(CAND_WRONG))
+    assert (judged["discordant_ab"], judged["discordant_ba"]) == (5, 1)
     assert "VERDICT cand vs ref:" in printed.out
 
     # report: the HTML from the stores names the toy task and its metric
