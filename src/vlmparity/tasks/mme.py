@@ -2,7 +2,8 @@
 
 Image first, then the question with " Please answer yes or no." replaced by lmms-eval's default
 post-prompt; answers parsed by the Otter-style yes/no parser; per-image acc + acc_plus summed per category
-into `mme_perception_score` (max 2000) and `mme_cognition_score` (max 800).
+into `mme_perception_score` (max 2000) and `mme_cognition_score` (max 800). Also the dataset's schema and
+row rules, the per-category breakdown, and the scoring of lmms-eval samples lines.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Images interleaved with the text by `<image N>` placeholders (with lmms-eval's quirks), answers parsed by
 MMMU's parsers (a seeded random letter when no letter is found), accuracy per subject, per domain and
-overall; `mmmu_acc` is the overall accuracy rounded to 5 decimals.
+overall; `mmmu_acc` is the overall accuracy rounded to 5 decimals. Also the dataset's schema and row rules,
+the printed breakdown, and the scoring of lmms-eval samples lines (`vlmparity score --lmms-samples`).
 """
 
 from __future__ import annotations
