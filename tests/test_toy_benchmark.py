@@ -33,6 +33,7 @@ from vlmparity.tasks import (
     Answer,
     BreakdownTable,
     ColumnSpec,
+    GroupScores,
     ImageData,
     ImagePart,
     LoggedLine,
@@ -115,6 +116,10 @@ class ToySumTask:
         sizes: Mapping[str, Mapping[str, Any]] = result.breakdown.get("sizes", {})
         rows = tuple((name, str(v["n"]), f"{v['acc']:.3f}") for name, v in sorted(sizes.items()))
         return [BreakdownTable(("Size", "N", "Acc"), rows)]
+
+    def group_scores(self, result: TaskResult, samples: Sequence[Sample]) -> GroupScores | None:
+        sizes: Mapping[str, Mapping[str, Any]] = result.breakdown.get("sizes", {})
+        return GroupScores("size", "fraction", 1.0, {k: (v["acc"], v["n"]) for k, v in sizes.items()})
 
     def _sample(self, doc_id: int, qid: str, question: str, answer: str, image: bytes | None) -> Sample:
         m = QUESTION.search(question)
@@ -413,6 +418,7 @@ def test_run_compare_report_score(
     capsys.readouterr()
     html = report.read_text(encoding="utf-8")
     assert TOY in html and METRIC in html
+    assert f"{TOY} — per size" in html  # the toy's own groups (its `group_scores`), charted per backend
 
     # score: the run's lmms-eval samples file scored again, offline, by the toy's own hook
     (samples,) = (out / "cand").glob(f"*_samples_{TOY}.jsonl")

@@ -37,6 +37,7 @@ from vlmparity.report.model import (
     thumbnail_data_url,
 )
 from vlmparity.report.model import Disagreement as Row
+from vlmparity.tasks.base import GroupScores
 
 MAX_REPORT_DISAGREEMENTS = 2000  # thumbnails make each row a few kB; beyond this the page gets unwieldy
 # Scoring policies by JSON key, with the names tables show.
@@ -191,28 +192,27 @@ def backend(run: LoadedRun) -> Backend:
         run=str(run.ref.directory) + _plans_used(run),
         performance=performance(run),
         outcomes={t: dict(s.outcomes) for t, s in run.scores.items()},
-        random_fallbacks={t: s.random_fallbacks for t, s in run.scores.items() if t.startswith("mmmu")},
+        # tasks that have a random fallback (MMMU) count it in their results
+        random_fallbacks={
+            t: s.random_fallbacks
+            for t, s in run.scores.items()
+            if "random_fallback" in s.lmms_eval.result.counts
+        },
     )
 
 
-def _own_groups(run: LoadedRun, task: str, policy: str) -> dict[str, tuple[float, int]]:
-    """One run's own per-category MME score / per-subject MMMU accuracy under a named policy, with the
-    questions behind each (from the run's own scoring, as its breakdown tables print them)."""
+def _own_groups(run: LoadedRun, task: str, policy: str) -> GroupScores | None:
+    """One run's own value per group (MME category score, MMMU subject accuracy, as its task gives them)
+    under a named policy, with the questions behind each (from the run's own scoring)."""
     score = run.scores.get(task)
     if score is None:
-        return {}
+        return None
     policies = getattr(score, "policies", None) or (score.parity, score.excluded)
     keyed = {POLICY_KEYS.get(p.policy, p.policy): p for p in policies}
     pol = keyed.get(policy)
     if pol is None or not pol.n:
-        return {}
-    breakdown = pol.result.breakdown
-    if task == "mme":
-        cats = breakdown.get("categories", {}) or {}
-        return {c: (float(x["score"]), int(x["questions"])) for c, x in cats.items()}
-    printable = breakdown.get("printable_results", {}) or {}
-    subjects = {s.group for s in score.samples}
-    return {k: (float(x["acc"]), int(x["num"])) for k, x in printable.items() if k in subjects and x["num"]}
+        return None
+    return task_of(task).group_scores(pol.result, score.samples)
 
 
 def _task_summary(task: str, runs: Sequence[LoadedRun], analyses: Sequence[Analysis]) -> TaskSummary:
@@ -235,23 +235,20 @@ def _task_summary(task: str, runs: Sequence[LoadedRun], analyses: Sequence[Analy
     policy = analyses[0].settings.policy
     values: dict[str, dict[str, float]] = {}
     counts: dict[str, int] = {}
+    shape: GroupScores | None = None
     for run in runs:
-        for group, (value, n) in _own_groups(run, task, policy).items():
+        groups = _own_groups(run, task, policy)
+        shape = shape or groups
+        for group, (value, n) in (groups.values if groups else {}).items():
             values.setdefault(group, {})[run.label] = value
             counts.setdefault(group, n)
     breakdown = None
-    if values:
-        order = list(values)
-        if task == "mme":
-            from vlmparity.tasks.mme import COGNITION, PERCEPTION
-
-            rank = {c: i for i, c in enumerate((*PERCEPTION, *COGNITION))}
-            order.sort(key=lambda g: (rank.get(g, len(rank)), g))
-            values = {g: values[g] for g in order}
-            breakdown = Breakdown("category", "points", 200.0, values, counts, policy=POLICY_DISPLAY[policy])
-        else:
-            values = {g: values[g] for g in sorted(order)}
-            breakdown = Breakdown("subject", "fraction", 1.0, values, counts, policy=POLICY_DISPLAY[policy])
+    if values and shape is not None:
+        rank = {g: i for i, g in enumerate(shape.rank)}
+        values = {g: values[g] for g in sorted(values, key=lambda g: (rank.get(g, len(rank)), g))}
+        breakdown = Breakdown(
+            shape.label, shape.unit, shape.max_value, values, counts, policy=POLICY_DISPLAY[policy]
+        )
     n = max((t.n_pairs for a in analyses for t in a.tasks if t.task == task), default=0)
     return TaskSummary(task, n, dict(plan.fingerprint), record, metrics, units, breakdown)
 

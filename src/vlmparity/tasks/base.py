@@ -179,6 +179,17 @@ class BreakdownTable:
 
 
 @dataclass(frozen=True)
+class GroupScores:
+    """One value per group (stratum) of a result, as the HTML report's breakdown shows it per backend."""
+
+    label: str  # what a group is, e.g. "category", "subject"
+    unit: str  # "points" | "fraction"
+    max_value: float  # the axis end (MME: 200 per category; an accuracy: 1.0)
+    values: Mapping[str, tuple[float, int]]  # group -> (value, questions behind it)
+    rank: tuple[str, ...] = ()  # display order of known groups; the others follow by name
+
+
+@dataclass(frozen=True)
 class OfflineScore:
     """One task scored from files: what was read, how each item scored, the aggregate, and notes."""
 
@@ -265,6 +276,11 @@ class Task(Protocol):
 
     def breakdown_tables(self, result: TaskResult) -> list[BreakdownTable]:
         """The breakdowns of one result (lmms-eval's logged per-category tables), as data; [] for none."""
+        ...
+
+    def group_scores(self, result: TaskResult, samples: Sequence[Sample]) -> GroupScores | None:
+        """One value per group of a result (from its breakdown) for the HTML report; None for none.
+        `samples` are the samples the result was aggregated from."""
         ...
 
     def score_logged(self, lines: Sequence[LoggedLine], *, allow_partial_pairs: bool = False) -> OfflineScore:

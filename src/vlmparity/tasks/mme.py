@@ -21,6 +21,7 @@ from vlmparity.tasks.base import (
     FALLBACK_SEQUENTIAL,
     Answer,
     BreakdownTable,
+    GroupScores,
     ImageData,
     ImagePart,
     LoggedLine,
@@ -230,6 +231,12 @@ class MMETask:
     def breakdown_tables(self, result: TaskResult) -> list[BreakdownTable]:
         """Per category: images, acc, acc_plus and score (acc + acc_plus), then the two sums."""
         return [breakdown_table(result)]
+
+    def group_scores(self, result: TaskResult, samples: Sequence[Sample]) -> GroupScores | None:
+        """Each category's score (acc + acc_plus, of 200) and its questions; perception categories first."""
+        cats: Mapping[str, Mapping[str, Any]] = result.breakdown.get("categories", {}) or {}
+        values = {c: (float(x["score"]), int(x["questions"])) for c, x in cats.items()}
+        return GroupScores("category", "points", 200.0, values, rank=(*PERCEPTION, *COGNITION))
 
     def score_logged(self, lines: Sequence[LoggedLine], *, allow_partial_pairs: bool = False) -> OfflineScore:
         """Re-parse each logged `filtered_resps` (already stripped of reasoning tags) as a live run would."""

@@ -22,6 +22,7 @@ from vlmparity.tasks.base import (
     FALLBACK_SEQUENTIAL,
     Answer,
     BreakdownTable,
+    GroupScores,
     ImageData,
     ImagePart,
     LoggedLine,
@@ -245,6 +246,15 @@ class MMMUTask:
             label = f"**{name}**" if name.startswith("Overall") else f"  {name}"
             rows.append((label, str(v["num"]), f"{v['acc']:.5f}"))
         return [BreakdownTable(("Subject", "Num", "Acc"), tuple(rows))]
+
+    def group_scores(self, result: TaskResult, samples: Sequence[Sample]) -> GroupScores | None:
+        """Each subject's accuracy and its questions (subjects of `samples` only, not the domain overalls)."""
+        printable: Mapping[str, Mapping[str, Any]] = result.breakdown.get("printable_results", {}) or {}
+        subjects = {s.group for s in samples}
+        values = {
+            k: (float(x["acc"]), int(x["num"])) for k, x in printable.items() if k in subjects and x["num"]
+        }
+        return GroupScores("subject", "fraction", 1.0, values)
 
     def score_logged(self, lines: Sequence[LoggedLine], *, allow_partial_pairs: bool = False) -> OfflineScore:
         """Multiple-choice: the logged letter (lmms-eval's own random draw included); open: re-parsed from
