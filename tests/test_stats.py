@@ -117,14 +117,14 @@ def test_mme_score_hand_case() -> None:
     cats = ["X", "X", "X", "X", "Y", "Y"]
     imgs = ["x1", "x1", "x2", "x2", "y1", "y1"]
     ok = [True, True, True, False, False, False]
-    assert stats.mme_score(cats, imgs, ok) == pytest.approx(125.0)
-    assert stats.mme_category_scores(cats, imgs, ok) == pytest.approx({"X": 125.0, "Y": 0.0})
+    assert stats.cluster_score(cats, imgs, ok) == pytest.approx(125.0)
+    assert stats.stratum_scores(cats, imgs, ok) == pytest.approx({"X": 125.0, "Y": 0.0})
 
 
 def test_mme_score_all_right_is_200_per_category() -> None:
     cats = ["A", "A", "B", "B", "B", "B"]
     imgs = ["a1", "a1", "b1", "b1", "b2", "b2"]
-    assert stats.mme_score(cats, imgs, [True] * 6) == pytest.approx(400.0)
+    assert stats.cluster_score(cats, imgs, [True] * 6) == pytest.approx(400.0)
 
 
 def test_mme_score_order_does_not_matter() -> None:
@@ -132,12 +132,12 @@ def test_mme_score_order_does_not_matter() -> None:
     imgs = ["x2", "y1", "x1", "x2", "y1", "x1"]
     ok = [False, True, True, True, True, True]
     # x1: 200, x2: 50 -> X = 125; y1: 200 -> total 325.
-    assert stats.mme_score(cats, imgs, ok) == pytest.approx(325.0)
+    assert stats.cluster_score(cats, imgs, ok) == pytest.approx(325.0)
 
 
 def test_mme_image_in_two_categories_is_rejected() -> None:
     with pytest.raises(DataError):
-        stats.mme_score(["X", "Y"], ["img", "img"], [True, True])
+        stats.cluster_score(["X", "Y"], ["img", "img"], [True, True])
 
 
 # ----------------------------------------------------------------------------- bootstraps
@@ -155,7 +155,7 @@ def test_mme_bootstrap_matches_analytic_standard_error() -> None:
     # 100 images scoring 200 or 0 (half each): mean 100, population sd 100, bootstrap se = 100/sqrt(100)
     # = 10, so the percentile interval is close to 100 -+ 1.96 * 10 = [80.4, 119.6].
     cats, imgs, ok = _half_and_half("X", 100)
-    ci = stats.mme_score_interval(cats, imgs, ok, n_boot=4000, seed=1)
+    ci = stats.cluster_score_interval(cats, imgs, ok, n_boot=4000, seed=1)
     assert ci.estimate == pytest.approx(100.0)
     assert ci.low == pytest.approx(80.4, abs=2.0)
     assert ci.high == pytest.approx(119.6, abs=2.0)
@@ -165,7 +165,7 @@ def test_mme_bootstrap_is_stratified_by_category() -> None:
     # Two such categories: score 200, variances add: se = sqrt(2) * 10 = 14.14 -> [172.3, 227.7].
     c1, i1, o1 = _half_and_half("X", 100)
     c2, i2, o2 = _half_and_half("Y", 100)
-    ci = stats.mme_score_interval(c1 + c2, i1 + i2, o1 + o2, n_boot=4000, seed=2)
+    ci = stats.cluster_score_interval(c1 + c2, i1 + i2, o1 + o2, n_boot=4000, seed=2)
     assert ci.estimate == pytest.approx(200.0)
     assert ci.low == pytest.approx(200 - 1.96 * 10 * math.sqrt(2), abs=2.5)
     assert ci.high == pytest.approx(200 + 1.96 * 10 * math.sqrt(2), abs=2.5)
@@ -182,8 +182,8 @@ def test_mme_bootstrap_contains_estimate_and_shrinks_with_n() -> None:
             ok += [right >= 1, right >= 2]
         return cats, imgs, ok
 
-    small = stats.mme_score_interval(*build(60), seed=3)
-    large = stats.mme_score_interval(*build(240), seed=3)
+    small = stats.cluster_score_interval(*build(60), seed=3)
+    large = stats.cluster_score_interval(*build(240), seed=3)
     for ci in (small, large):
         assert ci.low < ci.estimate < ci.high
     ratio = (large.high - large.low) / (small.high - small.low)
@@ -192,15 +192,15 @@ def test_mme_bootstrap_contains_estimate_and_shrinks_with_n() -> None:
 
 def test_mme_bootstrap_is_reproducible_by_seed() -> None:
     cats, imgs, ok = _half_and_half("X", 50)
-    first = stats.mme_score_interval(cats, imgs, ok, seed=7)
-    again = stats.mme_score_interval(cats, imgs, ok, seed=np.random.default_rng(7))
+    first = stats.cluster_score_interval(cats, imgs, ok, seed=7)
+    again = stats.cluster_score_interval(cats, imgs, ok, seed=np.random.default_rng(7))
     assert (first.low, first.high) == (again.low, again.high)
 
 
 def test_all_right_gives_zero_width_interval() -> None:
     cats = ["X"] * 20
     imgs = [f"x{i // 2}" for i in range(20)]
-    ci = stats.mme_score_interval(cats, imgs, [True] * 20)
+    ci = stats.cluster_score_interval(cats, imgs, [True] * 20)
     assert (ci.low, ci.estimate, ci.high) == pytest.approx((200.0, 200.0, 200.0))
 
 
@@ -219,9 +219,9 @@ def test_paired_accuracy_bootstrap_matches_analytic() -> None:
 
 def test_paired_mme_bootstrap_identical_runs_zero_width() -> None:
     cats, imgs, ok = _half_and_half("X", 30)
-    table = stats.mme_clusters(cats, imgs)
+    table = stats.cluster_table(cats, imgs)
     arr = np.array(ok)
-    draws = stats.paired_mme_draws(table, arr, arr.copy(), 500, stats.rng_from(0))
+    draws = stats.paired_cluster_draws(table, arr, arr.copy(), 500, stats.rng_from(0))
     assert np.all(draws == 0.0)
 
 
@@ -234,8 +234,8 @@ def test_paired_mme_bootstrap_resamples_both_runs_together() -> None:
     a = np.array([True] * 200 + [i % 4 < 2 for i in range(40)])
     b = a.copy()
     b[0:100:2] = False  # first question of images x0..x49
-    table = stats.mme_clusters(cats, imgs)
-    draws = stats.paired_mme_draws(table, a, b, 4000, stats.rng_from(5))
+    table = stats.cluster_table(cats, imgs)
+    draws = stats.paired_cluster_draws(table, a, b, 4000, stats.rng_from(5))
     low, high = stats.percentile_interval(draws, 0.95)
     assert low == pytest.approx(-75 - 1.96 * 7.5, abs=1.5)
     assert high == pytest.approx(-75 + 1.96 * 7.5, abs=1.5)

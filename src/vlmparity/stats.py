@@ -1,4 +1,4 @@
-"""Pure statistics for one run and for paired runs: Wilson, McNemar, Holm, MME scores, bootstraps.
+"""Pure statistics for one run and for paired runs: Wilson, McNemar, Holm, cluster scores, bootstraps.
 
 Units: accuracies are fractions in [0, 1] (as lmms-eval's `mmmu_acc`); MME scores are score points
 (perception max 2000, cognition max 800). Nothing here does I/O. Bootstraps take a seed (or a
@@ -144,11 +144,13 @@ def cluster_strata(cluster_codes: IntArray, strata_codes: IntArray) -> IntArray:
     return first
 
 
-# --------------------------------------------------------------------------- MME scores
+# --------------------------------------------------------------------------- cluster scores
+# A cluster score (MME's scoring, the CLUSTER_SCORE metric kind): per cluster acc (share of its questions
+# right) + acc_plus (all of them right), averaged over the clusters of each stratum, summed over strata.
 
 
 @dataclass(frozen=True)
-class MmeClusters:
+class ClusterTable:
     """One row per image (cluster): its category and the per-question counts needed for the score."""
 
     category_names: NDArray[np.object_]
@@ -157,48 +159,48 @@ class MmeClusters:
     question_cluster: IntArray  # per question: its cluster
 
 
-def mme_clusters(categories: ArrayLike, clusters: ArrayLike) -> MmeClusters:
+def cluster_table(categories: ArrayLike, clusters: ArrayLike) -> ClusterTable:
     """Index the questions by image (cluster) and category."""
     cats = np.asarray(categories, dtype=object)
     n = cats.size
     if n == 0:
-        raise DataError("no MME questions to score")
+        raise DataError("no questions to score")
     cat_codes, cat_names = codes(cats, n, "categories")
     cl_codes, _ = codes(clusters, n, "clusters")
     cl_cat = cluster_strata(cl_codes, cat_codes)
     size = np.bincount(cl_codes).astype(np.intp)
-    return MmeClusters(cat_names, cl_cat, size, cl_codes)
+    return ClusterTable(cat_names, cl_cat, size, cl_codes)
 
 
-def mme_cluster_scores(table: MmeClusters, correct: NDArray[np.bool_]) -> FloatArray:
+def cluster_scores(table: ClusterTable, correct: NDArray[np.bool_]) -> FloatArray:
     """Per image: acc + acc_plus, acc = 100*correct/size, acc_plus = 100 when all its questions are right."""
     k = np.bincount(table.question_cluster, weights=correct.astype(float), minlength=table.size.size)
     scores: FloatArray = 100.0 * k / table.size + 100.0 * (k == table.size)
     return scores
 
 
-def _sum_of_category_means(table: MmeClusters, cluster_values: FloatArray) -> float:
+def _sum_of_category_means(table: ClusterTable, cluster_values: FloatArray) -> float:
     n_cat = table.category_names.size
     sums = np.bincount(table.category, weights=cluster_values, minlength=n_cat)
     counts = np.bincount(table.category, minlength=n_cat)
     return float(np.sum(sums / counts))
 
 
-def mme_category_scores(categories: ArrayLike, clusters: ArrayLike, correct: ArrayLike) -> dict[str, float]:
-    """MME score per category: mean over its images of acc + acc_plus (max 200)."""
-    table = mme_clusters(categories, clusters)
+def stratum_scores(categories: ArrayLike, clusters: ArrayLike, correct: ArrayLike) -> dict[str, float]:
+    """Score per stratum: mean over its clusters of acc + acc_plus (max 200; MME: per category)."""
+    table = cluster_table(categories, clusters)
     ok = as_bool(correct, "correct")
-    values = mme_cluster_scores(table, ok)
+    values = cluster_scores(table, ok)
     n_cat = table.category_names.size
     sums = np.bincount(table.category, weights=values, minlength=n_cat)
     counts = np.bincount(table.category, minlength=n_cat)
     return {str(name): float(s / c) for name, s, c in zip(table.category_names, sums, counts, strict=True)}
 
 
-def mme_score(categories: ArrayLike, clusters: ArrayLike, correct: ArrayLike) -> float:
-    """MME score of a set of questions: the sum over the categories present of the category scores."""
-    table = mme_clusters(categories, clusters)
-    return _sum_of_category_means(table, mme_cluster_scores(table, as_bool(correct, "correct")))
+def cluster_score(categories: ArrayLike, clusters: ArrayLike, correct: ArrayLike) -> float:
+    """Cluster score of a set of questions: the sum over the strata present of the stratum scores."""
+    table = cluster_table(categories, clusters)
+    return _sum_of_category_means(table, cluster_scores(table, as_bool(correct, "correct")))
 
 
 # --------------------------------------------------------------------------- bootstrap machinery
@@ -240,7 +242,7 @@ def percentile_interval(draws: FloatArray, confidence: float) -> tuple[float, fl
     return float(low), float(high)
 
 
-def mme_score_interval(
+def cluster_score_interval(
     categories: ArrayLike,
     clusters: ArrayLike,
     correct: ArrayLike,
@@ -249,9 +251,9 @@ def mme_score_interval(
     confidence: float = 0.95,
     seed: Seed = 0,
 ) -> Interval:
-    """MME score with a stratified cluster bootstrap interval (images resampled within categories)."""
-    table = mme_clusters(categories, clusters)
-    values = mme_cluster_scores(table, as_bool(correct, "correct"))
+    """Cluster score with a stratified cluster bootstrap interval (clusters resampled within strata)."""
+    table = cluster_table(categories, clusters)
+    values = cluster_scores(table, as_bool(correct, "correct"))
     estimate = _sum_of_category_means(table, values)
     sums = stratified_cluster_sums(values[:, None], table.category, n_boot, rng_from(seed))
     counts = np.bincount(table.category, minlength=table.category_names.size)
@@ -282,11 +284,11 @@ def paired_accuracy_draws(
     return draws
 
 
-def paired_mme_draws(
-    table: MmeClusters, a: NDArray[np.bool_], b: NDArray[np.bool_], n_boot: int, rng: np.random.Generator
+def paired_cluster_draws(
+    table: ClusterTable, a: NDArray[np.bool_], b: NDArray[np.bool_], n_boot: int, rng: np.random.Generator
 ) -> FloatArray:
     """Bootstrap draws of score(B) - score(A), the same images resampled for both runs."""
-    diff = mme_cluster_scores(table, b) - mme_cluster_scores(table, a)
+    diff = cluster_scores(table, b) - cluster_scores(table, a)
     sums = stratified_cluster_sums(diff[:, None], table.category, n_boot, rng)
     counts = np.bincount(table.category, minlength=table.category_names.size)
     draws: FloatArray = (sums[:, :, 0] / counts).sum(axis=1)

@@ -330,8 +330,8 @@ def _group_value(spec: MetricSpec, group: str, ps: Sequence[Pair]) -> GroupValue
         )
     clusters = [p.sample.cluster for p in ps]
     strata = [group] * n
-    score_a = stats.mme_category_scores(strata, clusters, [p.a.correct for p in ps])[group]
-    score_b = stats.mme_category_scores(strata, clusters, [p.b.correct for p in ps])[group]
+    score_a = stats.stratum_scores(strata, clusters, [p.a.correct for p in ps])[group]
+    score_b = stats.stratum_scores(strata, clusters, [p.b.correct for p in ps])[group]
     return GroupValue(group, spec.name, score_a, score_b, n)
 
 

@@ -524,13 +524,13 @@ def compare_cluster_score(
     if margin is None:
         margin = default_margin(metric)
     _check_margin(margin, alpha)
-    table = stats.mme_clusters(strata, clusters)
+    table = stats.cluster_table(strata, clusters)
     ok_a = stats.as_bool(a, "reference correctness")
     ok_b = stats.as_bool(b, "candidate correctness")
     n = table.question_cluster.size
     if ok_a.size != n or ok_b.size != n:
         raise DataError(f"runs differ in length ({ok_a.size}, {ok_b.size}, {n} questions)", hint="align runs")
-    sa, sb = stats.mme_cluster_scores(table, ok_a), stats.mme_cluster_scores(table, ok_b)
+    sa, sb = stats.cluster_scores(table, ok_a), stats.cluster_scores(table, ok_b)
     counts = np.bincount(table.category, minlength=table.category_names.size)
     per_cluster_weight = 1.0 / counts[table.category]  # each stratum contributes its mean
     score_a = float(np.sum(sa * per_cluster_weight))
@@ -544,7 +544,7 @@ def compare_cluster_score(
     boot: tuple[float | None, float | None] = (None, None)
     if n_boot > 0:
         boot = stats.percentile_interval(
-            stats.paired_mme_draws(table, ok_a, ok_b, n_boot, stats.rng_from(seed)), confidence
+            stats.paired_cluster_draws(table, ok_a, ok_b, n_boot, stats.rng_from(seed)), confidence
         )
     return _judged_alone(
         alpha=alpha,
@@ -571,7 +571,7 @@ def compare_cluster_score(
     )
 
 
-def _impacts(table: stats.MmeClusters, ok: NDArray[np.bool_], weight: stats.FloatArray) -> stats.FloatArray:
+def _impacts(table: stats.ClusterTable, ok: NDArray[np.bool_], weight: stats.FloatArray) -> stats.FloatArray:
     """How far flipping each question alone moves the score: (100/size + 100 if the image's other
     questions are all right) over the category's image count."""
     q = table.question_cluster
@@ -582,14 +582,14 @@ def _impacts(table: stats.MmeClusters, ok: NDArray[np.bool_], weight: stats.Floa
 
 
 def _impact_sum(
-    table: stats.MmeClusters, ok_a: NDArray[np.bool_], ok_b: NDArray[np.bool_], weight: stats.FloatArray
+    table: stats.ClusterTable, ok_a: NDArray[np.bool_], ok_b: NDArray[np.bool_], weight: stats.FloatArray
 ) -> float:
     """Score change if every question flipped, each by its own impact (mean of both runs'): a share p of
     questions disagreeing, spread like the questions, moves the score by about p times this."""
     return float(np.sum((_impacts(table, ok_a, weight) + _impacts(table, ok_b, weight)) / 2))
 
 
-def _mean_sq_impact(table: stats.MmeClusters, ok_a: NDArray[np.bool_], ok_b: NDArray[np.bool_]) -> float:
+def _mean_sq_impact(table: stats.ClusterTable, ok_a: NDArray[np.bool_], ok_b: NDArray[np.bool_]) -> float:
     """Variance one extra discordant question, placed at random, would add to the score difference."""
     counts = np.bincount(table.category, minlength=table.category_names.size)
     weight = 1.0 / counts[table.category]

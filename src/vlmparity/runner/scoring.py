@@ -155,9 +155,9 @@ def _interval(
 ) -> Bounds | None:
     """One metric's interval over the samples that feed it, by the kind of its statistic."""
     if spec.kind == CLUSTER_SCORE:
-        from vlmparity.stats import mme_score_interval
+        from vlmparity.stats import cluster_score_interval
 
-        iv = mme_score_interval(
+        iv = cluster_score_interval(
             [s.group for s, _ in rows],
             [s.cluster for s, _ in rows],
             [sc.correct for _, sc in rows],
