@@ -61,27 +61,69 @@ OnResult = Callable[["Result"], Awaitable[None] | None]
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """The final outcome of one sample on one endpoint (after retries)."""
+    """The final outcome of one sample on one endpoint (after retries): the last attempt's `Classification`
+    (scrubbed of the endpoint's secrets) and the dispatch facts. The classification's fields read as the
+    result's own (`result.outcome`, `result.text`, ...)."""
 
     sample_id: str
     endpoint: str
-    outcome: Outcome
-    text: str | None = None
-    finish_reason: str | None = None
-    status: int | None = None
-    server_message: str | None = None
-    transient: bool = False
+    classification: Classification
     attempts: int = 1
     latency_s: float | None = None  # last attempt
     total_s: float = 0.0  # first send to final answer, backoff included
     ttft_s: float | None = None  # streaming only: time to the first content delta of the last attempt
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    image_limit: int | None = None
-    response: dict[str, Any] | None = None  # raw response JSON (answers and JSON errors)
     started_at: float = 0.0  # unix time of the first send
-    error_body: str | None = None  # a non-200 response's body as received (capped)
-    trace: TokenTrace | None = None  # per-token log-probabilities (requests with `logprobs: true`)
+
+    @property
+    def outcome(self) -> Outcome:
+        return self.classification.outcome
+
+    @property
+    def text(self) -> str | None:
+        return self.classification.text
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.classification.finish_reason
+
+    @property
+    def status(self) -> int | None:
+        return self.classification.status
+
+    @property
+    def server_message(self) -> str | None:
+        return self.classification.server_message
+
+    @property
+    def transient(self) -> bool:
+        return self.classification.transient
+
+    @property
+    def prompt_tokens(self) -> int | None:
+        return self.classification.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int | None:
+        return self.classification.completion_tokens
+
+    @property
+    def image_limit(self) -> int | None:
+        return self.classification.image_limit
+
+    @property
+    def response(self) -> dict[str, Any] | None:
+        """The raw response JSON (answers and JSON errors); None when the dispatcher keeps none."""
+        return self.classification.response
+
+    @property
+    def error_body(self) -> str | None:
+        """A non-200 response's body as received (capped)."""
+        return self.classification.error_body
+
+    @property
+    def trace(self) -> TokenTrace | None:
+        """Per-token log-probabilities (requests with `logprobs: true`)."""
+        return self.classification.trace
 
 
 @dataclass(frozen=True)
@@ -403,29 +445,24 @@ class Dispatcher:
         stats.by_outcome[cls.outcome.value] = stats.by_outcome.get(cls.outcome.value, 0) + 1
         if not cls.is_answer:
             stats.errors += 1
+        secrets = self._secrets
+        final = replace(
+            cls,
+            text=scrub_answer(cls.text, secrets) if cls.text else cls.text,
+            server_message=scrub_message(cls.server_message, secrets) if cls.server_message else None,
+            response=cls.response if self.keep_response else None,
+            # the body as received but for URL credentials and known secrets (it is stored)
+            error_body=scrub_message(cls.error_body, secrets, patterns=False) if cls.error_body else None,
+        )
         return Result(
             sample_id=sample_id,
             endpoint=self.endpoint.name,
-            outcome=cls.outcome,
-            text=scrub_answer(cls.text, self._secrets) if cls.text else cls.text,
-            finish_reason=cls.finish_reason,
-            status=cls.status,
-            server_message=scrub_message(cls.server_message, self._secrets) if cls.server_message else None,
-            transient=cls.transient,
+            classification=final,
             attempts=attempts,
             latency_s=latency,
             total_s=time.perf_counter() - t0,
             ttft_s=ttft,
-            prompt_tokens=cls.prompt_tokens,
-            completion_tokens=cls.completion_tokens,
-            image_limit=cls.image_limit,
-            response=cls.response if self.keep_response else None,
             started_at=started_at,
-            # the body as received but for URL credentials and known secrets (it is stored)
-            error_body=scrub_message(cls.error_body, self._secrets, patterns=False)
-            if cls.error_body
-            else None,
-            trace=cls.trace,
         )
 
     def _watch_breaker(self, cls: Classification) -> None:

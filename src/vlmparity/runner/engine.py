@@ -10,8 +10,8 @@ import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Protocol
 
 from vlmparity.config import RunConfig
 from vlmparity.errors import ConfigError, DataError, VlmparityError
@@ -27,6 +27,25 @@ if TYPE_CHECKING:
 
 WRITER_GRACE_S = 5.0  # how long an interrupted or failed run waits for the store to commit what it has
 PREFETCH_SAMPLES = 24  # how far ahead of sending images are encoded (MME: 12 distinct images)
+
+
+# What the run decides of a stored result (the rest is the dispatcher's `Result`, copied by name).
+_RUN_DECIDES = frozenset(
+    ("run_id", "task", "sample_id", "request_hash", "outcome", "text", "created", "error_body", "trace")
+)
+# ResultRecord field -> the Result attribute it copies (the store names seconds without the `_s`).
+_FROM_RESULT = tuple(
+    (f.name, f"{f.name}_s" if f.name in ("latency", "ttft") else f.name)
+    for f in fields(ResultRecord)
+    if f.name not in _RUN_DECIDES
+)
+
+
+def result_record(result: Result, **decided: Any) -> ResultRecord:
+    """The store's row for a dispatcher `Result`: every field the run does not decide (`decided`: the
+    row's keys, the outcome as stored, what is kept of text, error body and trace, the time) is the
+    Result's attribute of the same name."""
+    return ResultRecord(**{name: getattr(result, attr) for name, attr in _FROM_RESULT}, **decided)
 
 
 class Gate(Protocol):
@@ -454,22 +473,14 @@ class Engine:
             text = ""
         assert self.writer is not None
         self.writer.put(
-            ResultRecord(
+            result_record(
+                result,
                 run_id=ep.run_id,
                 task=sample.task,
                 sample_id=sample.id,
                 request_hash=rhash,
                 outcome=outcome,
                 text=text,
-                finish_reason=result.finish_reason,
-                status=result.status,
-                server_message=result.server_message,
-                attempts=result.attempts,
-                latency=result.latency_s,
-                ttft=result.ttft_s,
-                prompt_tokens=result.prompt_tokens,
-                completion_tokens=result.completion_tokens,
-                transient=result.transient,
                 created=time.time(),
                 error_body=result.error_body if outcome not in ANSWERED else None,
                 trace=result.trace if self.gen.logprobs else None,
