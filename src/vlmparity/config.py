@@ -6,6 +6,7 @@ passes what it found in). Secrets live in `SecretStr` fields that never serialis
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import pydantic.dataclasses
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from vlmparity import masking
@@ -86,17 +88,12 @@ class EndpointConfig(_Model):
         }
 
 
-class GenerationConfig(_Model):
-    """Generation parameters sent explicitly with every request (server defaults never leak in)."""
+@pydantic.dataclasses.dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class GenerationConfig(GenerationParams):
+    """The run's generation parameters: `tasks.base.GenerationParams` (its fields and defaults), validated.
 
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = 1234
-    max_tokens: int | None = None  # None: each task's own limit (MME 16, MMMU 128)
-    stream: bool = False
-    # None: decided per run (on when every endpoint returns log-probabilities and the run does not stream,
-    # or as the store already holds it); True/False: --logprobs / --no-logprobs
-    logprobs: bool | None = None
+    `logprobs` None: decided per run (on when every endpoint returns log-probabilities and the run does not
+    stream, or as the store already holds it); True/False: --logprobs / --no-logprobs."""
 
     @model_validator(mode="after")
     def _logprobs_not_streamed(self) -> GenerationConfig:
@@ -106,15 +103,9 @@ class GenerationConfig(_Model):
             )
         return self
 
-    def params(self) -> GenerationParams:
-        return GenerationParams(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            seed=self.seed,
-            max_tokens=self.max_tokens,
-            stream=self.stream,
-            logprobs=bool(self.logprobs),
-        )
+    def public(self) -> dict[str, Any]:
+        """The parameters by name, in field order (as written to run.json and the store)."""
+        return dataclasses.asdict(self)
 
 
 class SamplingPlan(_Model):
@@ -245,7 +236,7 @@ class RunConfig(_Model):
             "endpoints": [e.public() for e in self.endpoints],
             "tasks": list(self.tasks),
             "data": dict(self.data),
-            "generation": self.generation.model_dump(),
+            "generation": self.generation.public(),
             "plan": self.plan.model_dump() | {"mode": self.plan.mode},
             "options": self.options.model_dump(mode="json"),
         }

@@ -362,7 +362,7 @@ def _print_outcome(outcome: RunOutcome) -> None:
         version = f" {r.server_version}" if r.server_version else ""
         typer.echo(f"\n{ep.name}: {r.kind.value}{version} at {mask_url(r.chat_url)}")
         # lmms-eval's header line before its table
-        gen = ",".join(f"{k}={v}" for k, v in outcome.config.generation.model_dump().items() if v is not None)
+        gen = ",".join(f"{k}={v}" for k, v in outcome.config.generation.public().items() if v is not None)
         limit = outcome.config.plan.limit
         typer.echo(
             f"openai (model_version={r.model}), gen_kwargs: ({gen}), limit: {limit}, offset: 0, "

@@ -19,7 +19,7 @@ from vlmparity.runner.plan import TaskPlan
 from vlmparity.runner.progress import NullProgress, ProgressSink
 from vlmparity.runner.requests import Built, RequestBook, build_one, treatment_for
 from vlmparity.store import ANSWERED, ResultRecord, ResultWriter, SampleRecord, Store, is_done, store_path
-from vlmparity.tasks.base import Sample, Task
+from vlmparity.tasks.base import GenerationParams, Sample, Task
 
 if TYPE_CHECKING:
     from vlmparity.client import Dispatcher, ResolvedEndpoint, Result
@@ -177,7 +177,7 @@ class Engine:
         self.endpoints = list(endpoints)
         self.encoder = encoder
         self.progress: ProgressSink = progress or NullProgress()
-        self.gen = config.generation.params()
+        self.gen: GenerationParams = config.generation
         self.samples: list[Sample] = [s for p in plans for s in p.samples]
         self.tasks: dict[str, Task] = {p.task.name: p.task for p in plans}
         self.stored: dict[tuple[str, str], SampleRecord] = store.samples()

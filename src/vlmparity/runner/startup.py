@@ -5,6 +5,7 @@ image limits that matter (`probe_limits`)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -90,7 +91,7 @@ def decide_logprobs(
             missing = "; ".join(f"{s.endpoint}: {s.reason}" for s in support if not s.supported)
             progress.message(f"log-probabilities off for this run ({missing})")
     store.set_meta(LOGPROBS_META, decision)
-    gen = config.generation.model_copy(update={"logprobs": decision})
+    gen = dataclasses.replace(config.generation, logprobs=decision)
     return config.model_copy(update={"generation": gen})
 
 

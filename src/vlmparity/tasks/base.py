@@ -84,7 +84,8 @@ class GenerationParams:
     seed: int | None = 1234
     max_tokens: int | None = None  # None: the task's own limit (MME 16, MMMU 128)
     stream: bool = False
-    logprobs: bool = False  # ask for one log-probability per generated token (decided once per run)
+    # ask for one log-probability per generated token; decided once per run (None: not decided, not asked)
+    logprobs: bool | None = None
 
 
 @dataclass(frozen=True)
