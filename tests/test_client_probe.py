@@ -19,7 +19,14 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr, ValidationError
 
-from vlmparity.client import BackendKind, EndpointSpec, ResolvedEndpoint, resolve_endpoint, spec_from_env
+from vlmparity.client import (
+    BackendKind,
+    EndpointSpec,
+    ResolvedEndpoint,
+    effective_api_key,
+    resolve_endpoint,
+    spec_from_env,
+)
 from vlmparity.client.endpoint import split_url
 from vlmparity.client.probe import MIN_PROBE_TIMEOUT_S, PROBE_TIMEOUT_S
 from vlmparity.errors import ConfigError, EndpointError
@@ -560,8 +567,8 @@ def test_spec_masks_key() -> None:
     spec = EndpointSpec(url="http://h:8000/v1", api_key=SecretStr(SECRET), model="m")
     for text in (repr(spec), str(spec), spec.model_dump_json(), str(spec.model_dump())):
         assert SECRET not in text
-    assert spec.effective_api_key() is not None
-    assert spec.effective_api_key().get_secret_value() == SECRET  # type: ignore[union-attr]
+    assert effective_api_key(spec) is not None
+    assert effective_api_key(spec).get_secret_value() == SECRET  # type: ignore[union-attr]
 
 
 def test_spec_from_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,7 +18,7 @@ import pydantic.dataclasses
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from vlmparity import masking
-from vlmparity.backends import AUTO, backend_kinds
+from vlmparity.backends import AUTO, BackendKind, EndpointSpec, backend_kinds
 from vlmparity.errors import ConfigError
 from vlmparity.tasks.base import GenerationParams, task_names
 
@@ -34,19 +34,18 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class EndpointConfig(_Model):
-    """One OpenAI-compatible endpoint: a name (used for output folders and comparisons) and where it is."""
+class EndpointConfig(EndpointSpec):
+    """One endpoint of a run: the endpoint model (`backends.EndpointSpec`) as a run configures it, with a name
+    (used for output folders and comparisons) and its URL as given (what the store keeps; the client's spec
+    is made from it when the run resolves the endpoint: `spec()`)."""
 
     name: str
-    url: str
-    model: str | None = None  # None: the only (or first) model the server lists
-    kind: str = AUTO  # `auto` or a kind registered in vlmparity.backends
     api_key: SecretStr | None = Field(default=None, exclude=True, repr=False)
 
-    @field_validator("kind")
+    @field_validator("kind", mode="before")
     @classmethod
-    def _check_kind(cls, v: str) -> str:
-        if v != AUTO and v not in backend_kinds():
+    def _check_kind(cls, v: object) -> object:
+        if isinstance(v, str) and v != AUTO and v not in backend_kinds():
             raise ValueError(f"unknown kind {v!r} (choose one of {', '.join(kind_choices())})")
         return v
 
@@ -70,12 +69,9 @@ class EndpointConfig(_Model):
             raise ValueError(f"endpoint URL {mask_url(v)!r} must look like http://HOST:PORT[/v1]")
         return v.rstrip("/")
 
-    @field_validator("api_key")
-    @classmethod
-    def _remember_key(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is not None:
-            masking.remember(v.get_secret_value())
-        return v
+    def spec(self) -> EndpointSpec:
+        """The client's spec of this endpoint (its URL normalised as the client reads one)."""
+        return EndpointSpec(**dict(self))
 
     def public(self) -> dict[str, Any]:
         """What may be written to disk: no API key, URL credentials masked."""
@@ -83,7 +79,7 @@ class EndpointConfig(_Model):
             "name": self.name,
             "url": mask_url(self.url),
             "model": self.model,
-            "kind": self.kind,
+            "kind": self.kind.value,
             "api_key": "***" if self.api_key is not None else None,
         }
 
@@ -302,7 +298,7 @@ def parse_endpoints(
                     name=name,
                     url=url,
                     model=model_for.get(name),
-                    kind=kind_for.get(name, AUTO),
+                    kind=BackendKind(kind_for.get(name, AUTO)),
                     api_key=SecretStr(api_key) if api_key else None,
                 )
             )

@@ -3,7 +3,8 @@
 `get_backend(kind) -> BackendProfile`, `backend_kinds()`, `register_backend(profile)`: the client's probing
 and error classification, doctor and compare dispatch through the profiles, so adding a kind is one module
 (or one `register_backend` call) and nothing else. Importing this package registers vLLM, OVMS, SGLang and
-the generic OpenAI-compatible server, in that order.
+the generic OpenAI-compatible server, in that order. `EndpointSpec` and `BackendKind` are the one model of an
+endpoint as configured (the client resolves it; `config.EndpointConfig` validates a run's endpoints with it).
 """
 
 # isort: off
@@ -37,10 +38,13 @@ from vlmparity.backends.base import (
     version_text,
     version_tuple,
 )
+from vlmparity.backends.endpoint import BackendKind, EndpointSpec
 
 __all__ = [
     "AUTO",
+    "BackendKind",
     "BackendProfile",
+    "EndpointSpec",
     "ErrorShape",
     "NotReady",
     "ProbeReply",

@@ -2,7 +2,8 @@
 
 Public API (data in, data out):
 
-- `EndpointSpec(url, name=None, model=None, api_key=None, kind="auto")`, `spec_from_env()`
+- `EndpointSpec(url, name=None, model=None, api_key=None, kind="auto")` (the endpoint model of
+  `vlmparity.backends`), `spec_from_env()`, `effective_api_key(spec)` (else `OPENAI_API_KEY`)
 - `await resolve_endpoint(spec, ready_timeout=30.0) -> ResolvedEndpoint` (raises `EndpointError`); `Prober`,
   one look at an endpoint without waiting (what `doctor` uses; `NotReady` when waiting may help)
 - `classify(status, headers, body, exc) -> Classification` with `Outcome`, `parse_retry_after`
@@ -14,7 +15,13 @@ from vlmparity.backends import NotReady
 from vlmparity.client.classify import Classification, Outcome, classify, parse_retry_after, server_message
 from vlmparity.client.concurrency import AdaptiveController, FixedController, LimitChange
 from vlmparity.client.dispatcher import BreakerPolicy, Dispatcher, DispatchStats, Result, RetryPolicy
-from vlmparity.client.endpoint import BackendKind, EndpointSpec, ResolvedEndpoint, spec_from_env
+from vlmparity.client.endpoint import (
+    BackendKind,
+    EndpointSpec,
+    ResolvedEndpoint,
+    effective_api_key,
+    spec_from_env,
+)
 from vlmparity.client.probe import Prober, resolve_endpoint
 
 __all__ = [
@@ -34,6 +41,7 @@ __all__ = [
     "Result",
     "RetryPolicy",
     "classify",
+    "effective_api_key",
     "parse_retry_after",
     "resolve_endpoint",
     "server_message",

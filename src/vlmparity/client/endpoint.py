@@ -1,10 +1,11 @@
 """What the user says about an endpoint (`EndpointSpec`) and what probing found (`ResolvedEndpoint`).
 
-`EndpointSpec(name, url, model, api_key, kind)` takes the base URL as the user gives it
-(`http://host:port`, `.../v1`, `.../v3`, even `.../v1/chat/completions`). The API key is a pydantic
+`EndpointSpec(name, url, model, api_key, kind)` (defined in `vlmparity.backends.endpoint`, the one model of
+an endpoint; `config.EndpointConfig` is the run's validated view of it) takes the base URL as the user gives
+it (`http://host:port`, `.../v1`, `.../v3`, even `.../v1/chat/completions`). The API key is a pydantic
 `SecretStr`: it never appears in repr, str, JSON dumps or logs. `spec_from_env()` builds a spec from
-`OPENAI_API_BASE` / `OPENAI_API_KEY` as lmms-eval does. `split_url` separates the server root from an
-explicit API base path.
+`OPENAI_API_BASE` / `OPENAI_API_KEY` as lmms-eval does, `effective_api_key(spec)` falls back on
+`OPENAI_API_KEY`. `split_url` separates the server root from an explicit API base path.
 """
 
 from __future__ import annotations
@@ -13,97 +14,26 @@ import os
 import re
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler, SecretStr, field_validator
-from pydantic_core import core_schema
+from pydantic import SecretStr
 
 from vlmparity import masking
-from vlmparity.backends import AUTO, backend_kinds
+from vlmparity.backends import AUTO
+from vlmparity.backends import BackendKind as BackendKind  # the client's face of the endpoint model
+from vlmparity.backends import EndpointSpec as EndpointSpec
 from vlmparity.errors import ConfigError
 
 API_KEY_ENV = "OPENAI_API_KEY"
 API_BASE_ENV = "OPENAI_API_BASE"
 
 
-class BackendKind(str):
-    """The serving engine behind an endpoint: a kind registered in `vlmparity.backends` (vllm, ovms, sglang,
-    openai, or one added with `register_backend`), or `auto` (detect it). A `str`, checked when made:
-    `BackendKind("tgi")` raises ValueError while no profile of that kind is registered."""
-
-    __slots__ = ()
-
-    def __new__(cls, name: object) -> BackendKind:
-        text = str(name)
-        if text != AUTO and text not in backend_kinds():
-            raise ValueError(
-                f"unknown backend kind {text!r} (use one of {', '.join((AUTO, *backend_kinds()))})"
-            )
-        return super().__new__(cls, text)
-
-    @property
-    def value(self) -> str:
-        """The kind's name (as the enum it replaces spelled it)."""
-        return str.__str__(self)
-
-    @property
-    def auto(self) -> bool:
-        """True when the kind is to be detected."""
-        return self.value == AUTO
-
-    @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        return core_schema.no_info_after_validator_function(
-            cls, core_schema.str_schema(), serialization=core_schema.to_string_ser_schema()
-        )
-
-
-class EndpointSpec(BaseModel):
-    """One endpoint as configured: base URL, optional model name, optional API key, backend kind."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    url: str
-    name: str | None = None
-    model: str | None = None
-    api_key: SecretStr | None = None
-    kind: BackendKind = BackendKind(AUTO)
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        masking.remember_url(value)  # its password or token is never printed nor written
-        value = value.strip()
-        if "%" in value:  # lmms-eval URL-decodes OPENAI_API_BASE; do the same for any URL
-            value = urllib.parse.unquote(value)
-        value = value.rstrip("/")
-        masking.remember_url(value)
-        parsed = urllib.parse.urlsplit(value)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError(f"endpoint URL must look like http://host:port, got {masking.mask_url(value)!r}")
-        return value
-
-    @field_validator("api_key")
-    @classmethod
-    def _remember_key(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            masking.remember(value.get_secret_value())
-        return value
-
-    @property
-    def display_name(self) -> str:
-        """`name`, else host:port of the URL (never its user info)."""
-        return self.name or urllib.parse.urlsplit(self.url).netloc.rpartition("@")[2]
-
-    def effective_api_key(self) -> SecretStr | None:
-        """The configured key, else `OPENAI_API_KEY` from the environment (as lmms-eval does)."""
-        if self.api_key is not None and self.api_key.get_secret_value():
-            return self.api_key
-        env = os.environ.get(API_KEY_ENV)
-        masking.remember(env)
-        return SecretStr(env) if env else None
+def effective_api_key(spec: EndpointSpec) -> SecretStr | None:
+    """The spec's key, else `OPENAI_API_KEY` from the environment (as lmms-eval does)."""
+    if spec.api_key is not None and spec.api_key.get_secret_value():
+        return spec.api_key
+    env = os.environ.get(API_KEY_ENV)
+    masking.remember(env)
+    return SecretStr(env) if env else None
 
 
 def spec_from_env(*, name: str | None = None, model: str | None = None, kind: str = AUTO) -> EndpointSpec:

@@ -40,7 +40,13 @@ from vlmparity.client.classify import (
     server_message,
     wire_int,
 )
-from vlmparity.client.endpoint import BackendKind, EndpointSpec, ResolvedEndpoint, split_url
+from vlmparity.client.endpoint import (
+    BackendKind,
+    EndpointSpec,
+    ResolvedEndpoint,
+    effective_api_key,
+    split_url,
+)
 from vlmparity.client.transport import read_capped
 from vlmparity.errors import EndpointError
 
@@ -82,7 +88,7 @@ class Reply:
 def request_headers(spec: EndpointSpec) -> dict[str, str]:
     """Probe request headers: JSON content type and the spec's bearer key (else `OPENAI_API_KEY`) if any."""
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    key = spec.effective_api_key()
+    key = effective_api_key(spec)
     if key is not None:
         headers["Authorization"] = f"Bearer {key.get_secret_value()}"
     return headers
@@ -337,7 +343,7 @@ class Prober:
             server_version=found.version,
             max_model_len=found.max_model_len,
             notes=tuple(self.notes),
-            api_key=self.spec.effective_api_key(),
+            api_key=effective_api_key(self.spec),
         )
 
 

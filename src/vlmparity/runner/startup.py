@@ -25,14 +25,6 @@ if TYPE_CHECKING:
 LOGPROBS_META = "logprobs"
 
 
-def _spec(ep: Any) -> Any:
-    from vlmparity.client import BackendKind, EndpointSpec
-
-    return EndpointSpec(
-        url=ep.url, name=ep.name, model=ep.model, api_key=ep.api_key, kind=BackendKind(ep.kind)
-    )
-
-
 async def resolve_all(config: RunConfig) -> list[ResolvedEndpoint]:
     """Probe every endpoint concurrently (kind, chat URL, model, server version), waiting for readiness."""
     from vlmparity.client import resolve_endpoint
@@ -40,7 +32,7 @@ async def resolve_all(config: RunConfig) -> list[ResolvedEndpoint]:
     return list(
         await asyncio.gather(
             *(
-                resolve_endpoint(_spec(e), ready_timeout=config.options.ready_timeout)
+                resolve_endpoint(e.spec(), ready_timeout=config.options.ready_timeout)
                 for e in config.endpoints
             )
         )
