@@ -20,7 +20,7 @@ from vlmparity.backends import kinds_text
 if TYPE_CHECKING:
     from vlmparity.config import RunConfig
     from vlmparity.errors import VlmparityError
-    from vlmparity.runner import Gate, RunOutcome
+    from vlmparity.runner import Counters, Gate, RunOutcome
 
 
 def register(app: typer.Typer) -> None:
@@ -413,17 +413,8 @@ class PlainProgress:
         self._totals[endpoint] = total
         _err(f"{endpoint}: sending {total} request(s)")
 
-    def update(
-        self,
-        endpoint: str,
-        *,
-        done: int,
-        errors: int,
-        in_flight: int,
-        concurrency: int,
-        connection_failures: int = 0,
-    ) -> None:
-        self._last[endpoint] = (done, errors, connection_failures)
+    def update(self, endpoint: str, counters: Counters) -> None:
+        self._last[endpoint] = (counters.done, counters.errors, counters.connection_failures)
 
     def end(self, endpoint: str) -> None:
         done, errors, refused = self._last.get(endpoint, (0, 0, 0))
@@ -479,16 +470,7 @@ class RichProgress:
             endpoint, total=total, rate="", in_flight=0, limit=0, errors=errors_text(0, 0)
         )
 
-    def update(
-        self,
-        endpoint: str,
-        *,
-        done: int,
-        errors: int,
-        in_flight: int,
-        concurrency: int,
-        connection_failures: int = 0,
-    ) -> None:
+    def update(self, endpoint: str, counters: Counters) -> None:
         task_id = self._ids.get(endpoint)
         if task_id is None:
             return
@@ -496,11 +478,11 @@ class RichProgress:
         speed = task.speed
         self._progress.update(
             task_id,
-            completed=done,
+            completed=counters.done,
             rate=f"{speed:.1f} req/s" if speed else "",
-            in_flight=in_flight,
-            limit=concurrency,
-            errors=errors_text(errors, connection_failures),
+            in_flight=counters.in_flight,
+            limit=counters.concurrency,
+            errors=errors_text(counters.errors, counters.connection_failures),
         )
 
     def end(self, endpoint: str) -> None:

@@ -15,7 +15,7 @@ from vlmparity.runner.engine import PREFETCH_SAMPLES, WRITER_GRACE_S, EndpointRu
 from vlmparity.runner.orchestrate import RunOutcome, run
 from vlmparity.runner.outputs import RunOutputs, RunState, default_stamp
 from vlmparity.runner.plan import TaskPlan, load_images, plan_spec, prepare, prepare_task
-from vlmparity.runner.progress import NullProgress, ProgressSink
+from vlmparity.runner.progress import Counters, NullProgress, ProgressSink
 from vlmparity.runner.requests import Built, RequestBook, build_one, merge_prompt, treatment_for
 from vlmparity.runner.scoring import (
     MISSING,
@@ -64,6 +64,7 @@ __all__ = [
     "WRITER_GRACE_S",
     "Bounds",
     "Built",
+    "Counters",
     "EndpointRun",
     "Engine",
     "Gate",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from vlmparity.config import RunConfig
 from vlmparity.errors import ConfigError, DataError, VlmparityError
 from vlmparity.runner.plan import TaskPlan
-from vlmparity.runner.progress import NullProgress, ProgressSink
+from vlmparity.runner.progress import Counters, NullProgress, ProgressSink
 from vlmparity.runner.requests import Built, RequestBook, build_one, treatment_for
 from vlmparity.store import ANSWERED, ResultRecord, ResultWriter, SampleRecord, Store, is_done, store_path
 from vlmparity.tasks.base import GenerationParams, Sample, Task
@@ -532,11 +532,13 @@ class Engine:
                 )
         self.progress.update(
             ep.name,
-            done=ep.done - ep.pass_base,
-            errors=ep.errors,
-            in_flight=stats.in_flight if stats else 0,
-            concurrency=stats.concurrency if stats else 0,
-            connection_failures=stats.connection_failures if stats else 0,
+            Counters(
+                done=ep.done - ep.pass_base,
+                errors=ep.errors,
+                in_flight=stats.in_flight if stats else 0,
+                concurrency=stats.concurrency if stats else 0,
+                connection_failures=stats.connection_failures if stats else 0,
+            ),
         )
 
     def session_stats(self) -> list[SessionStats]:

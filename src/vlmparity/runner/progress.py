@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Counters:
+    """One endpoint's counters at a moment of its pass. `errors`: stored failures; `connection_failures`:
+    attempts that could not reach the server (a dead server's requests are left unsent for a resume, so
+    they never become stored failures)."""
+
+    done: int
+    errors: int
+    in_flight: int
+    concurrency: int
+    connection_failures: int = 0
 
 
 class ProgressSink(Protocol):
@@ -11,19 +25,8 @@ class ProgressSink(Protocol):
     def begin(self, endpoint: str, total: int) -> None:
         """An endpoint has `total` samples to send in this pass."""
 
-    def update(
-        self,
-        endpoint: str,
-        *,
-        done: int,
-        errors: int,
-        in_flight: int,
-        concurrency: int,
-        connection_failures: int = 0,
-    ) -> None:
-        """Counters of one endpoint (called a few times per second). `errors`: stored failures;
-        `connection_failures`: attempts that could not reach the server (a dead server's requests are
-        left unsent for a resume, so they never become stored failures)."""
+    def update(self, endpoint: str, counters: Counters) -> None:
+        """Counters of one endpoint (called a few times per second)."""
 
     def end(self, endpoint: str) -> None:
         """An endpoint finished its pass."""
@@ -38,16 +41,7 @@ class NullProgress:
     def begin(self, endpoint: str, total: int) -> None:
         return None
 
-    def update(
-        self,
-        endpoint: str,
-        *,
-        done: int,
-        errors: int,
-        in_flight: int,
-        concurrency: int,
-        connection_failures: int = 0,
-    ) -> None:
+    def update(self, endpoint: str, counters: Counters) -> None:
         return None
 
     def end(self, endpoint: str) -> None:
