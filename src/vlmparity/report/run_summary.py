@@ -7,7 +7,7 @@ Never writes a secret: the configuration is the masked public one and the comman
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,24 +94,7 @@ def _quantile(values: Sequence[float], q: float) -> float | None:
     return round(statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1], 4)
 
 
-def write_run_json(
-    config: RunConfig,
-    plans: Sequence[TaskPlan],
-    endpoints: Sequence[EndpointRun],
-    *,
-    argv: Sequence[str],
-    secrets: Sequence[str],
-    started: float,
-    finished: float | None,
-    scores: Mapping[str, Sequence[TaskScore]] | None = None,
-    sessions: Sequence[SessionStats] | None = None,
-    files: Mapping[str, Sequence[str]] | None = None,
-    errors: Mapping[str, str] | None = None,
-    failure: str | None = None,
-    plan_id: int | None = None,
-    plans_made: Sequence[PlanRecord] | None = None,
-    interrupted: str | None = None,
-) -> Path:
+def write_run_json(state: RunState) -> Path:
     """Write `run.json` (provenance, plans, results summary); rewritten at the end of each invocation.
 
     `failure`: the one-line reason an invocation stopped early (status "failed"; answers already stored
@@ -125,23 +108,24 @@ def write_run_json(
     from vlmparity.config import mask_argv
     from vlmparity.masking import MIN_SECRET_CHARS, scrub_obj
 
+    config, plans, errors = state.config, state.plans, state.errors
     public = config.public()
     doc: dict[str, Any] = {
         "tool": "vlmparity",
         "tool_version": __version__,
-        "command": mask_argv(list(argv), secrets),
-        "started": started,
-        "finished": finished,
+        "command": mask_argv(list(state.argv), state.secrets),
+        "started": state.started,
+        "finished": state.finished,
         "status": (
             "interrupted"
-            if interrupted is not None
+            if state.interrupted is not None
             else "failed"
-            if failure is not None
+            if state.failure is not None
             else "running"
-            if finished is None
+            if state.finished is None
             else ("incomplete" if errors else "complete")
         ),
-        "endpoints": [_endpoint_record(ep) for ep in endpoints],
+        "endpoints": [_endpoint_record(ep) for ep in state.endpoints],
         "tasks": {p.task.name: _plan_record(p) for p in plans},
         "generation": public["generation"],
         "generation_by_task": {
@@ -152,27 +136,27 @@ def write_run_json(
         "configured_endpoints": public["endpoints"],
         "store": STORE_FILENAME,
     }
-    if plan_id is not None:
-        doc["plan_id"] = plan_id
-    if plans_made is not None:
-        doc["plans"] = [plan_summary(p) for p in plans_made]
-    if scores is not None:
-        doc["results"] = {name: _scores_record(s) for name, s in scores.items()}
-    if sessions is not None:
-        doc["sessions"] = {s.endpoint: session_record(s) for s in sessions}
-    if files is not None:
-        doc["files"] = {k: list(v) for k, v in files.items()}
+    if state.plan_id is not None:
+        doc["plan_id"] = state.plan_id
+    if state.plans_made is not None:
+        doc["plans"] = [plan_summary(p) for p in state.plans_made]
+    if state.scores is not None:
+        doc["results"] = {name: _scores_record(s) for name, s in state.scores.items()}
+    if state.sessions is not None:
+        doc["sessions"] = {s.endpoint: session_record(s) for s in state.sessions}
+    if state.files is not None:
+        doc["files"] = {k: list(v) for k, v in state.files.items()}
     if errors:
         doc["errors"] = dict(errors)
-    if failure is not None:
-        doc["failure"] = failure
-    if interrupted is not None:
-        doc["signal"] = interrupted
+    if state.failure is not None:
+        doc["failure"] = state.failure
+    if state.interrupted is not None:
+        doc["signal"] = state.interrupted
     path = Path(config.options.output_path) / RUN_JSON
-    lmms_output.write_results_json(path, scrub_obj(doc, secrets))
+    lmms_output.write_results_json(path, scrub_obj(doc, state.secrets))
     text = path.read_text(encoding="utf-8")
     # belt and braces: a secret must never reach the disk (shorter ones cannot be told from other text)
-    if any(s and len(s) >= MIN_SECRET_CHARS and s in text for s in secrets):
+    if any(s and len(s) >= MIN_SECRET_CHARS and s in text for s in state.secrets):
         path.unlink()
         raise RuntimeError("refusing to write run.json: it would contain a secret")
     return path
@@ -335,23 +319,7 @@ class RunFiles:
         return lmms_output.free_stamp(config.options.output_path, names, started)
 
     def run_summary(self, state: RunState) -> Path:
-        return write_run_json(
-            state.config,
-            state.plans,
-            state.endpoints,
-            argv=state.argv,
-            secrets=state.secrets,
-            started=state.started,
-            finished=state.finished,
-            scores=state.scores,
-            sessions=state.sessions,
-            files=state.files,
-            errors=state.errors,
-            failure=state.failure,
-            plan_id=state.plan_id,
-            plans_made=state.plans_made,
-            interrupted=state.interrupted,
-        )
+        return write_run_json(state)
 
     def endpoint_files(
         self,
